@@ -1,0 +1,226 @@
+"""Small shared helpers: record encoding, file names, atomic writes, progress."""
+
+import contextlib
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+# ---------------------------------------------------------------------------
+# File names (SPEC §7). One function per layout so that writers and readers
+# cannot disagree.
+
+
+def labeled_shard_path(data_dir, subset, shard, num_shards):
+    """`{data_dir}/{subset}-%05d-of-%05d`."""
+    return os.path.join(data_dir, f"{subset}-{shard:05d}-of-{num_shards:05d}")
+
+
+def unlabeled_shard_path(data_dir, shard, num_shards, prefix="extra"):
+    """`{data_dir}/unlabeled/{prefix}-%05d-of-%05d`."""
+    return os.path.join(data_dir, "unlabeled", f"{prefix}-{shard:05d}-of-{num_shards:05d}")
+
+
+def prediction_path(output_dir, shard, num_shards, worker):
+    """`{output_dir}/train-info-%05d-of-%05d-%05d`: one record per input image."""
+    return os.path.join(output_dir, f"train-info-{shard:05d}-of-{num_shards:05d}-{worker:05d}")
+
+
+def info_path(info_dir, shard, num_shards, worker):
+    """`{info_dir}/info-%05d-of-%05d-%05d.txt`: JSON {"image_num": N} of one worker's part."""
+    return os.path.join(info_dir, f"info-{shard:05d}-of-{num_shards:05d}-{worker:05d}.txt")
+
+
+def filtered_path(output_dir, task, shard, num_shards):
+    """`{output_dir}/data/train-%d-%05d-of-%05d`: filtered and balanced records."""
+    return os.path.join(output_dir, "data", f"train-{task:d}-{shard:05d}-of-{num_shards:05d}")
+
+
+# ---------------------------------------------------------------------------
+# tf.train.Example features.
+
+
+def bytes_feature(value):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def int64_feature(values):
+    values = np.atleast_1d(values).astype(np.int64).tolist()
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def float_feature(values):
+    values = np.atleast_1d(values).astype(np.float32).tolist()
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def labeled_example(image_bytes, label):
+    """A labeled record: `image/encoded` and the 1-based `image/class/label` (label + 1)."""
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image/encoded": bytes_feature(image_bytes),
+                "image/class/label": int64_feature(int(label) + 1),
+            }
+        )
+    )
+
+
+def unlabeled_example(image_bytes, num_classes):
+    """A raw unlabeled record: the labeled keys plus zero placeholders."""
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image/encoded": bytes_feature(image_bytes),
+                "image/class/label": int64_feature(0),
+                "probabilities": float_feature(np.zeros([num_classes], np.float32)),
+                "label": int64_feature(0),
+                "prob": float_feature(0.0),
+            }
+        )
+    )
+
+
+def prediction_example(probabilities):
+    """A prediction record: the full `probabilities` vector and its argmax `classes`."""
+    probabilities = np.asarray(probabilities, np.float32)
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "probabilities": float_feature(probabilities),
+                "classes": int64_feature(int(np.argmax(probabilities))),
+            }
+        )
+    )
+
+
+def pseudo_labeled_example(image_bytes, probabilities, label=None):
+    """A filtered/reassigned record: image, 0-based `label`, top-1 `prob`, `probabilities`."""
+    probabilities = np.asarray(probabilities, np.float32)
+    if label is None:
+        label = int(np.argmax(probabilities))
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image/encoded": bytes_feature(image_bytes),
+                "label": int64_feature(label),
+                "prob": float_feature(probabilities[label]),
+                "probabilities": float_feature(probabilities),
+            }
+        )
+    )
+
+
+def encode_jpeg(image, quality=95):
+    """Encodes a uint8 [H, W, C] array as JPEG bytes."""
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return tf.io.encode_jpeg(image, quality=quality).numpy()
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes: a reader never sees a half-written output, and a killed job
+# leaves only `*.tmp*` files, which the next run overwrites.
+
+
+def tmp_path(path):
+    return f"{path}.tmp{os.getpid()}"
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yields a temporary path; renames it to `path` only if the block succeeds."""
+    parent = os.path.dirname(path)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    tmp = tmp_path(path)
+    try:
+        yield tmp
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+
+
+def write_tfrecord(path, serialized_records):
+    """Writes serialized records to `path` atomically; returns how many were written."""
+    count = 0
+    with atomic_output(path) as tmp:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for record in serialized_records:
+                writer.write(record)
+                count += 1
+    return count
+
+
+def write_json(path, obj):
+    """Writes `obj` as JSON to `path` atomically."""
+    with atomic_output(path) as tmp:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def read_json(path):
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# Progress.
+
+
+def format_seconds(seconds):
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
+
+
+class Progress:
+    """Logs `done/total`, rate and ETA of a long job at most every `interval` seconds.
+
+    Args:
+      total: number of units (images, steps) the job will process, or None.
+      name: what is being counted, e.g. "images".
+      start: units already done before this process started (resumed work),
+        excluded from the rate.
+      interval: minimum seconds between two log lines.
+    """
+
+    def __init__(self, total, name="items", start=0, interval=10.0, prefix=""):
+        self.total = total
+        self.name = name
+        self.done = start
+        self._start_count = start
+        self._t0 = time.time()
+        self._last = 0.0
+        self._interval = interval
+        self._prefix = prefix
+
+    def rate(self):
+        elapsed = time.time() - self._t0
+        return (self.done - self._start_count) / elapsed if elapsed > 0 else 0.0
+
+    def eta_seconds(self):
+        rate = self.rate()
+        if not self.total or rate <= 0:
+            return None
+        return (self.total - self.done) / rate
+
+    def message(self):
+        rate = self.rate()
+        total = f"/{self.total}" if self.total else ""
+        eta = self.eta_seconds()
+        eta_text = f", ETA {format_seconds(eta)}" if eta is not None else ""
+        return f"{self._prefix}{self.done}{total} {self.name}, {rate:.1f} {self.name}/s{eta_text}"
+
+    def update(self, count=1, force=False):
+        self.done += count
+        now = time.time()
+        if force or now - self._last >= self._interval:
+            self._last = now
+            logging.info(self.message())
