@@ -1,0 +1,337 @@
+"""tf.data input pipelines for labeled, unlabeled and evaluation data (SPEC §7).
+
+Training batches come as one dict per replica:
+  images:          [B + U, H, W, 3] float32 0..255, labeled images first,
+                   then the (noised) unlabeled images the student sees.
+  labels:          [B] int32, 0-based.
+  unl_labels:      [U] int32, the stored `label` of unlabeled records.
+  unl_probs:       [U, C] float32, the stored `probabilities`.
+  teacher_images:  [U, H', W', 3] float32 0..255, clean (eval-preprocessed)
+                   unlabeled images, only when a teacher runs on the fly.
+Evaluation batches are padded to a fixed size with a 0/1 `mask`, so every
+image is counted exactly once and no batch is dropped.
+"""
+
+import math
+import os
+
+import tensorflow as tf
+from absl import logging
+
+import preprocessing
+
+_READ_BUFFER_BYTES = 8 * 1024 * 1024
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def list_files(data_dir, prefix):
+    """Sorted `{data_dir}/{prefix}-*` files, ignoring temporary files of unfinished writes."""
+    pattern = os.path.join(data_dir, f"{prefix}-*")
+    return sorted(f for f in tf.io.gfile.glob(pattern) if ".tmp" not in os.path.basename(f))
+
+
+def labeled_files(data_dir, subset, num_train_shards=None):
+    """The files of one labeled subset.
+
+    Args:
+      data_dir: directory holding `{subset}-%05d-of-%05d` files.
+      subset: file prefix, e.g. train, dev, test, validation.
+      num_train_shards: if set, use only the first this many files.
+
+    Raises:
+      FileNotFoundError: no file matches, naming the pattern.
+    """
+    if not data_dir:
+        raise FileNotFoundError("--label_data_dir is not set.")
+    files = list_files(data_dir, subset)
+    if not files:
+        raise FileNotFoundError(
+            f"No labeled files for subset {subset!r}: nothing matches "
+            f"{os.path.join(data_dir, subset + '-*')} (check --label_data_dir)."
+        )
+    if num_train_shards:
+        files = files[:num_train_shards]
+    return files
+
+
+def unlabeled_files(unlabel_data_dirs):
+    """The `train*` and `extra*` files of one or more unlabeled directories.
+
+    Args:
+      unlabel_data_dirs: a list of directories, or one string of directories
+        separated by ';' as `--unlabel_data_dir` takes them.
+
+    Raises:
+      FileNotFoundError: a directory with no such files, naming it.
+    """
+    if isinstance(unlabel_data_dirs, str):
+        unlabel_data_dirs = [d for d in unlabel_data_dirs.split(";") if d]
+    if not unlabel_data_dirs:
+        raise FileNotFoundError("--unlabel_data_dir is empty.")
+    files = []
+    for data_dir in unlabel_data_dirs:
+        found = list_files(data_dir, "train") + list_files(data_dir, "extra")
+        if not found:
+            raise FileNotFoundError(
+                f"Unlabeled directory {data_dir!r} has no train-* or extra-* files "
+                "(check --unlabel_data_dir)."
+            )
+        files.extend(found)
+    return files
+
+
+def parse_labeled(serialized):
+    """Parses a labeled record into encoded image bytes and a 0-based label."""
+    parsed = tf.io.parse_single_example(
+        serialized,
+        {
+            "image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        },
+    )
+    return parsed["image/encoded"], tf.cast(parsed["image/class/label"], tf.int32) - 1
+
+
+def parse_unlabeled(serialized, num_classes):
+    """Parses an unlabeled or pseudo-labeled record: image bytes, `label`, `probabilities`."""
+    parsed = tf.io.parse_single_example(
+        serialized,
+        {
+            "image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+            "probabilities": tf.io.FixedLenFeature([num_classes], tf.float32),
+        },
+    )
+    return (
+        parsed["image/encoded"],
+        tf.cast(parsed["label"], tf.int32),
+        parsed["probabilities"],
+    )
+
+
+def _record_dataset(files, input_context, shuffle, cache, seed=None):
+    """Reads TFRecords of `files`, sharded across input pipelines (hosts)."""
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    shard_records = num_pipelines > 1 and len(files) < num_pipelines
+    if num_pipelines > 1 and not shard_records:
+        files_ds = files_ds.shard(num_pipelines, pipeline_id)
+    if shuffle:
+        files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = files_ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER_BYTES),
+        cycle_length=min(16, len(files)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not shuffle,
+    )
+    if shard_records:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if cache:
+        ds = ds.cache()
+    return ds
+
+
+def augment_name_for_unlabeled(augment_name, unl_aug):
+    """`--unl_aug=default` uses `--augment_name`; 'none' means no RandAugment."""
+    name = augment_name if unl_aug == "default" else unl_aug
+    return None if name in (None, "", "none", "None") else name
+
+
+def make_train_dataset(
+    input_context,
+    *,
+    label_files,
+    per_replica_batch_size,
+    image_size,
+    small_image_model,
+    num_classes,
+    augment_name=None,
+    randaug_mag=27,
+    randaug_layer=2,
+    cutout_op=True,
+    random_flip=True,
+    remove_aug=False,
+    cache=True,
+    unlabel_files=None,
+    unlabel_ratio=0,
+    unl_aug="default",
+    teacher_image_size=None,
+    shuffle_buffer=16384,
+    seed=None,
+):
+    """The training pipeline of one input pipeline (host), batched per replica.
+
+    Args:
+      input_context: a `tf.distribute.InputContext`, or None for one pipeline.
+      label_files: labeled TFRecord files.
+      per_replica_batch_size: labeled images per replica and step.
+      image_size: student input resolution.
+      small_image_model: use the 32x32 augmentation path.
+      num_classes: length of stored `probabilities`.
+      augment_name: None or 'v1' (RandAugment) for the student.
+      randaug_mag, randaug_layer, cutout_op: RandAugment settings.
+      random_flip: flip training images left-right.
+      remove_aug: eval-style preprocessing for training images (no noise).
+      cache: cache the raw records in memory.
+      unlabel_files: unlabeled TFRecord files (with unlabel_ratio > 0).
+      unlabel_ratio: unlabeled images per labeled image.
+      unl_aug: 'default' (= augment_name) or the augmentation of unlabeled images.
+      teacher_image_size: if set, also yield the clean unlabeled image at this
+        size for a teacher running on the fly.
+      shuffle_buffer: records in the shuffle buffer.
+      seed: optional seed for file and record shuffling.
+
+    Returns:
+      A `tf.data.Dataset` of per-replica batch dicts (see module docstring).
+    """
+    is_training = not remove_aug
+
+    def preprocess(image, augment):
+        return preprocessing.preprocess_image(
+            image,
+            is_training=is_training,
+            image_size=image_size,
+            small_image=small_image_model,
+            augment_name=augment,
+            randaug_mag=randaug_mag,
+            randaug_layer=randaug_layer,
+            cutout_op=cutout_op,
+            random_flip=random_flip,
+        )
+
+    def labeled_fn(serialized):
+        image_bytes, label = parse_labeled(serialized)
+        return preprocess(image_bytes, augment_name), label
+
+    lab = _record_dataset(label_files, input_context, shuffle=True, cache=cache, seed=seed)
+    lab = lab.shuffle(shuffle_buffer, seed=seed).repeat()
+    lab = lab.map(labeled_fn, num_parallel_calls=AUTOTUNE)
+    lab = lab.batch(per_replica_batch_size, drop_remainder=True)
+
+    if not unlabel_ratio:
+        ds = lab.map(lambda images, labels: {"images": images, "labels": labels})
+        return ds.prefetch(AUTOTUNE)
+
+    if not unlabel_files:
+        raise ValueError("unlabel_ratio > 0 needs unlabeled files (--unlabel_data_dir).")
+    unl_batch = int(math.ceil(unlabel_ratio * per_replica_batch_size))
+    unl_augment = augment_name_for_unlabeled(augment_name, unl_aug)
+
+    def unlabeled_fn(serialized):
+        image_bytes, label, probs = parse_unlabeled(serialized, num_classes)
+        # Decode once: the student's noisy view and the teacher's clean view
+        # come from the same pixels.
+        image = preprocessing.decode_image(image_bytes)
+        out = {"image": preprocess(image, unl_augment), "label": label, "probs": probs}
+        if teacher_image_size:
+            out["teacher_image"] = preprocessing.preprocess_image(
+                image,
+                is_training=False,
+                image_size=teacher_image_size,
+                small_image=small_image_model,
+            )
+        return out
+
+    unl = _record_dataset(unlabel_files, input_context, shuffle=True, cache=cache, seed=seed)
+    unl = unl.shuffle(shuffle_buffer, seed=seed).repeat()
+    unl = unl.map(unlabeled_fn, num_parallel_calls=AUTOTUNE)
+    unl = unl.batch(unl_batch, drop_remainder=True)
+
+    def merge(lab_batch, unl_batch_dict):
+        images, labels = lab_batch
+        out = {
+            "images": tf.concat([images, unl_batch_dict["image"]], axis=0),
+            "labels": labels,
+            "unl_labels": unl_batch_dict["label"],
+            "unl_probs": unl_batch_dict["probs"],
+        }
+        if teacher_image_size:
+            out["teacher_images"] = unl_batch_dict["teacher_image"]
+        return out
+
+    ds = tf.data.Dataset.zip((lab, unl)).map(merge, num_parallel_calls=AUTOTUNE)
+    logging.info(
+        "Train input: %d labeled + %d unlabeled images per replica and step, %d labeled and "
+        "%d unlabeled files.",
+        per_replica_batch_size,
+        unl_batch,
+        len(label_files),
+        len(unlabel_files),
+    )
+    return ds.prefetch(AUTOTUNE)
+
+
+def pad_batch(batch, batch_size):
+    """Pads every tensor of `batch` along axis 0 to `batch_size`; adds a 0/1 `mask`."""
+    first = next(iter(batch.values()))
+    n = tf.shape(first)[0]
+    out = {}
+    for key, value in batch.items():
+        if value.dtype == tf.string:
+            padded = tf.concat([value, tf.fill([batch_size - n], "")], axis=0)
+        else:
+            paddings = [[0, batch_size - n]] + [[0, 0]] * (len(value.shape) - 1)
+            padded = tf.pad(value, paddings)
+        padded.set_shape([batch_size] + value.shape[1:].as_list())
+        out[key] = padded
+    mask = tf.pad(tf.ones([n], tf.float32), [[0, batch_size - n]])
+    mask.set_shape([batch_size])
+    out["mask"] = mask
+    return out
+
+
+def make_eval_dataset(
+    files,
+    *,
+    batch_size,
+    image_size,
+    small_image_model,
+    labeled=True,
+    num_shards=1,
+    shard_index=0,
+    keep_encoded=False,
+):
+    """Evaluation/prediction pipeline: records in file order, eval preprocessing.
+
+    Every batch has exactly `batch_size` rows; rows past the end of the data
+    have mask 0, so nothing is dropped or counted twice.
+
+    Args:
+      files: TFRecord files, read in this order.
+      batch_size: global batch size.
+      image_size: model input resolution.
+      small_image_model: use the 32x32 eval path.
+      labeled: parse `image/class/label` (labeled) or only the image.
+      num_shards, shard_index: keep records `shard_index::num_shards` (a
+        worker's part of a prediction shard).
+      keep_encoded: also yield the encoded image bytes as `encoded`.
+
+    Returns:
+      A `tf.data.Dataset` of dicts with `images`, `mask` and, if labeled, `labels`.
+    """
+    ds = tf.data.TFRecordDataset(files, buffer_size=_READ_BUFFER_BYTES)
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+
+    def parse(serialized):
+        if labeled:
+            image_bytes, label = parse_labeled(serialized)
+        else:
+            image_bytes = tf.io.parse_single_example(
+                serialized, {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+            )["image/encoded"]
+        image = preprocessing.preprocess_image(
+            image_bytes, is_training=False, image_size=image_size, small_image=small_image_model
+        )
+        out = {"images": image}
+        if labeled:
+            out["labels"] = label
+        if keep_encoded:
+            out["encoded"] = image_bytes
+        return out
+
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.map(lambda b: pad_batch(b, batch_size), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,914 @@
+"""Filters teacher predictions by confidence and balances classes (SPEC §8).
+
+Two passes over the predictions of a sharded unlabeled set:
+
+1. `--only_get_stats=1`, once per shard (and task): per predicted class, count
+   the images in each top-1 probability bin [t, t + 0.01) for t = 0.00 ... 1.00
+   (the last bin holds every probability >= 1.0). Writes
+   `{prelim_stats_dir}/prelim_stats_%05d_%d.json`.
+2. `--only_get_stats=0`, once per shard (and task), after pass 1 finished for
+   every shard: sums the bins of all shards, picks a confidence threshold per
+   class, and writes this shard's kept images, repeated (upsampling) or
+   subsampled (downsampling) so that every class gets about `--num_image`
+   images over all shards, to `{output_dir}/data/train-%d-%05d-of-%05d`.
+
+The work of one shard may be split among `--total_replicas` filter tasks:
+predictions of a shard come from W prediction workers (worker w predicted input
+records w, w + W, w + 2W, ...), and task t handles workers
+[t * W / total_replicas, (t + 1) * W / total_replicas). `--task=-1` is one
+task, numbered 0 in file names, that handles every worker.
+
+Every job of pass 2 computes the same thresholds from the same statistics, so
+no job waits for another; random draws are seeded with (seed, shard, task), so
+a re-run writes byte-identical files.
+"""
+
+import os
+import re
+import sys
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+import utils
+
+# Bin edges t = i / 100. Selection compares flag values with the float64 grid
+# (so --min_threshold=0.3 hits t = 0.30 exactly); images are binned in float32,
+# the precision of the stored probabilities, so that a stored probability equal
+# to float32(0.3) lands in the 0.30 bin rather than just below it.
+THRESHOLDS = np.arange(101) / 100.0
+_THRESHOLDS_F32 = THRESHOLDS.astype(np.float32)
+NUM_BINS = len(THRESHOLDS)
+
+_PREDICTION_BATCH = 4096
+_IMAGE_BATCH = 256
+_READ_BUFFER = 8 * 1024 * 1024
+# Kept images are shuffled in chunks of about this many encoded bytes: a shard
+# of a large unlabeled set does not fit in memory, and the trainer shuffles
+# again anyway.
+_SHUFFLE_BUFFER_BYTES = 512 * 1024 * 1024
+_NUM_SAMPLES_PER_CLASS = 10
+
+
+class FilterError(ValueError):
+    """Inputs are missing or inconsistent; the message names the file(s)."""
+
+
+# ---------------------------------------------------------------------------
+# File names.
+
+
+def input_path(input_dir, file_prefix, shard_id, num_shards):
+    """`{input_dir}/{file_prefix}-%05d-of-%05d`: the raw unlabeled records of a shard."""
+    return os.path.join(input_dir, f"{file_prefix}-{shard_id:05d}-of-{num_shards:05d}")
+
+
+def prelim_stats_path(prelim_stats_dir, shard_id, task_id):
+    """`{prelim_stats_dir}/prelim_stats_%05d_%d.json`: pass-1 bins of one shard and task."""
+    return os.path.join(prelim_stats_dir, f"prelim_stats_{shard_id:05d}_{task_id:d}.json")
+
+
+def stats_path(output_dir, shard_id, task_id):
+    """`{output_dir}/stats/stats_%05d_%d.json`: kept counts of one shard and task."""
+    return os.path.join(output_dir, "stats", f"stats_{shard_id:05d}_{task_id:d}.json")
+
+
+def _uid(label):
+    return str(int(label))
+
+
+# ---------------------------------------------------------------------------
+# Tasks and prediction workers.
+
+
+def discover_label_replicas(info_dir, shard_id, num_shards):
+    """Number W of prediction workers of a shard, from its info files.
+
+    Args:
+      info_dir: directory of `info-%05d-of-%05d-%05d.txt` files.
+      shard_id: shard whose info files are listed.
+      num_shards: total number of shards.
+
+    Returns:
+      W such that exactly the info files of workers 0..W-1 exist.
+
+    Raises:
+      FilterError: no info file, or the worker ids are not 0..W-1.
+    """
+    pattern = utils.info_path(info_dir, shard_id, num_shards, 0)[: -len("00000.txt")] + "*.txt"
+    workers = []
+    for path in tf.io.gfile.glob(pattern):
+        match = re.fullmatch(r"(\d{5})\.txt", os.path.basename(path).rsplit("-", 1)[-1])
+        if match:
+            workers.append(int(match.group(1)))
+    workers.sort()
+    if not workers:
+        raise FilterError(f"no prediction info file matches {pattern}")
+    if workers != list(range(len(workers))):
+        raise FilterError(
+            f"info files matching {pattern} are for workers {workers}, expected 0..{len(workers) - 1}; "
+            "pass --total_label_replicas"
+        )
+    return len(workers)
+
+
+def task_workers(task, total_replicas, total_label_replicas):
+    """The task number used in file names and the prediction workers it handles.
+
+    Args:
+      task: filter task in [0, total_replicas), or -1 for a single task.
+      total_replicas: number of filter tasks per shard.
+      total_label_replicas: number W of prediction workers per shard.
+
+    Returns:
+      (task_id, workers): task_id is 0 for task -1; workers is the contiguous
+      block [task_id * k, (task_id + 1) * k) with k = W / total_replicas.
+
+    Raises:
+      FilterError: inconsistent task, total_replicas and W.
+    """
+    if total_replicas < 1:
+        raise FilterError(f"--total_replicas must be >= 1, got {total_replicas}")
+    if task == -1:
+        if total_replicas != 1:
+            raise FilterError(
+                f"--task=-1 means a single task, but --total_replicas={total_replicas}; "
+                f"pass --task in [0, {total_replicas})"
+            )
+        task = 0
+    if not 0 <= task < total_replicas:
+        raise FilterError(f"--task={task} is not in [0, --total_replicas={total_replicas})")
+    if total_label_replicas < total_replicas or total_label_replicas % total_replicas:
+        raise FilterError(
+            f"{total_label_replicas} prediction workers per shard cannot be split evenly "
+            f"among --total_replicas={total_replicas} filter tasks"
+        )
+    per_task = total_label_replicas // total_replicas
+    return task, list(range(task * per_task, (task + 1) * per_task))
+
+
+def _resolve_workers(info_dir, shard_id, num_shards, task, total_replicas, total_label_replicas):
+    if total_label_replicas == -1:
+        total_label_replicas = discover_label_replicas(info_dir, shard_id, num_shards)
+    task_id, workers = task_workers(task, total_replicas, total_label_replicas)
+    return task_id, workers, total_label_replicas
+
+
+def read_image_num(info_dir, shard_id, num_shards, worker):
+    """`image_num` of one prediction worker's info file; FilterError if missing or malformed."""
+    path = utils.info_path(info_dir, shard_id, num_shards, worker)
+    if not tf.io.gfile.exists(path):
+        raise FilterError(f"missing prediction info file {path}")
+    try:
+        return int(utils.read_json(path)["image_num"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise FilterError(f"cannot read image_num from {path}: {e}") from e
+
+
+def _check_data_type(data_type):
+    if data_type != "tfrecord":
+        raise FilterError(f"--data_type={data_type!r} is not supported; only 'tfrecord' is")
+
+
+# ---------------------------------------------------------------------------
+# Reading predictions and images.
+
+
+def read_prediction_batches(path, num_classes, batch_size=_PREDICTION_BATCH):
+    """Yields the `probabilities` of a prediction file as float32 arrays [batch, num_classes].
+
+    Raises:
+      FilterError: a record's vector length differs from num_classes, a value
+        is negative or not finite, or the file cannot be parsed.
+    """
+    spec = {"probabilities": tf.io.RaggedFeature(tf.float32)}
+    dataset = (
+        tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER)
+        .batch(batch_size)
+        .map(lambda s: tf.io.parse_example(s, spec)["probabilities"])
+        .prefetch(2)
+    )
+    start = 0
+    try:
+        for ragged in dataset:
+            lengths = ragged.row_lengths().numpy()
+            bad = np.flatnonzero(lengths != num_classes)
+            if bad.size:
+                raise FilterError(
+                    f"{path}: record {start + bad[0]} has {lengths[bad[0]]} probabilities, "
+                    f"expected --num_label_classes={num_classes}"
+                )
+            probs = ragged.flat_values.numpy().reshape(-1, num_classes)
+            if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+                raise FilterError(
+                    f"{path}: negative or non-finite probabilities near record {start}"
+                )
+            start += len(probs)
+            yield probs
+    except tf.errors.OpError as e:
+        raise FilterError(f"cannot read predictions from {path}: {e.message}") from e
+
+
+def _image_batches(path, num_workers, worker, batch_size):
+    """Yields object arrays of `image/encoded` bytes of input records worker, worker + W, ..."""
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+    dataset = (
+        tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER)
+        .shard(num_workers, worker)
+        .batch(batch_size)
+        .map(lambda s: tf.io.parse_example(s, spec)["image/encoded"])
+        .prefetch(2)
+    )
+    try:
+        for images in dataset:
+            yield images.numpy()
+    except tf.errors.OpError as e:
+        raise FilterError(f"cannot read images from {path}: {e.message}") from e
+
+
+def top1(probabilities):
+    """Predicted class (argmax) and its probability of a [n, num_classes] array."""
+    labels = np.argmax(probabilities, axis=1)
+    return labels, probabilities[np.arange(len(labels)), labels]
+
+
+def bin_index(top_prob):
+    """Index i of the bin [t_i, t_{i+1}) holding each probability; >= 1.0 goes to bin 100."""
+    return np.searchsorted(_THRESHOLDS_F32, np.asarray(top_prob, np.float32), side="right") - 1
+
+
+def count_bins(labels, bins, num_classes):
+    """Counts per (class, bin) as an int64 array [num_classes, NUM_BINS]."""
+    flat = np.asarray(labels, np.int64) * NUM_BINS + np.asarray(bins, np.int64)
+    return np.bincount(flat, minlength=num_classes * NUM_BINS).reshape(num_classes, NUM_BINS)
+
+
+# ---------------------------------------------------------------------------
+# Pass 1.
+
+
+def _counts_to_json(counts, keep_empty):
+    """{uid: [[t, count], ...]}, the layout of the published stats files."""
+    thresholds = THRESHOLDS.tolist()
+    return {
+        _uid(c): [[t, int(n)] for t, n in zip(thresholds, row, strict=True)]
+        for c, row in enumerate(counts)
+        if keep_empty or row.any()
+    }
+
+
+def _counts_from_json(obj, num_classes, path):
+    counts = np.zeros([num_classes, NUM_BINS], np.int64)
+    for uid, pairs in obj.items():
+        if not uid.isdigit() or int(uid) >= num_classes:
+            raise FilterError(
+                f"{path}: class {uid!r} is not in [0, --num_label_classes={num_classes})"
+            )
+        if [t for t, _ in pairs] != THRESHOLDS.tolist():
+            raise FilterError(f"{path}: class {uid} does not have the 101 bins 0.00 ... 1.00")
+        counts[int(uid)] = [n for _, n in pairs]
+    return counts
+
+
+def compute_prelim_stats(
+    prediction_dir,
+    info_dir,
+    shard_id,
+    num_shards,
+    num_label_classes,
+    *,
+    task=-1,
+    total_replicas=1,
+    total_label_replicas=-1,
+):
+    """Pass 1: per-class histogram of top-1 probabilities of one shard (and task).
+
+    Args:
+      prediction_dir: directory of `train-info-*` prediction files.
+      info_dir: directory of `info-*.txt` image-count files.
+      shard_id: shard to count.
+      num_shards: total number of shards.
+      num_label_classes: length of every probability vector.
+      task: filter task, or -1 for a single task.
+      total_replicas: number of filter tasks per shard.
+      total_label_replicas: prediction workers per shard; -1 to discover.
+
+    Returns:
+      (task_id, counts): counts[c, i] is the number of images predicted as
+      class c with top-1 probability in [t_i, t_{i+1}) (bin 100: >= 1.0).
+
+    Raises:
+      FilterError: a file is missing or a count disagrees with its info file.
+    """
+    task_id, workers, _ = _resolve_workers(
+        info_dir, shard_id, num_shards, task, total_replicas, total_label_replicas
+    )
+    image_nums = {w: read_image_num(info_dir, shard_id, num_shards, w) for w in workers}
+    progress = utils.Progress(
+        sum(image_nums.values()), "predictions", prefix=f"stats shard {shard_id} task {task_id}: "
+    )
+    counts = np.zeros([num_label_classes, NUM_BINS], np.int64)
+    for worker in workers:
+        path = utils.prediction_path(prediction_dir, shard_id, num_shards, worker)
+        if not tf.io.gfile.exists(path):
+            if image_nums[worker] == 0:
+                continue
+            raise FilterError(f"missing prediction file {path}")
+        seen = 0
+        for probs in read_prediction_batches(path, num_label_classes):
+            labels, top_prob = top1(probs)
+            counts += count_bins(labels, bin_index(top_prob), num_label_classes)
+            seen += len(probs)
+            progress.update(len(probs))
+        if seen != image_nums[worker]:
+            raise FilterError(
+                f"{path} has {seen} predictions but "
+                f"{utils.info_path(info_dir, shard_id, num_shards, worker)} says image_num="
+                f"{image_nums[worker]}"
+            )
+    progress.update(0, force=True)
+    return task_id, counts
+
+
+def write_prelim_stats(prelim_stats_dir, shard_id, task_id, counts):
+    """Writes pass-1 counts as `{uid: [[t, count] x 101]}` (classes with images only)."""
+    path = prelim_stats_path(prelim_stats_dir, shard_id, task_id)
+    utils.write_json(path, _counts_to_json(counts, keep_empty=False))
+    logging.info("wrote %s (%d images)", path, int(counts.sum()))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Thresholds and balancing.
+
+
+def load_total_counts(prelim_stats_dir, num_shards, total_replicas, num_label_classes):
+    """Sums the pass-1 counts of shards 0..num_shards-1 and tasks 0..total_replicas-1.
+
+    Raises:
+      FilterError: some stats files are missing; the message lists the shard ids.
+    """
+    paths = {
+        (shard, task): prelim_stats_path(prelim_stats_dir, shard, task)
+        for shard in range(num_shards)
+        for task in range(total_replicas)
+    }
+    missing = [key for key, path in paths.items() if not tf.io.gfile.exists(path)]
+    if missing:
+        shards = sorted({shard for shard, _ in missing})
+        listed = ", ".join(str(s) for s in shards[:50]) + (" ..." if len(shards) > 50 else "")
+        raise FilterError(
+            f"missing prelim stats for {len(shards)} of {num_shards} shards in "
+            f"{prelim_stats_dir} (run --only_get_stats=1 for them first): shard ids {listed}"
+            + (f"; missing (shard, task) pairs {missing[:20]}" if total_replicas > 1 else "")
+        )
+    total = np.zeros([num_label_classes, NUM_BINS], np.int64)
+    for path in paths.values():
+        total += _counts_from_json(utils.read_json(path), num_label_classes, path)
+    return total
+
+
+def select_thresholds(
+    total_counts, num_image, *, min_threshold=0.0, max_prob=2.0, use_top=True, use_all=False
+):
+    """Picks the confidence threshold of every class.
+
+    Per class, walks the thresholds t < max_prob, t >= min_threshold from the
+    top down, accumulating bin counts, and stops at the first t where the count
+    reaches num_image (with use_top and not use_all), else at the lowest
+    eligible t.
+
+    Args:
+      total_counts: int array [num_classes, NUM_BINS] summed over all shards.
+      num_image: target number of images per class.
+      min_threshold: lowest threshold considered.
+      max_prob: thresholds (and images) above this are ignored.
+      use_top: stop as soon as num_image images are reached.
+      use_all: always go down to min_threshold.
+
+    Returns:
+      (threshold_idx, total_image): per class, the index into THRESHOLDS of the
+      selected t and the number N of images with t <= prob counted under it.
+
+    Raises:
+      FilterError: no threshold satisfies min_threshold <= t < max_prob.
+    """
+    eligible = (THRESHOLDS < max_prob) & (THRESHOLDS >= min_threshold)
+    if not eligible.any():
+        raise FilterError(
+            f"no threshold t in 0.00..1.00 has --min_threshold={min_threshold} <= t < --max_prob={max_prob}"
+        )
+    lowest = int(np.flatnonzero(eligible)[0])
+    # cum[c, i]: images of class c in eligible bins at or above bin i.
+    cum = np.cumsum((total_counts * eligible)[:, ::-1], axis=1)[:, ::-1]
+    threshold_idx = np.full(len(total_counts), lowest, np.int64)
+    if use_top and not use_all:
+        reached = (cum >= num_image) & eligible
+        highest = NUM_BINS - 1 - np.argmax(reached[:, ::-1], axis=1)
+        threshold_idx = np.where(reached.any(axis=1), highest, threshold_idx)
+    total_image = cum[np.arange(len(cum)), threshold_idx]
+    return threshold_idx, total_image
+
+
+def copy_rates(total_image, num_image, *, upsample=True, use_all=False):
+    """Expected copies of each kept image per class: num_image / N (capped at 1 without upsample)."""
+    total_image = np.asarray(total_image, np.float64)
+    if use_all:
+        return np.ones_like(total_image)
+    rates = np.divide(
+        float(num_image), total_image, out=np.zeros_like(total_image), where=total_image > 0
+    )
+    return rates if upsample else np.minimum(rates, 1.0)
+
+
+def decide_copies(labels, top_prob, threshold_idx, rates, max_prob, uniforms):
+    """Number of copies of each image in the output.
+
+    An image passes if threshold <= prob <= max_prob for its class; it is then
+    written floor(rate) times plus once more with probability frac(rate),
+    decided by `uniforms` (one U[0, 1) draw per image).
+
+    Returns:
+      (copies, passed): int64 copies and the boolean pass mask.
+    """
+    top_prob = np.asarray(top_prob, np.float32)
+    passed = (bin_index(top_prob) >= threshold_idx[labels]) & (top_prob <= np.float32(max_prob))
+    rate = rates[labels]
+    whole = np.floor(rate)
+    copies = (whole + (uniforms < rate - whole)).astype(np.int64)
+    return np.where(passed, copies, 0), passed
+
+
+def _write_selection(
+    prelim_stats_dir, output_dir, total_counts, threshold_idx, total_image, num_image
+):
+    """Writes total_counts(_sum).json and threshold.json / num_image_across_cat.json.
+
+    Every pass-2 job writes the same bytes, atomically, so no job has to wait
+    for a designated writer.
+    """
+    cum_all = np.cumsum(total_counts[:, ::-1], axis=1)[:, ::-1]
+    utils.write_json(
+        os.path.join(prelim_stats_dir, "total_counts.json"), _counts_to_json(total_counts, True)
+    )
+    utils.write_json(
+        os.path.join(prelim_stats_dir, "total_counts_sum.json"), _counts_to_json(cum_all, True)
+    )
+    utils.write_json(
+        os.path.join(output_dir, "threshold.json"),
+        {
+            _uid(c): [float(THRESHOLDS[i]), int(n)]
+            for c, (i, n) in enumerate(zip(threshold_idx, total_image, strict=True))
+        },
+    )
+    utils.write_json(
+        os.path.join(output_dir, "num_image_across_cat.json"),
+        {"num_image_across_cat": int(np.minimum(total_image, num_image).sum())},
+    )
+
+
+# ---------------------------------------------------------------------------
+# Pass 2.
+
+
+def _zipped_batches(input_file, prediction_file, num_workers, worker, num_classes, image_num):
+    """Yields (images, probabilities) of one prediction worker, checking all counts agree."""
+    if tf.io.gfile.exists(prediction_file):
+        pred_it = read_prediction_batches(prediction_file, num_classes, _IMAGE_BATCH)
+    elif image_num == 0:
+        pred_it = iter(())
+    else:
+        raise FilterError(f"missing prediction file {prediction_file}")
+    image_it = _image_batches(input_file, num_workers, worker, _IMAGE_BATCH)
+    seen = 0
+    while True:
+        probs = next(pred_it, None)
+        images = next(image_it, None)
+        if probs is None and images is None:
+            break
+        if probs is None or images is None or len(probs) != len(images):
+            num_pred = seen + (len(probs) if probs is not None else 0) + sum(map(len, pred_it))
+            num_input = seen + (len(images) if images is not None else 0) + sum(map(len, image_it))
+            raise FilterError(
+                f"{prediction_file} has {num_pred} predictions but {input_file} has {num_input} "
+                f"records for prediction worker {worker} of {num_workers} "
+                f"(records {worker}, {worker} + {num_workers}, ...)"
+            )
+        seen += len(probs)
+        yield images, probs
+    if seen != image_num:
+        raise FilterError(
+            f"{prediction_file} and {input_file} (worker {worker} of {num_workers}) have {seen} "
+            f"records but the info file says image_num={image_num}"
+        )
+
+
+def _save_sample(output_dir, label, shard_id, task_id, index, prob, image_bytes):
+    path = os.path.join(
+        output_dir, "samples", _uid(label), f"image_{shard_id}_{task_id}_{index}_{prob:.2f}.jpeg"
+    )
+    with utils.atomic_output(path) as tmp:
+        with tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(image_bytes)
+
+
+def write_final_stats_if_complete(output_dir, num_shards, total_replicas, num_label_classes):
+    """Writes `stats/final_stats.json` once every shard's stats file exists.
+
+    Whichever job finishes last finds all files and writes the totals; earlier
+    jobs only log what is still missing (no waiting).
+
+    Returns:
+      The final stats dict, or None if some shards are not done yet.
+    """
+    paths = [
+        stats_path(output_dir, shard, task)
+        for shard in range(num_shards)
+        for task in range(total_replicas)
+    ]
+    missing = [p for p in paths if not tf.io.gfile.exists(p)]
+    if missing:
+        logging.info("final stats: %d of %d stats files still missing", len(missing), len(paths))
+        return None
+    counts = np.zeros([num_label_classes], np.int64)
+    for path in paths:
+        for uid, n in utils.read_json(path)["after_balancing"].items():
+            counts[int(uid)] += n
+    pairs = sorted(
+        ((_uid(c), int(n)) for c, n in enumerate(counts)), key=lambda x: (-x[1], int(x[0]))
+    )
+    final = {
+        "cat_count": dict(pairs),
+        "cat_sorted_pairs": [list(p) for p in pairs],
+        "total_cnt": int(counts.sum()),
+    }
+    utils.write_json(os.path.join(output_dir, "stats", "final_stats.json"), final)
+    logging.info("wrote final stats: %d records in total", final["total_cnt"])
+    return final
+
+
+def filter_shard(
+    input_dir,
+    prediction_dir,
+    info_dir,
+    prelim_stats_dir,
+    output_dir,
+    shard_id,
+    num_shards,
+    num_label_classes,
+    num_image,
+    *,
+    task=-1,
+    total_replicas=1,
+    total_label_replicas=-1,
+    only_use_num_shards=-1,
+    min_threshold=0.0,
+    max_prob=2.0,
+    upsample=True,
+    use_top=True,
+    use_all=False,
+    file_prefix="train",
+    data_type="tfrecord",
+    seed=0,
+    num_samples_per_class=_NUM_SAMPLES_PER_CLASS,
+    shuffle_buffer_bytes=_SHUFFLE_BUFFER_BYTES,
+):
+    """Pass 2: writes the filtered, balanced, shuffled records of one shard (and task).
+
+    Args:
+      input_dir: directory of the raw unlabeled `{file_prefix}-%05d-of-%05d` records.
+      prediction_dir: directory of `train-info-*` prediction files.
+      info_dir: directory of `info-*.txt` image-count files.
+      prelim_stats_dir: directory of pass-1 stats; receives total_counts(_sum).json.
+      output_dir: receives data/, stats/, samples/, threshold.json and
+        num_image_across_cat.json.
+      shard_id: shard to filter.
+      num_shards: total number of shards.
+      num_label_classes: length of every probability vector.
+      num_image: target number of images per class over all shards.
+      task: filter task, or -1 for a single task (0 in file names).
+      total_replicas: number of filter tasks per shard.
+      total_label_replicas: prediction workers per shard; -1 to discover.
+      only_use_num_shards: if not -1, thresholds use the stats of shards
+        0..only_use_num_shards-1 only.
+      min_threshold: lowest confidence threshold.
+      max_prob: images whose top-1 probability exceeds this are dropped.
+      upsample: repeat images of classes with fewer than num_image images.
+      use_top: stop lowering a class's threshold once num_image is reached.
+      use_all: keep every image with probability >= min_threshold once.
+      file_prefix: name prefix of the input files.
+      data_type: input format; only 'tfrecord'.
+      seed: random seed, combined with shard and task.
+      num_samples_per_class: sample JPEGs saved per class (shard 0, task 0 only).
+      shuffle_buffer_bytes: kept images are shuffled in chunks of this many bytes.
+
+    Returns:
+      The stats dict written to `stats/stats_%05d_%d.json`.
+
+    Raises:
+      FilterError: missing stats or files, or inconsistent counts.
+    """
+    _check_data_type(data_type)
+    stats_shards = num_shards if only_use_num_shards == -1 else only_use_num_shards
+    total_counts = load_total_counts(
+        prelim_stats_dir, stats_shards, total_replicas, num_label_classes
+    )
+    task_id, workers, num_workers = _resolve_workers(
+        info_dir, shard_id, num_shards, task, total_replicas, total_label_replicas
+    )
+    threshold_idx, total_image = select_thresholds(
+        total_counts,
+        num_image,
+        min_threshold=min_threshold,
+        max_prob=max_prob,
+        use_top=use_top,
+        use_all=use_all,
+    )
+    rates = copy_rates(total_image, num_image, upsample=upsample, use_all=use_all)
+    _write_selection(
+        prelim_stats_dir, output_dir, total_counts, threshold_idx, total_image, num_image
+    )
+    for c in range(num_label_classes):
+        logging.debug(
+            "class %d: threshold %.2f, %d images, %.3f copies each",
+            c,
+            THRESHOLDS[threshold_idx[c]],
+            total_image[c],
+            rates[c],
+        )
+    logging.info(
+        "%d classes upsampled, %d downsampled (target %d images per class)",
+        int(np.sum((total_image < num_image) & (total_image > 0))),
+        int(np.sum(total_image > num_image)),
+        num_image,
+    )
+
+    input_file = input_path(input_dir, file_prefix, shard_id, num_shards)
+    if not tf.io.gfile.exists(input_file):
+        raise FilterError(f"missing input file {input_file}")
+    image_nums = {w: read_image_num(info_dir, shard_id, num_shards, w) for w in workers}
+    own_stats_file = prelim_stats_path(prelim_stats_dir, shard_id, task_id)
+    save_samples = shard_id == 0 and task_id == 0 and num_samples_per_class > 0
+    keep_rng = np.random.default_rng([seed, shard_id, task_id, 0])
+    shuffle_rng = np.random.default_rng([seed, shard_id, task_id, 1])
+    seen_bins = np.zeros_like(total_counts)
+    before = np.zeros([num_label_classes], np.int64)
+    after = np.zeros([num_label_classes], np.int64)
+    samples_saved = np.zeros([num_label_classes], np.int64)
+    progress = utils.Progress(
+        sum(image_nums.values()), "images", prefix=f"filter shard {shard_id} task {task_id}: "
+    )
+
+    def shuffled(entries):
+        """Yields the serialized records of `entries`, each repeated, in random order."""
+        order = np.repeat(np.arange(len(entries)), [entry[1] for entry in entries])
+        shuffle_rng.shuffle(order)
+        for j in order:
+            serialized, _, label, prob, image_bytes, index = entries[j]
+            if save_samples and samples_saved[label] < num_samples_per_class:
+                samples_saved[label] += 1
+                _save_sample(output_dir, label, shard_id, task_id, index, prob, image_bytes)
+            yield serialized
+
+    def records():
+        # (serialized record, copies, label, prob, image bytes, index of the
+        # image within this task's inputs) of the kept images not yet written.
+        entries = []
+        entries_bytes = 0
+        index = 0
+        for worker in workers:
+            prediction_file = utils.prediction_path(prediction_dir, shard_id, num_shards, worker)
+            for images, probs in _zipped_batches(
+                input_file,
+                prediction_file,
+                num_workers,
+                worker,
+                num_label_classes,
+                image_nums[worker],
+            ):
+                labels, top_prob = top1(probs)
+                seen_bins[...] += count_bins(labels, bin_index(top_prob), num_label_classes)
+                copies, passed = decide_copies(
+                    labels, top_prob, threshold_idx, rates, max_prob, keep_rng.random(len(labels))
+                )
+                before[...] += np.bincount(labels[passed], minlength=num_label_classes)
+                after[...] += np.bincount(
+                    labels, weights=copies, minlength=num_label_classes
+                ).astype(np.int64)
+                for i in np.flatnonzero(copies):
+                    example = utils.pseudo_labeled_example(images[i], probs[i], label=labels[i])
+                    entries.append(
+                        (
+                            example.SerializeToString(),
+                            int(copies[i]),
+                            int(labels[i]),
+                            float(top_prob[i]),
+                            images[i],
+                            index + int(i),
+                        )
+                    )
+                    entries_bytes += len(images[i])
+                index += len(labels)
+                progress.update(len(labels))
+                if entries_bytes >= shuffle_buffer_bytes:
+                    yield from shuffled(entries)
+                    entries, entries_bytes = [], 0
+        yield from shuffled(entries)
+        # Thresholds were chosen from the pass-1 bins; if the predictions
+        # changed since, the balancing would silently be off.
+        if tf.io.gfile.exists(own_stats_file):
+            expected = _counts_from_json(
+                utils.read_json(own_stats_file), num_label_classes, own_stats_file
+            )
+            if not np.array_equal(expected, seen_bins):
+                raise FilterError(
+                    f"predictions of shard {shard_id} task {task_id} differ from {own_stats_file}; "
+                    "re-run --only_get_stats=1 for every shard"
+                )
+
+    output_file = utils.filtered_path(output_dir, task_id, shard_id, num_shards)
+    num_records = utils.write_tfrecord(output_file, records())
+    progress.update(0, force=True)
+    stats = {
+        "before_balancing": {_uid(c): int(n) for c, n in enumerate(before) if n},
+        "after_balancing": {_uid(c): int(n) for c, n in enumerate(after) if n},
+        "num_input_images": int(sum(image_nums.values())),
+        "num_kept_images": int(before.sum()),
+        "num_output_records": int(num_records),
+    }
+    utils.write_json(stats_path(output_dir, shard_id, task_id), stats)
+    logging.info(
+        "wrote %s: %d records from %d images", output_file, num_records, stats["num_input_images"]
+    )
+    write_final_stats_if_complete(output_dir, stats_shards, total_replicas, num_label_classes)
+    return stats
+
+
+# ---------------------------------------------------------------------------
+# Command line.
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "input_dir", "", "Directory of the raw unlabeled records `{file_prefix}-%05d-of-%05d`."
+)
+flags.DEFINE_string(
+    "prediction_dir",
+    "",
+    "Directory of the teacher's `train-info-%05d-of-%05d-%05d` prediction files.",
+)
+flags.DEFINE_string(
+    "info_dir", "", "Directory of the prediction image counts `info-%05d-of-%05d-%05d.txt`."
+)
+flags.DEFINE_string(
+    "prelim_stats_dir",
+    "",
+    "Directory of the per-shard probability histograms (pass 1 writes, pass 2 reads) and of "
+    "total_counts.json / total_counts_sum.json.",
+)
+flags.DEFINE_string(
+    "output_dir",
+    "",
+    "Output of pass 2: data/train-%d-%05d-of-%05d records, stats/, samples/, threshold.json, "
+    "num_image_across_cat.json.",
+)
+flags.DEFINE_integer("num_shards", 128, "Number of input shards.")
+flags.DEFINE_integer(
+    "only_use_num_shards",
+    -1,
+    "If not -1, thresholds (and final stats) use only shards 0..only_use_num_shards-1.",
+)
+flags.DEFINE_integer("shard_id", 0, "Shard processed by this job, in [0, num_shards).")
+flags.DEFINE_integer(
+    "num_image", 1300, "Target number of images per class over all shards after balancing."
+)
+flags.DEFINE_integer(
+    "total_replicas",
+    1,
+    "Number of filter tasks per shard; the shard's prediction workers are split evenly among them.",
+)
+flags.DEFINE_integer(
+    "total_label_replicas",
+    -1,
+    "Number of prediction workers per shard (main.py --total_replicas at prediction); -1 discovers "
+    "it from the info files, which must be for workers 0..W-1.",
+)
+flags.DEFINE_integer(
+    "task",
+    -1,
+    "Filter task of this job in [0, total_replicas); -1 = one task (numbered 0 in file names) "
+    "that handles all prediction workers of the shard.",
+)
+flags.DEFINE_float(
+    "min_threshold", 0.0, "Lowest top-1 probability threshold; images below it are never kept."
+)
+flags.DEFINE_float(
+    "max_prob",
+    2,
+    "Images whose top-1 probability exceeds this are dropped, and thresholds must be below it "
+    "(the default 2 keeps everything; probabilities can exceed 1 by rounding).",
+)
+flags.DEFINE_integer(
+    "num_label_classes", 1000, "Number of classes (length of every probability vector)."
+)
+flags.DEFINE_integer(
+    "upsample",
+    1,
+    "1: repeat the images of classes with fewer than num_image images to reach about num_image; "
+    "0: keep them once.",
+)
+flags.DEFINE_integer(
+    "only_get_stats",
+    0,
+    "1: pass 1, write this shard's probability histogram; 0: pass 2, filter and balance this "
+    "shard (needs pass 1 of every shard).",
+)
+flags.DEFINE_string(
+    "file_prefix", "train", "Name prefix of the input files, e.g. 'extra' for SVHN."
+)
+flags.DEFINE_string("data_type", "tfrecord", "Input format; only 'tfrecord' is supported.")
+flags.DEFINE_integer(
+    "use_top",
+    1,
+    "1: per class, stop lowering the threshold once num_image images are reached; "
+    "0: go down to min_threshold and balance by sampling.",
+)
+flags.DEFINE_bool(
+    "use_all",
+    False,
+    "Keep every image with probability >= min_threshold exactly once (no balancing).",
+)
+flags.DEFINE_integer(
+    "seed", 0, "Random seed of the sampling and shuffling, combined with shard and task."
+)
+
+
+def _check_flags():
+    _check_data_type(FLAGS.data_type)
+    required = ["prediction_dir", "info_dir", "prelim_stats_dir"]
+    if not FLAGS.only_get_stats:
+        required += ["input_dir", "output_dir"]
+    empty = [f"--{name}" for name in required if not getattr(FLAGS, name)]
+    if empty:
+        raise FilterError(f"{', '.join(empty)} must be set")
+    if not 0 <= FLAGS.shard_id < FLAGS.num_shards:
+        raise FilterError(
+            f"--shard_id={FLAGS.shard_id} is not in [0, --num_shards={FLAGS.num_shards})"
+        )
+    if FLAGS.only_use_num_shards != -1 and not 0 < FLAGS.only_use_num_shards <= FLAGS.num_shards:
+        raise FilterError(
+            f"--only_use_num_shards={FLAGS.only_use_num_shards} is not in [1, --num_shards]"
+        )
+    if FLAGS.num_image < 1:
+        raise FilterError(f"--num_image must be >= 1, got {FLAGS.num_image}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        _check_flags()
+        if FLAGS.only_get_stats:
+            task_id, counts = compute_prelim_stats(
+                FLAGS.prediction_dir,
+                FLAGS.info_dir,
+                FLAGS.shard_id,
+                FLAGS.num_shards,
+                FLAGS.num_label_classes,
+                task=FLAGS.task,
+                total_replicas=FLAGS.total_replicas,
+                total_label_replicas=FLAGS.total_label_replicas,
+            )
+            write_prelim_stats(FLAGS.prelim_stats_dir, FLAGS.shard_id, task_id, counts)
+        else:
+            filter_shard(
+                FLAGS.input_dir,
+                FLAGS.prediction_dir,
+                FLAGS.info_dir,
+                FLAGS.prelim_stats_dir,
+                FLAGS.output_dir,
+                FLAGS.shard_id,
+                FLAGS.num_shards,
+                FLAGS.num_label_classes,
+                FLAGS.num_image,
+                task=FLAGS.task,
+                total_replicas=FLAGS.total_replicas,
+                total_label_replicas=FLAGS.total_label_replicas,
+                only_use_num_shards=FLAGS.only_use_num_shards,
+                min_threshold=FLAGS.min_threshold,
+                max_prob=FLAGS.max_prob,
+                upsample=bool(FLAGS.upsample),
+                use_top=bool(FLAGS.use_top),
+                use_all=FLAGS.use_all,
+                file_prefix=FLAGS.file_prefix,
+                data_type=FLAGS.data_type,
+                seed=FLAGS.seed,
+            )
+    except FilterError as e:
+        logging.error("%s", e)
+        sys.exit(f"filter_unlabel_data.py: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,240 @@
+r"""Train, evaluate and predict with EfficientNet teachers and noisy students.
+
+Flag names and defaults are those of the published Noisy Student code, so its
+scripts keep working. Examples:
+
+  # Supervised teacher on SVHN:
+  python main.py --use_tpu=False --task_name=svhn --mode=train \
+      --label_data_dir=data/svhn/proc --model_dir=ckpt/teacher \
+      --train_batch_size=128 --train_steps=20000
+  # Noisy student with the teacher running on the fly:
+  python main.py --use_tpu=False --task_name=svhn --mode=train_and_eval \
+      --label_data_dir=data/svhn/proc --unlabel_data_dir=data/svhn/proc/unlabeled \
+      --unlabel_ratio=5 --teacher_model_name=efficientnet-b0 \
+      --teacher_model_path=ckpt/teacher --teacher_softmax_temp=1 \
+      --augment_name=v1 --randaug_mag=5 --model_dir=ckpt/student
+"""
+
+import dataclasses
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+# --- Task, data, model -------------------------------------------------------
+flags.DEFINE_enum(
+    "task_name", "imagenet", ["imagenet", "svhn", "mnist"], "Task: sets classes, image size, etc."
+)
+flags.DEFINE_string("label_data_dir", None, "Directory of labeled {subset}-%05d-of-%05d TFRecords.")
+flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries and run settings.")
+flags.DEFINE_bool("init_model", False, "Accepted for compatibility; --init_model_path suffices.")
+flags.DEFINE_string(
+    "init_model_path", None, "Checkpoint (prefix or model_dir) whose EMA weights start the student."
+)
+flags.DEFINE_string("model_name", "efficientnet-b0", "efficientnet-b0 ... b7 or efficientnet-l2.")
+flags.DEFINE_enum(
+    "mode",
+    "train_and_eval",
+    ["train", "eval", "train_and_eval", "predict", "export"],
+    "What to run.",
+)
+flags.DEFINE_integer("train_steps", 109474, "Training steps (multiplied by --train_ratio).")
+flags.DEFINE_integer(
+    "input_image_size", None, "Input resolution; default from the model table (32 for svhn/mnist)."
+)
+flags.DEFINE_float("train_ratio", 1.0, "Multiplies --train_steps and the decay epochs.")
+flags.DEFINE_integer("train_batch_size", 4096, "Global labeled batch size.")
+flags.DEFINE_integer("eval_batch_size", 8, "Global eval/predict batch size.")
+flags.DEFINE_integer("num_train_images", None, "Labeled training images; default from the data.")
+flags.DEFINE_integer(
+    "num_eval_images", None, "Accepted for compatibility: eval counts every image."
+)
+flags.DEFINE_integer(
+    "num_test_images", None, "Accepted for compatibility: eval counts every image."
+)
+flags.DEFINE_integer("steps_per_eval", 3000, "train_and_eval: training steps between evals.")
+flags.DEFINE_integer(
+    "iterations_per_loop", 1000, "Training steps inside one compiled loop call (between logs)."
+)
+flags.DEFINE_integer("num_label_classes", 1000, "Number of classes (set by --task_name).")
+flags.DEFINE_float("base_learning_rate", 0.016, "Learning rate per 256 images.")
+flags.DEFINE_float("final_base_lr", None, "If set, decay so the base LR ends at this value.")
+flags.DEFINE_float("moving_average_decay", 0.9999, "Maximum EMA decay of the weights.")
+flags.DEFINE_float("weight_decay", 1e-5, "L2 weight decay on non-batch-norm weights.")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of hard targets.")
+flags.DEFINE_float("dropout_rate", None, "Dropout before the classifier; default per model.")
+flags.DEFINE_float("stochastic_depth_rate", None, "Final stochastic depth rate; default 0.2.")
+flags.DEFINE_float("depth_coefficient", None, "Override the model's depth coefficient.")
+flags.DEFINE_float("width_coefficient", None, "Override the model's width coefficient.")
+flags.DEFINE_bool("small_image_model", False, "32x32 network variant (set by svhn/mnist).")
+flags.DEFINE_integer("num_train_shards", None, "Use only the first N labeled training files.")
+flags.DEFINE_bool("use_cache", True, "Cache raw training records in memory.")
+flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept in --model_dir.")
+flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints.")
+flags.DEFINE_integer("log_step_count_steps", 64, "Steps between progress lines (at loop ends).")
+flags.DEFINE_integer("train_last_step_num", -1, "Fine-tuning: train only the last N steps.")
+flags.DEFINE_float(
+    "label_data_sample_prob", 1, "Keep each labeled image's loss with this probability."
+)
+flags.DEFINE_integer("seed", None, "Optional seed for input shuffling.")
+
+# --- Noisy student -----------------------------------------------------------
+flags.DEFINE_string("unlabel_data_dir", "", "Unlabeled data dir(s), ';'-separated.")
+flags.DEFINE_float("unlabel_ratio", 0, "Unlabeled images per labeled image in a batch.")
+flags.DEFINE_float(
+    "teacher_softmax_temp", -1, "-1: hard pseudo labels; T > 0: soft labels at temperature T."
+)
+flags.DEFINE_string("teacher_model_name", None, "Teacher architecture (on-the-fly teacher).")
+flags.DEFINE_string("teacher_model_path", None, "Teacher checkpoint prefix or model_dir.")
+flags.DEFINE_string("augment_name", None, "None: crop/flip only; v1: RandAugment.")
+flags.DEFINE_bool("remove_aug", False, "Train on eval-preprocessed (un-augmented) images.")
+flags.DEFINE_integer("randaug_mag", 27, "RandAugment magnitude (not clipped at 10).")
+flags.DEFINE_integer("randaug_layer", 2, "RandAugment ops per image.")
+flags.DEFINE_string(
+    "unl_aug", "default", "Augmentation of unlabeled images; default = augment_name."
+)
+flags.DEFINE_bool("cutout_op", True, "Include Cutout among the RandAugment ops.")
+
+# --- Hardware ------------------------------------------------------------------
+flags.DEFINE_bool("use_tpu", True, "Use a TPU (TPUStrategy). Pass False for GPUs or CPU.")
+flags.DEFINE_string("tpu", None, "TPU name or address for the cluster resolver.")
+flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
+flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
+flags.DEFINE_string("master", None, "Ignored (TF1 session master); use --tpu.")
+flags.DEFINE_bool("use_bfloat16", True, "Keras mixed_bfloat16 policy.")
+flags.DEFINE_bool("transpose_input", True, "Ignored: a TPUEstimator input-layout trick.")
+flags.DEFINE_string("data_format", "channels_last", "Only channels_last is supported.")
+flags.DEFINE_integer("num_tpu_cores", None, "Ignored: the strategy counts replicas.")
+flags.DEFINE_bool("skip_host_call", False, "Ignored: summaries are written from the host loop.")
+
+# --- Prediction (--mode=predict) -----------------------------------------------
+flags.DEFINE_string("predict_ckpt_path", None, "Checkpoint prefix or model_dir to predict with.")
+flags.DEFINE_string("output_dir", None, "Where train-info-* prediction files go.")
+flags.DEFINE_string("info_dir", None, "Where info-*.txt image counts go.")
+flags.DEFINE_integer("num_shards", 128, "Number of input shards.")
+flags.DEFINE_string("shard_id", "0", "Shard(s) to predict: an id or a comma-separated list.")
+flags.DEFINE_integer("total_replicas", 1, "Workers that split one shard.")
+flags.DEFINE_integer("worker_id", 0, "This worker's index in [0, total_replicas).")
+flags.DEFINE_bool("reassign_label", False, "Relabel filtered records, keeping their images.")
+flags.DEFINE_string("data_type", "tfrecord", "Input format (tfrecord only).")
+flags.DEFINE_string("file_prefix", "train", "Input files are {file_prefix}-%05d-of-%05d.")
+
+# --- Export (--mode=export) ------------------------------------------------------
+flags.DEFINE_string("export_dir", None, "Where --mode=export writes the SavedModel.")
+
+_IGNORED_FLAGS = {
+    "master": None,
+    "transpose_input": True,
+    "num_tpu_cores": None,
+    "skip_host_call": False,
+    "init_model": False,
+    "num_eval_images": None,
+    "num_test_images": None,
+}
+
+
+def override_params_from_flags():
+    """Model overrides set on the command line."""
+    overrides = {}
+    for name in ("dropout_rate", "stochastic_depth_rate", "depth_coefficient", "width_coefficient"):
+        if FLAGS[name].value is not None:
+            overrides[name] = FLAGS[name].value
+    return overrides
+
+
+def resolve_config():
+    """Applies task defaults to the flags and returns a train_lib.TrainConfig."""
+    import efficientnet_builder
+    import task_info
+    import train_lib
+
+    info = task_info.get_task_info(FLAGS.task_name)
+    if FLAGS.task_name != "imagenet":
+        # As published for svhn: the task fixes image size, model variant and classes.
+        FLAGS.input_image_size = info.image_size
+        FLAGS.small_image_model = info.small_image_model
+        FLAGS.num_label_classes = info.num_classes
+    if FLAGS.data_format != "channels_last":
+        raise app.UsageError("--data_format: only channels_last is supported.")
+    if FLAGS.data_type != "tfrecord":
+        raise app.UsageError("--data_type: only tfrecord is supported.")
+    for name, default in _IGNORED_FLAGS.items():
+        if FLAGS[name].present and FLAGS[name].value != default:
+            logging.warning("--%s is accepted for compatibility and ignored.", name)
+    image_size = (
+        FLAGS.input_image_size or efficientnet_builder.efficientnet_params(FLAGS.model_name)[2]
+    )
+    num_train_images = FLAGS.num_train_images
+    if num_train_images is None:
+        num_train_images = task_info.num_images(
+            FLAGS.task_name, info.train_subset, FLAGS.label_data_dir
+        )
+    train_steps = int(FLAGS.train_steps * FLAGS.train_ratio)
+    train_last_step_num = FLAGS.train_last_step_num
+    if train_last_step_num != -1:
+        train_last_step_num = int(train_last_step_num * FLAGS.train_ratio)
+    names = {f.name for f in dataclasses.fields(train_lib.TrainConfig)}
+    values = {name: FLAGS[name].value for name in names if name in FLAGS}
+    values.update(
+        input_image_size=image_size,
+        num_train_images=num_train_images,
+        train_steps=train_steps,
+        train_last_step_num=train_last_step_num,
+        override_params=override_params_from_flags(),
+        random_flip=info.random_flip,
+        eval_subsets=info.eval_subsets,
+    )
+    return train_lib.TrainConfig(**values)
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir and FLAGS.mode != "predict":
+        raise app.UsageError("--model_dir is required.")
+    import train_lib
+
+    config = resolve_config()
+    train_lib.set_precision(config.use_bfloat16)
+    strategy = train_lib.create_strategy(
+        FLAGS.use_tpu, FLAGS.tpu, FLAGS.tpu_zone, FLAGS.gcp_project
+    )
+    logging.info(
+        "Strategy %s with %d replicas.", type(strategy).__name__, strategy.num_replicas_in_sync
+    )
+
+    if FLAGS.mode in ("train", "train_and_eval"):
+        state = train_lib.TrainState(config, strategy)
+        flags_dict = {k: v for k, v in FLAGS.flag_values_dict().items() if not k.startswith("?")}
+        flags_dict.update(dataclasses.asdict(config))
+        train_lib.write_run_files(config, state, flags_dict)
+        state.restore_or_initialize()
+        if FLAGS.mode == "train":
+            train_lib.train(config, strategy, state=state)
+        else:
+            train_lib.train_and_evaluate(config, strategy, state=state)
+    elif FLAGS.mode == "eval":
+        train_lib.evaluate(config, strategy)
+    elif FLAGS.mode == "predict":
+        import predict_label
+
+        predict_label.run_prediction(
+            config,
+            strategy,
+            predict_ckpt_path=FLAGS.predict_ckpt_path,
+            output_dir=FLAGS.output_dir,
+            info_dir=FLAGS.info_dir,
+            num_shards=FLAGS.num_shards,
+            shard_id=FLAGS.shard_id,
+            total_replicas=FLAGS.total_replicas,
+            worker_id=FLAGS.worker_id,
+            reassign_label=FLAGS.reassign_label,
+            file_prefix=FLAGS.file_prefix,
+        )
+    elif FLAGS.mode == "export":
+        import export_lib
+
+        export_lib.export(config, FLAGS.export_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)

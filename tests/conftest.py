@@ -1,0 +1,134 @@
+"""Shared fixtures: tiny generated datasets in the SPEC §7 layout."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+NUM_CLASSES = 10
+IMAGE_SIZE = 32
+
+# A tiny EfficientNet for tests: a few thousand parameters, 32x32 inputs.
+TINY_OVERRIDES = {"width_coefficient": 0.1, "depth_coefficient": 0.1}
+
+
+def class_image(label, rng, size=IMAGE_SIZE):
+    """A 32x32 RGB image whose class is visible: a bright bar at a class-dependent place."""
+    image = rng.integers(0, 60, size=(size, size, 3)).astype(np.uint8)
+    band = size // NUM_CLASSES + 1
+    start = (label * size) // NUM_CLASSES
+    if label % 2:
+        image[start : start + band, :, :] = 230
+    else:
+        image[:, start : start + band, :] = 230
+    image[..., label % 3] //= 2
+    return image
+
+
+def write_labeled_subset(data_dir, subset, num_images, num_files, rng):
+    import utils
+
+    labels = np.arange(num_images) % NUM_CLASSES
+    rng.shuffle(labels)
+    examples = [
+        utils.labeled_example(utils.encode_jpeg(class_image(int(lab), rng)), int(lab))
+        for lab in labels
+    ]
+    for shard in range(num_files):
+        utils.write_tfrecord(
+            utils.labeled_shard_path(data_dir, subset, shard, num_files),
+            (e.SerializeToString() for e in examples[shard::num_files]),
+        )
+    return labels
+
+
+def write_unlabeled(data_dir, num_images, num_files, rng, prefix="extra"):
+    import utils
+
+    labels = np.arange(num_images) % NUM_CLASSES
+    rng.shuffle(labels)
+    examples = [
+        utils.unlabeled_example(utils.encode_jpeg(class_image(int(lab), rng)), NUM_CLASSES)
+        for lab in labels
+    ]
+    for shard in range(num_files):
+        utils.write_tfrecord(
+            utils.unlabeled_shard_path(data_dir, shard, num_files, prefix),
+            (e.SerializeToString() for e in examples[shard::num_files]),
+        )
+    return labels
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A 10-class, 32x32 dataset: train 200, dev 23, test 30, unlabeled 64 (2 files)."""
+    import utils
+
+    data_dir = str(tmp_path_factory.mktemp("tiny_data"))
+    rng = np.random.default_rng(0)
+    counts = {"train": 200, "dev": 23, "test": 30}
+    for subset, n in counts.items():
+        write_labeled_subset(data_dir, subset, n, 2, rng)
+    write_unlabeled(data_dir, 64, 2, rng)
+    counts["extra"] = 64
+    utils.write_json(os.path.join(data_dir, "dataset_info.json"), counts)
+    return data_dir
+
+
+def tiny_config(model_dir, data_dir, **kwargs):
+    """A TrainConfig for a tiny 32x32 EfficientNet on `tiny_data`."""
+    import train_lib
+
+    values = dict(
+        model_dir=str(model_dir),
+        label_data_dir=data_dir,
+        task_name="mnist",
+        num_label_classes=NUM_CLASSES,
+        input_image_size=32,
+        small_image_model=True,
+        override_params=dict(TINY_OVERRIDES),
+        train_steps=30,
+        train_batch_size=16,
+        eval_batch_size=8,
+        num_train_images=200,
+        base_learning_rate=0.3,
+        iterations_per_loop=10,
+        save_checkpoints_steps=10,
+        log_step_count_steps=10,
+        eval_subsets=("dev", "test"),
+        random_flip=False,
+        use_cache=True,
+        seed=0,
+    )
+    values.update(kwargs)
+    return train_lib.TrainConfig(**values)
+
+
+def default_strategy():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
+
+
+@pytest.fixture(scope="session")
+def teacher(tiny_data, tmp_path_factory):
+    """A tiny teacher trained for 40 steps: (config, state, eval results, per-loop losses)."""
+    import train_lib
+
+    strategy = default_strategy()
+    model_dir = tmp_path_factory.mktemp("teacher")
+    config = tiny_config(model_dir, tiny_data, train_steps=40, steps_per_eval=40)
+    state = train_lib.TrainState(config, strategy)
+    train_lib.write_run_files(config, state)
+    state.restore_or_initialize()
+    train_lib.train(config, strategy, state=state)
+    losses = [m["train/data_loss"] for _, m in state.history]
+    results = train_lib.evaluate(config, strategy)
+    return config, state, results, losses

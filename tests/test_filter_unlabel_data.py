@@ -1,0 +1,519 @@
+"""Tests of filter_unlabel_data: binning, threshold selection, balancing, files."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import flagsaver
+
+import filter_unlabel_data as fud
+import utils
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 4
+
+
+def probs_for(label, top, num_classes=NUM_CLASSES):
+    """A probability vector whose argmax is `label` with probability `top` (> 1 / num_classes)."""
+    vector = np.full([num_classes], (1.0 - top) / (num_classes - 1), np.float32)
+    vector[label] = top
+    return vector
+
+
+def write_predictions(dirs, shard, num_shards, probs, num_workers):
+    """Writes prediction and info files as `num_workers` prediction workers would."""
+    for worker in range(num_workers):
+        part = probs[worker::num_workers]
+        utils.write_tfrecord(
+            utils.prediction_path(dirs["pred"], shard, num_shards, worker),
+            (utils.prediction_example(p).SerializeToString() for p in part),
+        )
+        utils.write_json(
+            utils.info_path(dirs["info"], shard, num_shards, worker), {"image_num": len(part)}
+        )
+
+
+def make_dataset(tmp_path, num_shards, images_per_shard, num_workers, seed=0, class_weights=None):
+    """Raw unlabeled shards and their predictions.
+
+    Returns:
+      (dirs, truth): truth maps each JPEG to (shard, probabilities).
+    """
+    rng = np.random.default_rng(seed)
+    dirs = {name: str(tmp_path / name) for name in ("in", "pred", "info", "prelim", "out")}
+    class_weights = class_weights or [0.55, 0.3, 0.1, 0.05]
+    truth = {}
+    for shard in range(num_shards):
+        images, probs = [], []
+        for _ in range(images_per_shard):
+            image = utils.encode_jpeg(rng.integers(0, 256, [8, 8, 3]))
+            label = rng.choice(NUM_CLASSES, p=class_weights)
+            # Few distinct confidences, so that bins hold several images and a
+            # class's count jumps past num_image; 0.3 and 1.0 are bin edges.
+            top = rng.choice([0.3, 0.45, 0.6, 0.8, 0.95, 1.0])
+            images.append(image)
+            probs.append(probs_for(label, top))
+            truth[image] = (shard, probs[-1])
+        utils.write_tfrecord(
+            fud.input_path(dirs["in"], "extra", shard, num_shards),
+            (utils.unlabeled_example(im, NUM_CLASSES).SerializeToString() for im in images),
+        )
+        write_predictions(dirs, shard, num_shards, probs, num_workers)
+    assert len(truth) == num_shards * images_per_shard, "JPEGs must be unique to trace records"
+    return dirs, truth
+
+
+def read_records(path):
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+
+
+def run_both_passes(dirs, num_shards, num_image, *, total_replicas=1, **kwargs):
+    tasks = [-1] if total_replicas == 1 else list(range(total_replicas))
+    for shard in range(num_shards):
+        for task in tasks:
+            task_id, counts = fud.compute_prelim_stats(
+                dirs["pred"],
+                dirs["info"],
+                shard,
+                num_shards,
+                NUM_CLASSES,
+                task=task,
+                total_replicas=total_replicas,
+            )
+            fud.write_prelim_stats(dirs["prelim"], shard, task_id, counts)
+    stats = []
+    for shard in range(num_shards):
+        for task in tasks:
+            stats.append(
+                fud.filter_shard(
+                    dirs["in"],
+                    dirs["pred"],
+                    dirs["info"],
+                    dirs["prelim"],
+                    dirs["out"],
+                    shard,
+                    num_shards,
+                    NUM_CLASSES,
+                    num_image,
+                    task=task,
+                    total_replicas=total_replicas,
+                    file_prefix="extra",
+                    **kwargs,
+                )
+            )
+    return stats
+
+
+def check_record(example, truth):
+    """Checks keys and pseudo-label of one output record; returns (image, shard, label, prob)."""
+    feature = example.features.feature
+    assert set(feature) == {"image/encoded", "label", "prob", "probabilities"}
+    image = feature["image/encoded"].bytes_list.value[0]
+    probs = np.array(feature["probabilities"].float_list.value, np.float32)
+    label = feature["label"].int64_list.value[0]
+    prob = feature["prob"].float_list.value[0]
+    assert image in truth, "output image is not one of the inputs"
+    shard, true_probs = truth[image]
+    np.testing.assert_array_equal(probs, true_probs)
+    assert label == np.argmax(probs)
+    assert prob == probs[label]
+    return image, shard, label, prob
+
+
+# ---------------------------------------------------------------------------
+# Binning and pass 1.
+
+
+def test_bin_index_edges():
+    probs = [0.0, 0.0099, 0.01, 0.29, 0.3, np.float32(0.3), 0.555, 0.999, 1.0, 1.0000001]
+    assert fud.bin_index(probs).tolist() == [0, 0, 1, 29, 30, 30, 55, 99, 100, 100]
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_prelim_stats_match_hand_counts(tmp_path, num_workers):
+    dirs = {"pred": str(tmp_path / "pred"), "info": str(tmp_path / "info")}
+    probs = [
+        [0.3, 0.25, 0.25, 0.2],  # class 0, bin 30 (exact edge)
+        [0.3, 0.2, 0.25, 0.25],  # class 0, bin 30
+        [0.35, 0.3, 0.2, 0.15],  # class 0, bin 35
+        [0.0, 1.0, 0.0, 0.0],  # class 1, bin 100 (exact edge)
+        [0.0005, 0.999, 0.0005, 0.0],  # class 1, bin 99
+        [0.1, 0.2, 0.2, 0.5],  # class 3, bin 50
+        [0.26, 0.25, 0.25, 0.24],  # class 0, bin 26
+    ]
+    write_predictions(dirs, 3, 8, np.array(probs, np.float32), num_workers)
+    task_id, counts = fud.compute_prelim_stats(dirs["pred"], dirs["info"], 3, 8, NUM_CLASSES)
+    assert task_id == 0
+    expected = np.zeros([NUM_CLASSES, 101], np.int64)
+    for c, b, n in [(0, 30, 2), (0, 35, 1), (0, 26, 1), (1, 100, 1), (1, 99, 1), (3, 50, 1)]:
+        expected[c, b] = n
+    np.testing.assert_array_equal(counts, expected)
+
+    path = fud.write_prelim_stats(str(tmp_path / "prelim"), 3, task_id, counts)
+    assert path.endswith("prelim_stats_00003_0.json")
+    saved = utils.read_json(path)
+    assert sorted(saved) == ["0", "1", "3"]  # classes without images are left out
+    assert [t for t, _ in saved["0"]] == [i / 100 for i in range(101)]
+    assert saved["0"][30] == [0.3, 2] and saved["1"][100] == [1.0, 1]
+
+
+def test_prelim_stats_errors_name_the_file(tmp_path):
+    dirs = {"pred": str(tmp_path / "pred"), "info": str(tmp_path / "info")}
+    write_predictions(dirs, 0, 1, np.array([probs_for(0, 0.5)] * 3), 1)
+    info = utils.info_path(dirs["info"], 0, 1, 0)
+    utils.write_json(info, {"image_num": 4})
+    with pytest.raises(fud.FilterError, match="image_num=4") as error:
+        fud.compute_prelim_stats(dirs["pred"], dirs["info"], 0, 1, NUM_CLASSES)
+    assert info in str(error.value)
+
+    utils.write_json(info, {"image_num": 3})
+    with pytest.raises(
+        fud.FilterError, match="has 4 probabilities, expected --num_label_classes=5"
+    ):
+        fud.compute_prelim_stats(dirs["pred"], dirs["info"], 0, 1, 5)
+
+
+# ---------------------------------------------------------------------------
+# Tasks and workers.
+
+
+def test_task_workers_split_prediction_workers():
+    assert fud.task_workers(-1, 1, 4) == (0, [0, 1, 2, 3])
+    assert fud.task_workers(1, 2, 4) == (1, [2, 3])
+    assert fud.task_workers(0, 2, 2) == (0, [0])
+    with pytest.raises(fud.FilterError, match="single task"):
+        fud.task_workers(-1, 2, 2)
+    with pytest.raises(fud.FilterError, match="split evenly"):
+        fud.task_workers(0, 2, 3)
+    with pytest.raises(fud.FilterError, match="not in"):
+        fud.task_workers(2, 2, 2)
+
+
+def test_discover_label_replicas(tmp_path):
+    info_dir = str(tmp_path)
+    for worker in (0, 1, 2):
+        utils.write_json(utils.info_path(info_dir, 5, 8, worker), {"image_num": 1})
+    utils.write_json(utils.info_path(info_dir, 6, 8, 0), {"image_num": 1})
+    utils.write_json(utils.info_path(info_dir, 6, 8, 2), {"image_num": 1})
+    assert fud.discover_label_replicas(info_dir, 5, 8) == 3
+    with pytest.raises(fud.FilterError, match=r"workers \[0, 2\]"):
+        fud.discover_label_replicas(info_dir, 6, 8)
+    with pytest.raises(fud.FilterError, match="no prediction info file"):
+        fud.discover_label_replicas(info_dir, 7, 8)
+
+
+# ---------------------------------------------------------------------------
+# Thresholds and balancing.
+
+
+def constructed_counts():
+    counts = np.zeros([3, 101], np.int64)
+    counts[0, [95, 90, 50, 10]] = [10, 10, 50, 100]
+    counts[1, [80, 20]] = [5, 3]
+    counts[2, 100] = 30
+    return counts
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected_t, expected_n",
+    [
+        # Class 0 reaches 15 at 0.90 (10 + 10); class 1 never reaches it and
+        # stops at min_threshold, leaving out its 3 images at 0.20; class 2
+        # reaches it in the top bin.
+        (dict(min_threshold=0.3), [0.90, 0.30, 1.00], [20, 5, 30]),
+        # Only t < 0.9 counts: class 0 starts at its 0.50 bin, class 2 has none.
+        (dict(min_threshold=0.3, max_prob=0.9), [0.50, 0.30, 0.30], [50, 5, 0]),
+        (dict(min_threshold=0.0), [0.90, 0.00, 1.00], [20, 8, 30]),
+        (dict(min_threshold=0.3, use_all=True), [0.30, 0.30, 0.30], [70, 5, 30]),
+        (dict(min_threshold=0.3, use_top=False), [0.30, 0.30, 0.30], [70, 5, 30]),
+    ],
+)
+def test_select_thresholds_hand_computed(kwargs, expected_t, expected_n):
+    idx, total = fud.select_thresholds(constructed_counts(), 15, **kwargs)
+    np.testing.assert_allclose(fud.THRESHOLDS[idx], expected_t)
+    assert total.tolist() == expected_n
+
+
+def test_select_thresholds_needs_an_eligible_threshold():
+    with pytest.raises(fud.FilterError, match="no threshold"):
+        fud.select_thresholds(constructed_counts(), 15, min_threshold=0.5, max_prob=0.5)
+
+
+def test_copy_rates():
+    total = np.array([20, 5, 30, 0])
+    np.testing.assert_allclose(fud.copy_rates(total, 15), [0.75, 3.0, 0.5, 0.0])
+    np.testing.assert_allclose(fud.copy_rates(total, 15, upsample=False), [0.75, 1.0, 0.5, 0.0])
+    np.testing.assert_allclose(fud.copy_rates(total, 15, use_all=True), [1, 1, 1, 1])
+
+
+def test_decide_copies_up_and_downsampling():
+    rng = np.random.default_rng(1)
+    # Class 0: 1000 images for 2600 wanted -> 2 or 3 copies each.
+    # Class 1: 10000 images for 3000 wanted -> each kept with probability 0.3.
+    labels = np.repeat([0, 1], [1000, 10000])
+    top = np.full(len(labels), 0.8, np.float32)
+    idx, total = fud.select_thresholds(fud.count_bins(labels, fud.bin_index(top), 2), 2600)
+    assert total.tolist() == [1000, 10000]
+    rates = fud.copy_rates(total, 2600)
+    copies, passed = fud.decide_copies(labels, top, idx, rates, 2.0, rng.random(len(labels)))
+    assert passed.all()
+    up, down = copies[:1000], copies[1000:]
+    assert set(np.unique(up)) == {2, 3}
+    assert abs(up.sum() - 2600) <= 4 * math.sqrt(1000 * 0.6 * 0.4)
+    assert set(np.unique(down)) == {0, 1}
+    rate = 2600 / 10000
+    assert abs(down.sum() - 2600) <= 4 * math.sqrt(10000 * rate * (1 - rate))
+
+
+def test_decide_copies_respects_threshold_and_max_prob():
+    labels = np.zeros(5, np.int64)
+    top = np.array([0.29, 0.3, 0.6, 0.9, 0.95], np.float32)
+    threshold_idx = np.array([30])
+    copies, passed = fud.decide_copies(
+        labels, top, threshold_idx, np.array([1.0]), 0.9, np.zeros(5)
+    )
+    assert passed.tolist() == [False, True, True, True, False]
+    assert copies.tolist() == [0, 1, 1, 1, 0]
+
+
+# ---------------------------------------------------------------------------
+# End to end.
+
+
+def reference_selection(top_probs, num_image, min_threshold):
+    """Threshold and N per class by a direct walk over the images (max_prob 2, use_top)."""
+    selected = {}
+    for c, probs in top_probs.items():
+        probs = np.array(probs, np.float32)
+        for i in range(100, -1, -1):
+            t = i / 100
+            n = int(np.sum(probs >= np.float32(t)))
+            if t >= min_threshold and (n >= num_image or t == min_threshold):
+                selected[c] = (t, n)
+                break
+    return selected
+
+
+def test_end_to_end_balanced_two_prediction_workers(tmp_path):
+    num_shards, num_image, min_threshold = 3, 20, 0.3
+    dirs, truth = make_dataset(tmp_path, num_shards, 40, num_workers=2)
+    stats = run_both_passes(dirs, num_shards, num_image, min_threshold=min_threshold)
+
+    top_probs = {c: [] for c in range(NUM_CLASSES)}
+    for _, probs in truth.values():
+        top_probs[int(np.argmax(probs))].append(probs.max())
+    selected = reference_selection(top_probs, num_image, min_threshold)
+    threshold = utils.read_json(os.path.join(dirs["out"], "threshold.json"))
+    assert {int(c): tuple(v) for c, v in threshold.items()} == selected
+    assert any(n < num_image for _, n in selected.values()), "data must exercise upsampling"
+    assert any(n > num_image for _, n in selected.values()), "data must exercise downsampling"
+    assert utils.read_json(os.path.join(dirs["out"], "num_image_across_cat.json")) == {
+        "num_image_across_cat": sum(min(n, num_image) for _, n in selected.values())
+    }
+
+    copies = {}
+    per_class = np.zeros(NUM_CLASSES, np.int64)
+    for shard in range(num_shards):
+        records = read_records(utils.filtered_path(dirs["out"], 0, shard, num_shards))
+        shard_counts = np.zeros(NUM_CLASSES, np.int64)
+        for example in records:
+            image, source_shard, label, prob = check_record(example, truth)
+            assert source_shard == shard
+            assert prob >= np.float32(selected[label][0])
+            copies[image] = copies.get(image, 0) + 1
+            shard_counts[label] += 1
+        assert stats[shard]["after_balancing"] == {
+            str(c): int(n) for c, n in enumerate(shard_counts) if n
+        }
+        assert stats[shard]["num_output_records"] == len(records)
+        per_class += shard_counts
+
+    for label, (t, n) in selected.items():
+        rate = num_image / n
+        allowed = {math.floor(rate), math.ceil(rate)}
+        kept = [
+            im for im, (_, p) in truth.items() if np.argmax(p) == label and p.max() >= np.float32(t)
+        ]
+        assert len(kept) == n
+        assert {copies.get(im, 0) for im in kept} <= allowed
+        frac = rate - math.floor(rate)
+        assert abs(per_class[label] - num_image) <= 4 * math.sqrt(n * frac * (1 - frac)) + 1e-9
+    # Before balancing, the shards together keep exactly the N images counted
+    # under each class's threshold.
+    kept_before = np.zeros(NUM_CLASSES, np.int64)
+    for shard_stats in stats:
+        for c, n in shard_stats["before_balancing"].items():
+            kept_before[int(c)] += n
+    assert kept_before.tolist() == [selected[c][1] for c in range(NUM_CLASSES)]
+
+    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    assert final["total_cnt"] == int(per_class.sum())
+    assert final["cat_count"] == {str(c): int(n) for c, n in enumerate(per_class)}
+    total_sum = utils.read_json(os.path.join(dirs["prelim"], "total_counts_sum.json"))
+    assert total_sum["0"][0][1] == len(top_probs[0])  # everything has prob >= 0.00
+    samples = os.listdir(os.path.join(dirs["out"], "samples"))
+    assert samples and all(s in {"0", "1", "2", "3"} for s in samples)
+
+
+def test_end_to_end_use_all_with_two_filter_tasks(tmp_path):
+    num_shards, min_threshold = 2, 0.5
+    dirs, truth = make_dataset(tmp_path, num_shards, 30, num_workers=2, seed=3)
+    run_both_passes(
+        dirs, num_shards, 5, total_replicas=2, min_threshold=min_threshold, use_all=True
+    )
+    for shard in range(num_shards):
+        for task in (0, 1):
+            assert os.path.exists(fud.prelim_stats_path(dirs["prelim"], shard, task))
+    seen = []
+    for shard in range(num_shards):
+        for task in (0, 1):
+            for example in read_records(utils.filtered_path(dirs["out"], task, shard, num_shards)):
+                seen.append(check_record(example, truth)[0])
+    expected = [im for im, (_, p) in truth.items() if p.max() >= np.float32(min_threshold)]
+    assert sorted(seen) == sorted(expected)  # every confident image exactly once
+
+
+def test_pass_two_is_deterministic(tmp_path):
+    dirs, _ = make_dataset(tmp_path, 2, 30, num_workers=1)
+    run_both_passes(dirs, 2, 12)
+
+    def snapshot(root):
+        files = {}
+        for parent, _, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(parent, name), "rb") as f:
+                    files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
+        return files
+
+    first = snapshot(dirs["out"])
+    assert "data/train-0-00001-of-00002" in first and "stats/final_stats.json" in first
+    run_both_passes(dirs, 2, 12)  # re-run over the existing outputs
+    dirs_copy = dict(dirs, out=str(tmp_path / "out2"))
+    run_both_passes(dirs_copy, 2, 12)
+    assert snapshot(dirs["out"]) == first
+    assert snapshot(dirs_copy["out"]) == first
+    # Another seed samples differently.
+    dirs_seed = dict(dirs, out=str(tmp_path / "out3"))
+    run_both_passes(dirs_seed, 2, 12, seed=1)
+    assert (
+        snapshot(dirs_seed["out"])["data/train-0-00000-of-00002"]
+        != first["data/train-0-00000-of-00002"]
+    )
+
+
+# ---------------------------------------------------------------------------
+# Errors.
+
+
+def test_missing_shard_stats_are_listed(tmp_path):
+    dirs, _ = make_dataset(tmp_path, 4, 3, num_workers=1)
+    counts = np.zeros([NUM_CLASSES, 101], np.int64)
+    fud.write_prelim_stats(dirs["prelim"], 0, 0, counts)
+    fud.write_prelim_stats(dirs["prelim"], 2, 0, counts)
+    with pytest.raises(fud.FilterError, match=r"2 of 4 shards .* shard ids 1, 3"):
+        fud.load_total_counts(dirs["prelim"], 4, 1, NUM_CLASSES)
+    # Only the first 2 shards are needed with only_use_num_shards... and shard 1 is missing.
+    with pytest.raises(fud.FilterError, match="shard ids 1$"):
+        fud.load_total_counts(dirs["prelim"], 2, 1, NUM_CLASSES)
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "filter_unlabel_data.py",
+            f"--input_dir={dirs['in']}",
+            f"--prediction_dir={dirs['pred']}",
+            f"--info_dir={dirs['info']}",
+            f"--prelim_stats_dir={dirs['prelim']}",
+            f"--output_dir={dirs['out']}",
+            "--file_prefix=extra",
+            "--num_shards=4",
+            "--shard_id=0",
+            f"--num_label_classes={NUM_CLASSES}",
+            "--only_get_stats=0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "shard ids 1, 3" in result.stderr
+    assert not os.path.exists(os.path.join(dirs["out"], "data"))
+
+
+def test_main_runs_both_passes(tmp_path):
+    dirs, truth = make_dataset(tmp_path, 1, 10, num_workers=1)
+    common = [
+        "filter_unlabel_data.py",
+        f"--input_dir={dirs['in']}",
+        f"--prediction_dir={dirs['pred']}",
+        f"--info_dir={dirs['info']}",
+        f"--prelim_stats_dir={dirs['prelim']}",
+        f"--output_dir={dirs['out']}",
+        "--file_prefix=extra",
+        "--num_shards=1",
+        f"--num_label_classes={NUM_CLASSES}",
+        "--num_image=3",
+    ]
+    for argv in (common + ["--only_get_stats=1"], common):
+        with flagsaver.flagsaver():
+            fud.FLAGS(argv)
+            fud.main([argv[0]])
+    assert os.path.exists(fud.prelim_stats_path(dirs["prelim"], 0, 0))
+    records = read_records(utils.filtered_path(dirs["out"], 0, 0, 1))
+    assert records and all(check_record(r, truth) for r in records)
+    with flagsaver.flagsaver():
+        fud.FLAGS(common + ["--data_type=sstable"])
+        with pytest.raises(SystemExit, match="only 'tfrecord'"):
+            fud.main([argv[0]])
+
+
+def test_pass_two_count_mismatches_name_the_file(tmp_path):
+    dirs, _ = make_dataset(tmp_path, 1, 6, num_workers=2)
+    run_both_passes(dirs, 1, 3)
+    input_file = fud.input_path(dirs["in"], "extra", 0, 1)
+    output_file = utils.filtered_path(dirs["out"], 0, 0, 1)
+    os.remove(output_file)
+    # One more input record: worker 0 now has 4 inputs for 3 predictions.
+    records = [r.numpy() for r in tf.data.TFRecordDataset(input_file)]
+    utils.write_tfrecord(input_file, records + records[:1])
+    with pytest.raises(fud.FilterError, match="has 3 predictions but .* has 4 records") as error:
+        run_both_passes(dirs, 1, 3)
+    assert input_file in str(error.value)
+    assert not os.path.exists(output_file)  # no partial output
+
+    # Changed predictions after pass 1 are caught rather than balanced wrongly.
+    utils.write_tfrecord(input_file, records)
+    write_predictions(dirs, 0, 1, [probs_for(1, 0.9)] * 6, 2)
+    with pytest.raises(fud.FilterError, match="differ from .*prelim_stats_00000_0.json"):
+        fud.filter_shard(
+            dirs["in"],
+            dirs["pred"],
+            dirs["info"],
+            dirs["prelim"],
+            dirs["out"],
+            0,
+            1,
+            NUM_CLASSES,
+            3,
+            file_prefix="extra",
+        )
+    with pytest.raises(fud.FilterError, match="only 'tfrecord'"):
+        fud.filter_shard(
+            dirs["in"],
+            dirs["pred"],
+            dirs["info"],
+            dirs["prelim"],
+            dirs["out"],
+            0,
+            1,
+            NUM_CLASSES,
+            3,
+            file_prefix="extra",
+            data_type="sstable",
+        )

@@ -1,0 +1,847 @@
+"""Training and evaluation of teachers and noisy students (SPEC §6).
+
+Everything here takes plain arguments or a `TrainConfig`; only `main.py`
+reads flags. The pieces, in the order a run uses them:
+`create_strategy` -> `create_model` -> `create_learning_rate_fn` ->
+`TrainState` (model, EMA model, optimizer, checkpoints) -> `train_step`
+inside `make_train_loop` -> `evaluate`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import data_input
+import efficientnet_builder
+import preprocessing
+import task_info
+import utils
+
+MODEL_PARAMS_FILE = "model_params.txt"
+FLAGS_FILE = "FLAGS.json"
+EVAL_RESULTS_FILE = "eval_results.json"
+WARMUP_EPOCHS = 5
+LR_DECAY_FACTOR = 0.97
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Resolved settings of a training or evaluation run (flag names of SPEC §3).
+
+    `main.py` fills it from flags after resolving task defaults; tests build
+    it directly.
+    """
+
+    model_dir: str
+    label_data_dir: str
+    task_name: str = "imagenet"
+    model_name: str = "efficientnet-b0"
+    num_label_classes: int = 1000
+    input_image_size: int = 224
+    small_image_model: bool = False
+    override_params: dict = dataclasses.field(default_factory=dict)
+    train_steps: int = 109474
+    train_last_step_num: int = -1
+    train_batch_size: int = 4096
+    eval_batch_size: int = 8
+    num_train_images: int = 1281167
+    train_ratio: float = 1.0
+    base_learning_rate: float = 0.016
+    final_base_lr: float | None = None
+    moving_average_decay: float = 0.9999
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.1
+    label_data_sample_prob: float = 1.0
+    unlabel_data_dir: str = ""
+    unlabel_ratio: float = 0
+    teacher_softmax_temp: float = -1
+    teacher_model_name: str | None = None
+    teacher_model_path: str | None = None
+    init_model_path: str | None = None
+    augment_name: str | None = None
+    unl_aug: str = "default"
+    randaug_mag: int = 27
+    randaug_layer: int = 2
+    cutout_op: bool = True
+    remove_aug: bool = False
+    random_flip: bool = True
+    use_cache: bool = True
+    num_train_shards: int | None = None
+    iterations_per_loop: int = 1000
+    save_checkpoints_steps: int = 1000
+    keep_checkpoint_max: int = 5
+    log_step_count_steps: int = 64
+    steps_per_eval: int = 3000
+    eval_subsets: tuple = ("validation",)
+    use_bfloat16: bool = False
+    seed: int | None = None
+
+    @property
+    def max_steps(self):
+        """Steps this run trains to (global step at the end)."""
+        return self.train_steps if self.train_last_step_num < 0 else self.train_last_step_num
+
+    @property
+    def steps_per_epoch(self):
+        return self.num_train_images / (self.train_batch_size * self.label_data_sample_prob)
+
+
+# ---------------------------------------------------------------------------
+# Strategy and model.
+
+
+def create_strategy(use_tpu=False, tpu=None, tpu_zone=None, gcp_project=None):
+    """Picks the distribution strategy (SPEC §2).
+
+    TPUStrategy with `use_tpu`; MultiWorkerMirroredStrategy when TF_CONFIG
+    names several workers; MirroredStrategy for several local GPUs; the
+    default strategy otherwise.
+    """
+    if use_tpu:
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu=tpu, zone=tpu_zone, project=gcp_project
+            )
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as e:
+            raise RuntimeError(
+                f"--use_tpu is set (the published default) but no TPU could be reached ({e}). "
+                "Pass --use_tpu=False to train on GPUs or the CPU."
+            ) from e
+        return tf.distribute.TPUStrategy(resolver)
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def set_precision(use_bfloat16):
+    """`--use_bfloat16` selects Keras' mixed_bfloat16 policy; float32 otherwise."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if use_bfloat16 else "float32")
+
+
+def model_description(model_name, num_classes, small_image_model, override_params, image_size):
+    """Everything needed to rebuild the same network, as a JSON-serializable dict."""
+    return {
+        "model_name": model_name,
+        "num_classes": int(num_classes),
+        "small_image_model": bool(small_image_model),
+        "override_params": dict(override_params or {}),
+        "image_size": int(image_size),
+    }
+
+
+def create_model(description, sync_batch_norm=False):
+    """Builds the network of `description` (see `model_description`), variables created."""
+    overrides = dict(description["override_params"])
+    if sync_batch_norm:
+        overrides["sync_batch_norm"] = True
+    model = efficientnet_builder.build_model(
+        description["model_name"],
+        num_classes=description["num_classes"],
+        small_image_model=description["small_image_model"],
+        override_params=overrides,
+    )
+    size = description["image_size"]
+    model(tf.zeros([1, size, size, 3]), training=False)
+    return model
+
+
+def read_model_description(path):
+    """The model description saved next to a checkpoint, or None.
+
+    Args:
+      path: a model_dir or a checkpoint prefix inside one.
+    """
+    model_dir = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
+    params_file = os.path.join(model_dir, MODEL_PARAMS_FILE)
+    if not tf.io.gfile.exists(params_file):
+        return None
+    return utils.read_json(params_file)
+
+
+def resolve_checkpoint(path, what="checkpoint"):
+    """A checkpoint prefix from a prefix or a model_dir; FileNotFoundError naming `what`."""
+    if not path:
+        raise FileNotFoundError(f"No {what} path given.")
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"{what}: no checkpoint in directory {path!r}.")
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise FileNotFoundError(f"{what}: {path!r} is neither a directory nor a checkpoint prefix.")
+    return path
+
+
+def load_ema_weights(model, path, what="checkpoint"):
+    """Loads the EMA weights of a checkpoint written by `TrainState` into `model`.
+
+    Returns:
+      The checkpoint prefix that was read.
+    """
+    prefix = resolve_checkpoint(path, what)
+    status = tf.train.Checkpoint(ema_model=model).read(prefix)
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(
+            f"{what} {prefix!r} does not match the model {model.name!r} "
+            f"(different architecture?): {str(e)[:500]}"
+        ) from e
+    return prefix
+
+
+# ---------------------------------------------------------------------------
+# Learning rate, losses, regularization, EMA.
+
+
+class NoisyStudentLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then staircase exponential decay (SPEC §6)."""
+
+    def __init__(self, scaled_lr, steps_per_epoch, decay_epochs, start_from_step=0):
+        self.scaled_lr = float(scaled_lr)
+        self.steps_per_epoch = float(steps_per_epoch)
+        self.decay_epochs = float(decay_epochs)
+        self.start_from_step = int(start_from_step)
+        self.warmup_steps = int(WARMUP_EPOCHS * steps_per_epoch)
+
+    def __call__(self, step):
+        lr_step = tf.cast(step, tf.float32) + self.start_from_step
+        decay_steps = self.steps_per_epoch * self.decay_epochs
+        decayed = self.scaled_lr * tf.pow(LR_DECAY_FACTOR, tf.floor(lr_step / decay_steps))
+        if self.warmup_steps <= 0:
+            return decayed
+        warmup = self.scaled_lr * lr_step / self.warmup_steps
+        return tf.where(lr_step < self.warmup_steps, warmup, decayed)
+
+    def get_config(self):
+        return {
+            "scaled_lr": self.scaled_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "decay_epochs": self.decay_epochs,
+            "start_from_step": self.start_from_step,
+        }
+
+
+def create_learning_rate_fn(config):
+    """The learning-rate schedule of `config` (SPEC §6)."""
+    real_batch = config.train_batch_size * config.label_data_sample_prob
+    scaled_lr = config.base_learning_rate * real_batch / 256.0
+    if config.final_base_lr:
+        total_epochs = (
+            config.train_steps * config.train_batch_size / config.num_train_images - WARMUP_EPOCHS
+        )
+        decay_times = math.log(config.final_base_lr / config.base_learning_rate) / math.log(
+            LR_DECAY_FACTOR
+        )
+        decay_epochs = total_epochs / decay_times
+    else:
+        decay_epochs = 2.4 * config.train_ratio
+    start_from_step = config.train_steps - config.max_steps
+    return NoisyStudentLearningRate(
+        scaled_lr, config.steps_per_epoch, decay_epochs, start_from_step
+    )
+
+
+def smoothed_one_hot(labels, num_classes, label_smoothing):
+    """One-hot targets smoothed as tf.losses.softmax_cross_entropy did."""
+    one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def cross_entropy(targets, logits):
+    """Per-example cross-entropy of a target distribution and logits."""
+    return -tf.reduce_sum(targets * tf.nn.log_softmax(tf.cast(logits, tf.float32)), axis=-1)
+
+
+def unlabeled_targets(
+    num_classes,
+    label_smoothing,
+    teacher_softmax_temp,
+    teacher_logits=None,
+    stored_probs=None,
+    stored_labels=None,
+):
+    """Targets for the unlabeled images (SPEC §6).
+
+    Hard (temp == -1): the teacher's argmax (or the stored label) one-hot,
+    label-smoothed. Soft: softmax(teacher_logits / T), or, from stored
+    probabilities, p^(1/T) renormalized.
+    """
+    if teacher_softmax_temp == -1:
+        if teacher_logits is not None:
+            labels = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
+        else:
+            labels = stored_labels
+        return smoothed_one_hot(labels, num_classes, label_smoothing)
+    if teacher_logits is not None:
+        return tf.nn.softmax(tf.cast(teacher_logits, tf.float32) / teacher_softmax_temp, axis=-1)
+    scaled = tf.pow(stored_probs, 1.0 / teacher_softmax_temp)
+    return scaled / tf.reduce_sum(scaled, axis=-1, keepdims=True)
+
+
+def _all_layers(model):
+    return model._flatten_layers(include_self=False, recursive=True)  # noqa: SLF001
+
+
+def weight_decay_variables(model):
+    """Trainable variables that weight decay applies to: all but batch norm's."""
+    bn_ids = {
+        id(v)
+        for layer in _all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for v in layer.weights
+    }
+    return [v for v in model.trainable_variables if id(v) not in bn_ids]
+
+
+def l2_regularization(variables):
+    """sum(sum(v^2) / 2) over `variables` (tf.nn.l2_loss)."""
+    return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in variables])
+
+
+def ema_decay(step, moving_average_decay):
+    """min(decay, (1 + step) / (10 + step)), as TF1's ExponentialMovingAverage(num_updates)."""
+    step = tf.cast(step, tf.float32)
+    return tf.minimum(moving_average_decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(ema_model, model, decay):
+    """ema <- decay * ema + (1 - decay) * value, for weights and batch-norm statistics."""
+    for ema_var, var in zip(ema_model.weights, model.weights, strict=True):
+        ema_var.assign(decay * ema_var + (1.0 - decay) * var)
+
+
+# ---------------------------------------------------------------------------
+# State and checkpoints.
+
+
+class TrainState:
+    """The student, its EMA copy, the optimizer, an optional frozen teacher, checkpoints.
+
+    Checkpoints (`tf.train.Checkpoint(model, ema_model, optimizer)`) are named
+    `ckpt-<global step>` in the model_dir. Evaluation, prediction and
+    teachers read `ema_model`.
+    """
+
+    def __init__(self, config, strategy):
+        self.config = config
+        self.strategy = strategy
+        sync_bn = strategy.num_replicas_in_sync > 1
+        self.description = model_description(
+            config.model_name,
+            config.num_label_classes,
+            config.small_image_model,
+            config.override_params,
+            config.input_image_size,
+        )
+        with strategy.scope():
+            self.model = create_model(self.description, sync_batch_norm=sync_bn)
+            self.ema_model = create_model(self.description, sync_batch_norm=sync_bn)
+            self.optimizer = keras.optimizers.RMSprop(
+                learning_rate=create_learning_rate_fn(config),
+                rho=0.9,
+                momentum=0.9,
+                epsilon=1e-3,
+            )
+            self.optimizer.build(self.model.trainable_variables)
+            self.teacher = None
+            self.teacher_description = None
+            if config.teacher_model_name or config.teacher_model_path:
+                self.teacher_description = teacher_description(config)
+                self.teacher = create_model(self.teacher_description, sync_batch_norm=False)
+                self.teacher.trainable = False
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, ema_model=self.ema_model, optimizer=self.optimizer
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            config.model_dir,
+            max_to_keep=config.keep_checkpoint_max,
+            checkpoint_name="ckpt",
+        )
+        self.decay_vars = weight_decay_variables(self.model)
+        # (global step, metrics averaged over the loop call) of each loop call.
+        self.history = []
+
+    @property
+    def step(self):
+        return int(self.optimizer.iterations.numpy())
+
+    def restore_or_initialize(self):
+        """Resumes from the latest checkpoint, or initializes a fresh run.
+
+        A fresh run copies `init_model_path` (EMA weights) into the student
+        if given. The teacher, if any, is loaded in both cases.
+        """
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("Resuming from step %d (%s).", self.step, latest)
+        else:
+            if self.config.init_model_path:
+                prefix = load_ema_weights(
+                    self.model, self.config.init_model_path, "--init_model_path"
+                )
+                logging.info("Initialized the student from %s.", prefix)
+            for ema_var, var in zip(self.ema_model.weights, self.model.weights, strict=True):
+                ema_var.assign(var)
+        if self.teacher is not None:
+            prefix = load_ema_weights(
+                self.teacher, self.config.teacher_model_path, "--teacher_model_path"
+            )
+            logging.info("Teacher %s loaded from %s.", self.teacher_description, prefix)
+
+    def save(self):
+        path = self.manager.save(checkpoint_number=self.step)
+        logging.info("Saved checkpoint %s.", path)
+        return path
+
+
+def teacher_description(config):
+    """The teacher's architecture: from its model_dir's model_params.txt when present.
+
+    Raises:
+      FileNotFoundError: `--teacher_model_path` is missing or has no checkpoint.
+    """
+    if not config.teacher_model_path:
+        raise FileNotFoundError("--teacher_model_name is set but --teacher_model_path is not.")
+    resolve_checkpoint(config.teacher_model_path, "--teacher_model_path")
+    description = read_model_description(config.teacher_model_path)
+    if description is None:
+        name = config.teacher_model_name or config.model_name
+        size = config.input_image_size
+        if not config.small_image_model:
+            size = efficientnet_builder.efficientnet_params(name)[2]
+        logging.warning(
+            "No %s next to the teacher checkpoint; building %s with the student's overrides.",
+            MODEL_PARAMS_FILE,
+            name,
+        )
+        description = model_description(
+            name,
+            config.num_label_classes,
+            config.small_image_model,
+            {k: v for k, v in config.override_params.items() if k != "num_classes"},
+            size,
+        )
+    elif config.teacher_model_name and description["model_name"] != config.teacher_model_name:
+        raise ValueError(
+            f"--teacher_model_name={config.teacher_model_name} but the checkpoint in "
+            f"{config.teacher_model_path} is a {description['model_name']}."
+        )
+    if description["num_classes"] != config.num_label_classes:
+        raise ValueError(
+            f"The teacher has {description['num_classes']} classes, the student "
+            f"--num_label_classes={config.num_label_classes}."
+        )
+    return description
+
+
+# ---------------------------------------------------------------------------
+# Training step and loop.
+
+
+def compute_losses(config, state, batch, training=True):
+    """Forward pass and the loss of one replica's batch (SPEC §6).
+
+    Returns:
+      (total loss, metrics dict); both per replica, not yet divided by the
+      number of replicas.
+    """
+    num_classes = config.num_label_classes
+    info = task_info.get_task_info(config.task_name)
+    images = preprocessing.normalize_image(batch["images"], info.mean_rgb, info.stddev_rgb)
+    labels = batch["labels"]
+    lab_bsz = tf.shape(labels)[0]
+    logits = tf.cast(state.model(images, training=training), tf.float32)
+    lab_logits = logits[:lab_bsz]
+    lab_prob = tf.nn.softmax(lab_logits)
+    lab_loss = cross_entropy(
+        smoothed_one_hot(labels, num_classes, config.label_smoothing), lab_logits
+    )
+    if config.label_data_sample_prob != 1:
+        mask = tf.floor(config.label_data_sample_prob + tf.random.uniform(tf.shape(lab_loss)))
+        lab_loss = lab_loss * mask
+    lab_loss = tf.reduce_mean(lab_loss)
+    lab_pred = tf.argmax(lab_logits, axis=-1, output_type=tf.int32)
+    metrics = {
+        "lab/loss": lab_loss,
+        "lab/acc": tf.reduce_mean(tf.cast(tf.equal(lab_pred, labels), tf.float32)),
+        "lab/pred_prob": tf.reduce_mean(tf.reduce_max(lab_prob, axis=-1)),
+    }
+    data_loss = lab_loss
+    if config.unlabel_ratio:
+        unl_logits = logits[lab_bsz:]
+        teacher_logits = None
+        if state.teacher is not None:
+            teacher_images = preprocessing.normalize_image(
+                batch["teacher_images"], info.mean_rgb, info.stddev_rgb
+            )
+            teacher_logits = tf.stop_gradient(
+                tf.cast(state.teacher(teacher_images, training=False), tf.float32)
+            )
+        targets = unlabeled_targets(
+            num_classes,
+            config.label_smoothing,
+            config.teacher_softmax_temp,
+            teacher_logits=teacher_logits,
+            stored_probs=batch["unl_probs"],
+            stored_labels=batch["unl_labels"],
+        )
+        unl_loss = tf.reduce_mean(cross_entropy(targets, unl_logits))
+        unl_pred = tf.argmax(unl_logits, axis=-1, output_type=tf.int32)
+        target_class = tf.argmax(targets, axis=-1, output_type=tf.int32)
+        metrics["unl/acc_to_dump"] = tf.reduce_mean(
+            tf.cast(tf.equal(unl_pred, target_class), tf.float32)
+        )
+        metrics["unl/pred_prob"] = tf.reduce_mean(tf.reduce_max(tf.nn.softmax(unl_logits), -1))
+        metrics["ext/loss"] = unl_loss
+        data_loss = lab_loss + config.unlabel_ratio * unl_loss
+    loss = data_loss + config.weight_decay * l2_regularization(state.decay_vars)
+    metrics["train/data_loss"] = data_loss
+    metrics["train/loss"] = loss
+    return loss, metrics
+
+
+def train_step(config, state, batch):
+    """One optimizer step on one replica's batch; returns its metrics."""
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    with tf.GradientTape() as tape:
+        loss, metrics = compute_losses(config, state, batch, training=True)
+        # Gradients are summed across replicas, so each replica contributes
+        # its mean loss divided by the number of replicas.
+        scaled_loss = loss / num_replicas
+    grads = tape.gradient(scaled_loss, state.model.trainable_variables)
+    state.optimizer.apply_gradients(zip(grads, state.model.trainable_variables, strict=True))
+    return metrics
+
+
+def metric_names(config):
+    """Names of the training metrics `compute_losses` returns for `config`."""
+    names = ["lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss"]
+    if config.unlabel_ratio:
+        names += ["unl/acc_to_dump", "unl/pred_prob", "ext/loss"]
+    return names
+
+
+def make_train_loop(config, state):
+    """A tf.function running `num_steps` training steps (one `--iterations_per_loop` call).
+
+    Returns the metrics averaged over replicas and steps, and the last
+    learning rate.
+    """
+    strategy = state.strategy
+    names = metric_names(config)
+
+    @tf.function
+    def train_loop(iterator, num_steps):
+        sums = {k: tf.constant(0.0) for k in names}
+        for _ in tf.range(num_steps):
+            per_replica = strategy.run(
+                lambda batch: train_step(config, state, batch), args=(next(iterator),)
+            )
+            metrics = {
+                k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in per_replica.items()
+            }
+            decay = ema_decay(state.optimizer.iterations, config.moving_average_decay)
+            update_ema(state.ema_model, state.model, decay)
+            sums = {k: sums[k] + metrics[k] for k in names}
+        out = {k: v / tf.cast(num_steps, tf.float32) for k, v in sums.items()}
+        out["train/lr"] = state.optimizer.learning_rate
+        return out
+
+    return train_loop
+
+
+def make_distributed_train_dataset(config, strategy, teacher_image_size=None):
+    """The distributed training dataset of `config`."""
+    info = task_info.get_task_info(config.task_name)
+    label_files = data_input.labeled_files(
+        config.label_data_dir, info.train_subset, config.num_train_shards
+    )
+    unlabel_files = None
+    if config.unlabel_ratio:
+        unlabel_files = data_input.unlabeled_files(config.unlabel_data_dir)
+    elif config.unlabel_data_dir:
+        logging.warning("--unlabel_data_dir is set but --unlabel_ratio is 0: not used.")
+    if config.train_batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"--train_batch_size={config.train_batch_size} is not divisible by the "
+            f"{strategy.num_replicas_in_sync} replicas."
+        )
+
+    def dataset_fn(input_context):
+        return data_input.make_train_dataset(
+            input_context,
+            label_files=label_files,
+            per_replica_batch_size=input_context.get_per_replica_batch_size(
+                config.train_batch_size
+            ),
+            image_size=config.input_image_size,
+            small_image_model=config.small_image_model,
+            num_classes=config.num_label_classes,
+            augment_name=config.augment_name,
+            randaug_mag=config.randaug_mag,
+            randaug_layer=config.randaug_layer,
+            cutout_op=config.cutout_op,
+            random_flip=config.random_flip,
+            remove_aug=config.remove_aug,
+            cache=config.use_cache,
+            unlabel_files=unlabel_files,
+            unlabel_ratio=config.unlabel_ratio,
+            unl_aug=config.unl_aug,
+            teacher_image_size=teacher_image_size,
+            seed=config.seed,
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def check_stored_probabilities(config):
+    """Fails early when stored `probabilities` do not have num_label_classes entries."""
+    files = data_input.unlabeled_files(config.unlabel_data_dir)
+    for record in tf.data.TFRecordDataset(files[:1]).take(1):
+        example = tf.train.Example.FromString(record.numpy())
+        feature = example.features.feature.get("probabilities")
+        length = len(feature.float_list.value) if feature is not None else 0
+        if length != config.num_label_classes:
+            raise ValueError(
+                f"Unlabeled records in {files[0]} have {length} probabilities, but "
+                f"--num_label_classes={config.num_label_classes}."
+            )
+
+
+def write_run_files(config, state, flags_dict=None):
+    """Writes FLAGS.json (resolved settings) and model_params.txt next to the checkpoints."""
+    tf.io.gfile.makedirs(config.model_dir)
+    utils.write_json(
+        os.path.join(config.model_dir, FLAGS_FILE),
+        flags_dict if flags_dict is not None else dataclasses.asdict(config),
+    )
+    description = dict(state.description)
+    description["num_params"] = int(sum(np.prod(v.shape) for v in state.model.trainable_weights))
+    utils.write_json(os.path.join(config.model_dir, MODEL_PARAMS_FILE), description)
+
+
+def train(config, strategy, state=None, until_step=None, summary_writer=None):
+    """Trains from the current global step to `until_step` (default: config.max_steps).
+
+    Saves a checkpoint every `save_checkpoints_steps` and at the end; resumes
+    from the latest checkpoint in `config.model_dir`.
+
+    Returns:
+      The TrainState (reuse it to continue training or to evaluate).
+    """
+    if state is None:
+        state = TrainState(config, strategy)
+        state.restore_or_initialize()
+    until_step = config.max_steps if until_step is None else until_step
+    if state.step >= until_step:
+        logging.info("Already at step %d >= %d: nothing to train.", state.step, until_step)
+        return state
+    if config.unlabel_ratio and not config.unlabel_data_dir:
+        raise ValueError("--unlabel_ratio > 0 needs --unlabel_data_dir.")
+    if config.unlabel_ratio and state.teacher is None:
+        check_stored_probabilities(config)
+    teacher_size = state.teacher_description["image_size"] if state.teacher is not None else None
+    dataset = make_distributed_train_dataset(config, strategy, teacher_size)
+    iterator = iter(dataset)
+    train_loop = make_train_loop(config, state)
+    if summary_writer is None:
+        summary_writer = tf.summary.create_file_writer(config.model_dir)
+    images_per_step = config.train_batch_size + (
+        strategy.num_replicas_in_sync
+        * int(
+            math.ceil(
+                config.unlabel_ratio * config.train_batch_size / strategy.num_replicas_in_sync
+            )
+        )
+        if config.unlabel_ratio
+        else 0
+    )
+    start_step = state.step
+    progress = utils.Progress(until_step, "steps", start=start_step, interval=0)
+    last_log_step = start_step
+    logging.info(
+        "Training %s from step %d to %d (%.2f epochs of %d labeled images in all).",
+        config.model_name,
+        start_step,
+        until_step,
+        until_step / config.steps_per_epoch,
+        config.num_train_images,
+    )
+    while state.step < until_step:
+        step = state.step
+        next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
+        num_steps = min(config.iterations_per_loop, until_step - step, next_save - step)
+        metrics = train_loop(iterator, tf.constant(num_steps, tf.int32))
+        metrics = {k: float(v.numpy()) for k, v in metrics.items()}
+        step = state.step
+        state.history.append((step, metrics))
+        progress.done = step
+        with summary_writer.as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value)
+        if not np.isfinite(metrics["train/loss"]):
+            raise FloatingPointError(f"Training loss is {metrics['train/loss']} at step {step}.")
+        if step - last_log_step >= config.log_step_count_steps or step >= until_step:
+            last_log_step = step
+            rate = progress.rate()
+            logging.info(
+                "step %d/%d: loss %.4f, lab/acc %.3f, lr %.3g, %.1f images/s, ETA %s",
+                step,
+                until_step,
+                metrics["train/loss"],
+                metrics["lab/acc"],
+                metrics["train/lr"],
+                rate * images_per_step,
+                utils.format_seconds(progress.eta_seconds() or 0),
+            )
+        if step % config.save_checkpoints_steps == 0 or step >= until_step:
+            state.save()
+    summary_writer.flush()
+    return state
+
+
+# ---------------------------------------------------------------------------
+# Evaluation.
+
+
+def make_eval_fn(model, strategy, mean_rgb, stddev_rgb):
+    """A tf.function returning (correct top-1, correct top-5, count) of one padded batch."""
+
+    def replica_fn(batch):
+        images = preprocessing.normalize_image(batch["images"], mean_rgb, stddev_rgb)
+        logits = tf.cast(model(images, training=False), tf.float32)
+        k = min(5, logits.shape[-1])
+        top1 = tf.cast(
+            tf.equal(tf.argmax(logits, -1, output_type=tf.int32), batch["labels"]), tf.float32
+        )
+        top5 = tf.cast(tf.math.in_top_k(batch["labels"], logits, k), tf.float32)
+        mask = batch["mask"]
+        return tf.stack(
+            [tf.reduce_sum(top1 * mask), tf.reduce_sum(top5 * mask), tf.reduce_sum(mask)]
+        )
+
+    @tf.function
+    def eval_fn(batch):
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(replica_fn, args=(batch,)), None
+        )
+
+    return eval_fn
+
+
+def global_eval_batch_size(batch_size, strategy):
+    """Rounds the eval batch up to a multiple of the replicas."""
+    replicas = strategy.num_replicas_in_sync
+    return int(math.ceil(batch_size / replicas) * replicas)
+
+
+def evaluate_model(model, strategy, config, subsets=None, global_step=None):
+    """Top-1/top-5 accuracy of `model` on each subset, every image counted once.
+
+    Returns:
+      {subset: {"top_1_accuracy", "top_5_accuracy", "num_images", "global_step"}}.
+    """
+    info = task_info.get_task_info(config.task_name)
+    eval_fn = make_eval_fn(model, strategy, info.mean_rgb, info.stddev_rgb)
+    batch_size = global_eval_batch_size(config.eval_batch_size, strategy)
+    results = {}
+    for subset in subsets or config.eval_subsets:
+        files = data_input.labeled_files(config.label_data_dir, subset)
+        ds = data_input.make_eval_dataset(
+            files,
+            batch_size=batch_size,
+            image_size=config.input_image_size,
+            small_image_model=config.small_image_model,
+        )
+        totals = np.zeros(3)
+        start = time.time()
+        for batch in strategy.experimental_distribute_dataset(ds):
+            totals += eval_fn(batch).numpy()
+        n = int(totals[2])
+        results[subset] = {
+            "top_1_accuracy": float(totals[0] / max(n, 1)),
+            "top_5_accuracy": float(totals[1] / max(n, 1)),
+            "num_images": n,
+            "global_step": int(global_step) if global_step is not None else -1,
+        }
+        logging.info(
+            "eval %s at step %s: top-1 %.4f, top-5 %.4f on %d images (%.1f images/s)",
+            subset,
+            global_step,
+            results[subset]["top_1_accuracy"],
+            results[subset]["top_5_accuracy"],
+            n,
+            n / max(time.time() - start, 1e-9),
+        )
+    return results
+
+
+def write_eval_results(config, results):
+    """Merges `results` into model_dir/eval_results.json and TensorBoard."""
+    path = os.path.join(config.model_dir, EVAL_RESULTS_FILE)
+    merged = utils.read_json(path) if tf.io.gfile.exists(path) else {}
+    merged.update(results)
+    utils.write_json(path, merged)
+    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
+    with writer.as_default():
+        for subset, r in results.items():
+            for key in ("top_1_accuracy", "top_5_accuracy"):
+                tf.summary.scalar(f"{subset}/{key}", r[key], step=r["global_step"])
+    writer.flush()
+    logging.info("Eval results: %s", json.dumps(results, sort_keys=True))
+    return merged
+
+
+def evaluate(config, strategy, state=None):
+    """Evaluates the EMA weights of the latest checkpoint (or of `state`); writes the results."""
+    if state is None:
+        with strategy.scope():
+            description = read_model_description(config.model_dir) or model_description(
+                config.model_name,
+                config.num_label_classes,
+                config.small_image_model,
+                config.override_params,
+                config.input_image_size,
+            )
+            model = create_model(description, sync_batch_norm=strategy.num_replicas_in_sync > 1)
+        prefix = load_ema_weights(model, config.model_dir, "--model_dir")
+        step = int(prefix.rsplit("-", 1)[-1]) if prefix.rsplit("-", 1)[-1].isdigit() else -1
+    else:
+        model, step = state.ema_model, state.step
+    results = evaluate_model(model, strategy, config, global_step=step)
+    write_eval_results(config, results)
+    return results
+
+
+def train_and_evaluate(config, strategy, state=None):
+    """Alternates `steps_per_eval` training steps with evaluation until max_steps.
+
+    Returns:
+      (TrainState, the last eval results).
+    """
+    if state is None:
+        state = TrainState(config, strategy)
+        state.restore_or_initialize()
+    summary_writer = tf.summary.create_file_writer(config.model_dir)
+    while True:
+        until = min(config.max_steps, state.step + config.steps_per_eval)
+        train(config, strategy, state=state, until_step=until, summary_writer=summary_writer)
+        results = evaluate(config, strategy, state=state)
+        if state.step >= config.max_steps:
+            return state, results
