@@ -97,7 +97,7 @@ class BatchNormalization(layers.BatchNormalization):
             or mask is not None
             or len(inputs.shape) != 4
             or self.axis not in (-1, 3)
-            or inputs.dtype not in (tf.float32, tf.bfloat16, tf.float16)
+            or inputs.dtype not in (tf.float32, tf.bfloat16)
         ):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]

@@ -75,7 +75,8 @@ class _RandomSource:
     With a seed, the i-th draw uses fold_in(seed, i), so a sequence of draws is
     reproducible. Code that only runs conditionally (a `tf.switch_case` branch
     runs eagerly only when chosen but is always traced in graph mode) must use
-    its own `child` source, so that the draws do not depend on what was traced.
+    a fresh source seeded with `child_seed()`, so that its draws do not depend
+    on what else was traced.
     """
 
     def __init__(self, seed=None):
@@ -121,8 +122,8 @@ def blend(image1, image2, factor):
     """Blends two uint8 images: `image1 + factor * (image2 - image1)`.
 
     factor 0 gives image1, 1 gives image2; factors above 1 extrapolate away from
-    image1. The result is clipped to 0..255 and truncated to uint8 (as PIL's
-    ImageEnhance does in the published TF port).
+    image1. The result is clipped to 0..255 and truncated to uint8, as in the
+    published TF port of PIL's ImageEnhance.
 
     Args:
       image1: uint8 image, the "degenerate" end.

@@ -56,7 +56,8 @@ def make_steps(model):
     @tf.function
     def train_step(images, labels):
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
+            # Keras' classifier is bfloat16 under the mixed policy, ours float32.
+            logits = tf.cast(model(images, training=True), tf.float32)
             loss = tf.reduce_mean(
                 keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             )
@@ -66,7 +67,7 @@ def make_steps(model):
 
     @tf.function
     def infer_step(images):
-        return model(images, training=False)
+        return tf.cast(model(images, training=False), tf.float32)
 
     return train_step, infer_step
 
