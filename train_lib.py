@@ -22,6 +22,7 @@ import data_input
 import efficientnet_builder
 import preprocessing
 import task_info
+import tf1_checkpoint
 import utils
 
 MODEL_PARAMS_FILE = "model_params.txt"
@@ -80,6 +81,7 @@ class TrainConfig:
     log_step_count_steps: int = 64
     steps_per_eval: int = 3000
     eval_subsets: tuple = ("validation",)
+    use_ema: bool = True
     use_bfloat16: bool = False
     seed: int | None = None
 
@@ -125,6 +127,23 @@ def create_strategy(use_tpu=False, tpu=None, tpu_zone=None, gcp_project=None):
     return tf.distribute.get_strategy()
 
 
+def is_chief(strategy):
+    """Whether this process writes the run's outputs (always, except non-chief multi-workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if has_chief:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def worker_scratch_dir(model_dir, strategy):
+    """Where a non-chief worker saves: every worker must save (collectives), only one keeps."""
+    resolver = strategy.cluster_resolver
+    return os.path.join(model_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+
+
 def set_precision(use_bfloat16):
     """`--use_bfloat16` selects Keras' mixed_bfloat16 policy; float32 otherwise."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if use_bfloat16 else "float32")
@@ -167,7 +186,13 @@ def read_model_description(path):
     params_file = os.path.join(model_dir, MODEL_PARAMS_FILE)
     if not tf.io.gfile.exists(params_file):
         return None
-    return utils.read_json(params_file)
+    try:
+        description = utils.read_json(params_file)
+    except json.JSONDecodeError:
+        # The published TF1 code wrote a text model_params.txt of its own.
+        logging.warning("%s is not a model description of this project; ignored.", params_file)
+        return None
+    return description if isinstance(description, dict) and "model_name" in description else None
 
 
 def resolve_checkpoint(path, what="checkpoint"):
@@ -177,29 +202,96 @@ def resolve_checkpoint(path, what="checkpoint"):
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
-            raise FileNotFoundError(f"{what}: no checkpoint in directory {path!r}.")
+            # Unpacked published checkpoints may lack a `checkpoint` state file,
+            # or have one naming the paths of the machine that wrote them.
+            prefixes = [
+                p[: -len(".index")] for p in tf.io.gfile.glob(os.path.join(path, "*.index"))
+            ]
+            if len(prefixes) == 1:
+                return prefixes[0]
+            raise FileNotFoundError(
+                f"{what}: no checkpoint in directory {path!r}"
+                + (f" (several, pass one prefix: {sorted(prefixes)})." if prefixes else ".")
+            )
         return latest
     if not tf.io.gfile.exists(path + ".index"):
         raise FileNotFoundError(f"{what}: {path!r} is neither a directory nor a checkpoint prefix.")
     return path
 
 
-def load_ema_weights(model, path, what="checkpoint"):
-    """Loads the EMA weights of a checkpoint written by `TrainState` into `model`.
+def load_ema_weights(model, path, what="checkpoint", use_ema=True, skip_mismatched_head=False):
+    """Loads the moving-average (EMA) weights of a checkpoint into `model`.
+
+    Two formats are accepted: this project's checkpoints (the `ema_model`
+    written by `TrainState`) and name-based TF1 EfficientNet checkpoints of
+    the published code (see `tf1_checkpoint`), recognized by their variable
+    names.
+
+    Args:
+      model: the network to fill.
+      path: a checkpoint prefix or a directory holding checkpoints.
+      what: how to call the checkpoint in messages, e.g. a flag name.
+      use_ema: False reads the raw trained weights instead (`model` of this
+        project's checkpoints, the non-shadow variables of TF1 ones).
+      skip_mismatched_head: when the checkpoint's classifier has another
+        number of classes than `model`, keep the model's `predictions` layer
+        (fine-tuning) instead of failing. For this project's checkpoints the
+        class count is read from the model_params.txt next to them.
 
     Returns:
       The checkpoint prefix that was read.
+
+    Raises:
+      FileNotFoundError: no checkpoint at `path`.
+      ValueError: the checkpoint does not fit `model`.
     """
     prefix = resolve_checkpoint(path, what)
-    status = tf.train.Checkpoint(ema_model=model).read(prefix)
+    if tf1_checkpoint.is_tf1_checkpoint(prefix):
+        report = tf1_checkpoint.load_tf1_checkpoint(
+            model, prefix, use_ema=use_ema, skip_mismatched_head=skip_mismatched_head, what=what
+        )
+        logging.info("%s: %s.", what, report.summary())
+        if report.skipped:
+            logging.warning("%s: classifier head not loaded: %s", what, ", ".join(report.skipped))
+        return prefix
+    key = "ema_model" if use_ema else "model"
+    target = model
+    description = read_model_description(prefix) if skip_mismatched_head else None
+    num_classes = model.get_layer("predictions").units
+    if description is not None and description["num_classes"] != num_classes:
+        # Restore into a network of the checkpoint's own shape, then copy all
+        # but the classifier.
+        target = create_model(description)
     try:
+        status = tf.train.Checkpoint(**{key: target}).read(prefix)
         status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as e:
+    except (AssertionError, ValueError) as e:
         raise ValueError(
             f"{what} {prefix!r} does not match the model {model.name!r} "
             f"(different architecture?): {str(e)[:500]}"
         ) from e
+    if target is not model:
+        _copy_weights_except_head(target, model, what, prefix)
+        logging.warning(
+            "%s: classifier head not loaded (checkpoint has %d classes, the model %d).",
+            what,
+            description["num_classes"],
+            num_classes,
+        )
     return prefix
+
+
+def _copy_weights_except_head(source, model, what, prefix):
+    for layer in source.layers:
+        if not layer.weights or layer.name == "predictions":
+            continue
+        try:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+        except ValueError as e:
+            raise ValueError(
+                f"{what} {prefix!r}: layer {layer.name!r} does not fit the model {model.name!r} "
+                f"(different architecture?): {str(e)[:300]}"
+            ) from e
 
 
 # ---------------------------------------------------------------------------
@@ -365,15 +457,18 @@ class TrainState:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, ema_model=self.ema_model, optimizer=self.optimizer
         )
+        self.is_chief = is_chief(strategy)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
-            config.model_dir,
+            config.model_dir if self.is_chief else worker_scratch_dir(config.model_dir, strategy),
             max_to_keep=config.keep_checkpoint_max,
             checkpoint_name="ckpt",
         )
         self.decay_vars = weight_decay_variables(self.model)
         # (global step, metrics averaged over the loop call) of each loop call.
         self.history = []
+        self.train_iterator = None
+        self.train_loop = None
 
     @property
     def step(self):
@@ -392,14 +487,21 @@ class TrainState:
         else:
             if self.config.init_model_path:
                 prefix = load_ema_weights(
-                    self.model, self.config.init_model_path, "--init_model_path"
+                    self.model,
+                    self.config.init_model_path,
+                    "--init_model_path",
+                    use_ema=self.config.use_ema,
+                    skip_mismatched_head=True,
                 )
                 logging.info("Initialized the student from %s.", prefix)
             for ema_var, var in zip(self.ema_model.weights, self.model.weights, strict=True):
                 ema_var.assign(var)
         if self.teacher is not None:
             prefix = load_ema_weights(
-                self.teacher, self.config.teacher_model_path, "--teacher_model_path"
+                self.teacher,
+                self.config.teacher_model_path,
+                "--teacher_model_path",
+                use_ema=self.config.use_ema,
             )
             logging.info("Teacher %s loaded from %s.", self.teacher_description, prefix)
 
@@ -624,8 +726,15 @@ def check_stored_probabilities(config):
             )
 
 
+def make_summary_writer(log_dir, chief=True):
+    """TensorBoard writer; non-chief workers write nothing."""
+    return tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
+
+
 def write_run_files(config, state, flags_dict=None):
     """Writes FLAGS.json (resolved settings) and model_params.txt next to the checkpoints."""
+    if not state.is_chief:
+        return
     tf.io.gfile.makedirs(config.model_dir)
     utils.write_json(
         os.path.join(config.model_dir, FLAGS_FILE),
@@ -656,12 +765,19 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         raise ValueError("--unlabel_ratio > 0 needs --unlabel_data_dir.")
     if config.unlabel_ratio and state.teacher is None:
         check_stored_probabilities(config)
-    teacher_size = state.teacher_description["image_size"] if state.teacher is not None else None
-    dataset = make_distributed_train_dataset(config, strategy, teacher_size)
-    iterator = iter(dataset)
-    train_loop = make_train_loop(config, state)
+    if state.train_iterator is None:
+        # Built once per TrainState: train_and_evaluate calls train() again after
+        # every eval, and neither the input pipeline nor the compiled loop
+        # should be rebuilt then.
+        teacher_size = (
+            state.teacher_description["image_size"] if state.teacher is not None else None
+        )
+        dataset = make_distributed_train_dataset(config, strategy, teacher_size)
+        state.train_iterator = iter(dataset)
+        state.train_loop = make_train_loop(config, state)
+    iterator, train_loop = state.train_iterator, state.train_loop
     if summary_writer is None:
-        summary_writer = tf.summary.create_file_writer(config.model_dir)
+        summary_writer = make_summary_writer(config.model_dir, state.is_chief)
     images_per_step = config.train_batch_size + (
         strategy.num_replicas_in_sync
         * int(
@@ -820,12 +936,13 @@ def evaluate(config, strategy, state=None):
                 config.input_image_size,
             )
             model = create_model(description, sync_batch_norm=strategy.num_replicas_in_sync > 1)
-        prefix = load_ema_weights(model, config.model_dir, "--model_dir")
+        prefix = load_ema_weights(model, config.model_dir, "--model_dir", use_ema=config.use_ema)
         step = int(prefix.rsplit("-", 1)[-1]) if prefix.rsplit("-", 1)[-1].isdigit() else -1
     else:
         model, step = state.ema_model, state.step
     results = evaluate_model(model, strategy, config, global_step=step)
-    write_eval_results(config, results)
+    if is_chief(strategy):
+        write_eval_results(config, results)
     return results
 
 
@@ -838,7 +955,7 @@ def train_and_evaluate(config, strategy, state=None):
     if state is None:
         state = TrainState(config, strategy)
         state.restore_or_initialize()
-    summary_writer = tf.summary.create_file_writer(config.model_dir)
+    summary_writer = make_summary_writer(config.model_dir, state.is_chief)
     while True:
         until = min(config.max_steps, state.step + config.steps_per_eval)
         train(config, strategy, state=state, until_step=until, summary_writer=summary_writer)

@@ -367,3 +367,24 @@ def test_main_fails_loudly(tiny_data, tmp_path, teacher):
         out = run_main(*args)
         assert out.returncode != 0, args
         assert message in out.stderr + out.stdout, (message, out.stderr[-2000:])
+
+
+def test_train_and_evaluate_alternates(tiny_data, tmp_path):
+    config = tiny_config(
+        tmp_path,
+        tiny_data,
+        train_steps=6,
+        steps_per_eval=3,
+        iterations_per_loop=3,
+        eval_subsets=("dev",),
+    )
+    state, results = train_lib.train_and_evaluate(config, STRATEGY)
+    assert [step for step, _ in state.history] == [3, 6]
+    assert results["dev"]["global_step"] == 6 and results["dev"]["num_images"] == 23
+    events = tf.io.gfile.glob(os.path.join(str(tmp_path), "eval", "events.*"))
+    steps = set()
+    for path in events:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if any(v.tag == "dev/top_1_accuracy" for v in event.summary.value):
+                steps.add(event.step)
+    assert steps == {3, 6}
