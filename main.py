@@ -77,6 +77,14 @@ flags.DEFINE_float(
     "label_data_sample_prob", 1, "Keep each labeled image's loss with this probability."
 )
 flags.DEFINE_integer("seed", None, "Optional seed for input shuffling.")
+flags.DEFINE_bool(
+    "use_ema",
+    True,
+    "Read the moving-average weights of the checkpoints given by --init_model_path, "
+    "--teacher_model_path, --predict_ckpt_path, and by --model_dir for eval/export (this "
+    "project's ema_model; the /ExponentialMovingAverage shadows of TF1 checkpoints). "
+    "False reads the raw trained weights.",
+)
 
 # --- Noisy student -----------------------------------------------------------
 flags.DEFINE_string("unlabel_data_dir", "", "Unlabeled data dir(s), ';'-separated.")
