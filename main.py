@@ -202,6 +202,12 @@ def main(argv):
     import train_lib
 
     config = resolve_config()
+    if FLAGS.mode == "export":
+        # Export needs no devices or strategy; the exported network is float32.
+        import export_lib
+
+        export_lib.export(config, FLAGS.export_dir)
+        return
     train_lib.set_precision(config.use_bfloat16)
     strategy = train_lib.create_strategy(
         FLAGS.use_tpu, FLAGS.tpu, FLAGS.tpu_zone, FLAGS.gcp_project
@@ -238,10 +244,6 @@ def main(argv):
             reassign_label=FLAGS.reassign_label,
             file_prefix=FLAGS.file_prefix,
         )
-    elif FLAGS.mode == "export":
-        import export_lib
-
-        export_lib.export(config, FLAGS.export_dir)
 
 
 if __name__ == "__main__":

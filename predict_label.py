@@ -220,8 +220,12 @@ def load_prediction_model(config, strategy, predict_ckpt_path):
         )
     with strategy.scope():
         model = train_lib.create_model(description)
-    prefix = train_lib.load_ema_weights(model, predict_ckpt_path, "--predict_ckpt_path")
-    logging.info("Predicting with the EMA weights of %s.", prefix)
+    prefix = train_lib.load_ema_weights(
+        model, predict_ckpt_path, "--predict_ckpt_path", use_ema=config.use_ema
+    )
+    logging.info(
+        "Predicting with the %s weights of %s.", "EMA" if config.use_ema else "raw", prefix
+    )
     return model, description
 
 
