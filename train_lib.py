@@ -150,27 +150,23 @@ def set_precision(use_bfloat16):
 
 
 def model_description(model_name, num_classes, small_image_model, override_params, image_size):
-    """Everything needed to rebuild the same network, as a JSON-serializable dict."""
-    return {
-        "model_name": model_name,
-        "num_classes": int(num_classes),
-        "small_image_model": bool(small_image_model),
-        "override_params": dict(override_params or {}),
-        "image_size": int(image_size),
-    }
+    """Everything needed to rebuild the same network, as a JSON-serializable dict.
+
+    The builder's fully resolved description (scaled stages, dropout, batch
+    norm settings), plus the input `image_size` the run uses.
+    """
+    description = efficientnet_builder.model_description(
+        model_name, num_classes, small_image_model, override_params
+    )
+    description["image_size"] = int(image_size)
+    return description
 
 
 def create_model(description, sync_batch_norm=False):
     """Builds the network of `description` (see `model_description`), variables created."""
-    overrides = dict(description["override_params"])
-    if sync_batch_norm:
-        overrides["sync_batch_norm"] = True
-    model = efficientnet_builder.build_model(
-        description["model_name"],
-        num_classes=description["num_classes"],
-        small_image_model=description["small_image_model"],
-        override_params=overrides,
-    )
+    network = {k: description[k] for k in efficientnet_builder.DESCRIPTION_KEYS}
+    network["sync_batch_norm"] = bool(sync_batch_norm)
+    model = efficientnet_builder.build_model_from_description(network)
     size = description["image_size"]
     model(tf.zeros([1, size, size, 3]), training=False)
     return model
