@@ -182,7 +182,9 @@ def read_prediction_batches(path, num_classes, batch_size=_PREDICTION_BATCH):
       FilterError: a record's vector length differs from num_classes, a value
         is negative or not finite, or the file cannot be parsed.
     """
-    spec = {"probabilities": tf.io.RaggedFeature(tf.float32)}
+    # Fixed-length parsing is 2-3x faster than ragged parsing; when it fails,
+    # the slower ragged pass of _raise_length_error finds the record to blame.
+    spec = {"probabilities": tf.io.FixedLenFeature([num_classes], tf.float32)}
     dataset = (
         tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER)
         .batch(batch_size)
@@ -191,23 +193,39 @@ def read_prediction_batches(path, num_classes, batch_size=_PREDICTION_BATCH):
     )
     start = 0
     try:
-        for ragged in dataset:
-            lengths = ragged.row_lengths().numpy()
-            bad = np.flatnonzero(lengths != num_classes)
-            if bad.size:
-                raise FilterError(
-                    f"{path}: record {start + bad[0]} has {lengths[bad[0]]} probabilities, "
-                    f"expected --num_label_classes={num_classes}"
-                )
-            probs = ragged.flat_values.numpy().reshape(-1, num_classes)
+        for batch in dataset:
+            probs = batch.numpy()
             if not np.all(np.isfinite(probs)) or np.any(probs < 0):
                 raise FilterError(
                     f"{path}: negative or non-finite probabilities near record {start}"
                 )
             start += len(probs)
             yield probs
+    except tf.errors.InvalidArgumentError as e:
+        _raise_length_error(path, num_classes)
+        raise FilterError(f"cannot read predictions from {path}: {e.message}") from e
     except tf.errors.OpError as e:
         raise FilterError(f"cannot read predictions from {path}: {e.message}") from e
+
+
+def _raise_length_error(path, num_classes):
+    """Raises a FilterError naming the first record of `path` without num_classes values."""
+    spec = {"probabilities": tf.io.RaggedFeature(tf.float32)}
+    dataset = (
+        tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER)
+        .batch(_PREDICTION_BATCH)
+        .map(lambda s: tf.io.parse_example(s, spec)["probabilities"])
+    )
+    start = 0
+    for ragged in dataset:
+        lengths = ragged.row_lengths().numpy()
+        bad = np.flatnonzero(lengths != num_classes)
+        if bad.size:
+            raise FilterError(
+                f"{path}: record {start + bad[0]} has {lengths[bad[0]]} probabilities, "
+                f"expected --num_label_classes={num_classes}"
+            )
+        start += len(lengths)
 
 
 def _image_batches(path, num_workers, worker, batch_size):
@@ -252,7 +270,7 @@ def _counts_to_json(counts, keep_empty):
     """{uid: [[t, count], ...]}, the layout of the published stats files."""
     thresholds = THRESHOLDS.tolist()
     return {
-        _uid(c): [[t, int(n)] for t, n in zip(thresholds, row, strict=True)]
+        _uid(c): list(map(list, zip(thresholds, row.tolist(), strict=True)))
         for c, row in enumerate(counts)
         if keep_empty or row.any()
     }
@@ -334,7 +352,7 @@ def compute_prelim_stats(
 def write_prelim_stats(prelim_stats_dir, shard_id, task_id, counts):
     """Writes pass-1 counts as `{uid: [[t, count] x 101]}` (classes with images only)."""
     path = prelim_stats_path(prelim_stats_dir, shard_id, task_id)
-    utils.write_json(path, _counts_to_json(counts, keep_empty=False))
+    utils.write_json(path, _counts_to_json(counts, keep_empty=False), indent=None)
     logging.info("wrote %s (%d images)", path, int(counts.sum()))
     return path
 
@@ -449,11 +467,16 @@ def _write_selection(
     for a designated writer.
     """
     cum_all = np.cumsum(total_counts[:, ::-1], axis=1)[:, ::-1]
+    # 101 bins per class: compact JSON (indenting would take seconds per job).
     utils.write_json(
-        os.path.join(prelim_stats_dir, "total_counts.json"), _counts_to_json(total_counts, True)
+        os.path.join(prelim_stats_dir, "total_counts.json"),
+        _counts_to_json(total_counts, True),
+        indent=None,
     )
     utils.write_json(
-        os.path.join(prelim_stats_dir, "total_counts_sum.json"), _counts_to_json(cum_all, True)
+        os.path.join(prelim_stats_dir, "total_counts_sum.json"),
+        _counts_to_json(cum_all, True),
+        indent=None,
     )
     utils.write_json(
         os.path.join(output_dir, "threshold.json"),
@@ -697,10 +720,9 @@ def filter_shard(
                     labels, weights=copies, minlength=num_label_classes
                 ).astype(np.int64)
                 for i in np.flatnonzero(copies):
-                    example = utils.pseudo_labeled_example(images[i], probs[i], label=labels[i])
                     entries.append(
                         (
-                            example.SerializeToString(),
+                            utils.serialize_pseudo_labeled(images[i], probs[i], label=labels[i]),
                             int(copies[i]),
                             int(labels[i]),
                             float(top_prob[i]),

@@ -114,6 +114,59 @@ def pseudo_labeled_example(image_bytes, probabilities, label=None):
     )
 
 
+# Hand-written protobuf encoding of a pseudo-labeled record, for the filter's
+# hot loop. Building a tf.train.Example takes ~0.1 ms for 1000 probabilities
+# (one Python float per value); this writes the same message from the numpy
+# bytes in ~10 us. Wire format:
+# Example{features(1): Features{feature(1): map entry{key(1), value(2):
+# Feature{bytes_list(1) | float_list(2) | int64_list(3): List{value(1)}}}}},
+# list values packed.
+_BYTES_LIST, _FLOAT_LIST, _INT64_LIST = 0x0A, 0x12, 0x1A
+
+
+def _varint(value):
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _feature_entry(key, kind, payload):
+    """(parts, size) of one `Features.feature` map entry; `payload` is the list's value bytes."""
+    list_header = b"\n" + _varint(len(payload))
+    feature_size = len(list_header) + len(payload)
+    feature_header = bytes([kind]) + _varint(feature_size)
+    key_part = b"\n" + _varint(len(key)) + key
+    value_header = b"\x12" + _varint(len(feature_header) + feature_size)
+    entry_size = len(key_part) + len(value_header) + len(feature_header) + feature_size
+    entry_header = b"\n" + _varint(entry_size)
+    parts = [entry_header, key_part, value_header, feature_header, list_header, payload]
+    return parts, len(entry_header) + entry_size
+
+
+def serialize_pseudo_labeled(image_bytes, probabilities, label=None):
+    """`pseudo_labeled_example(...).SerializeToString()`, fast (same message, keys sorted)."""
+    probabilities = np.asarray(probabilities, "<f4")
+    if label is None:
+        label = int(np.argmax(probabilities))
+    label = int(label)
+    if label < 0:
+        raise ValueError(f"label must be >= 0, got {label}")
+    parts, size = [], 0
+    for key, kind, payload in (
+        (b"image/encoded", _BYTES_LIST, bytes(image_bytes)),
+        (b"label", _INT64_LIST, _varint(label)),
+        (b"prob", _FLOAT_LIST, probabilities[label].tobytes()),
+        (b"probabilities", _FLOAT_LIST, probabilities.tobytes()),
+    ):
+        entry_parts, entry_size = _feature_entry(key, kind, payload)
+        parts += entry_parts
+        size += entry_size
+    return b"".join([b"\n", _varint(size), *parts])
+
+
 def encode_jpeg(image, quality=95):
     """Encodes a uint8 [H, W, C] array as JPEG bytes."""
     image = np.asarray(image, dtype=np.uint8)
@@ -157,11 +210,19 @@ def write_tfrecord(path, serialized_records):
     return count
 
 
-def write_json(path, obj):
-    """Writes `obj` as JSON to `path` atomically."""
+def write_json(path, obj, indent=2):
+    """Writes `obj` as JSON to `path` atomically; `indent=None` writes compact JSON.
+
+    Compact JSON is encoded by json's C encoder, many times faster than the
+    indented (pure Python) one: use it for large files.
+    """
+    # One write call: json.dump would write each token separately, and every
+    # GFile write is a round trip into TensorFlow (seconds for the stats files
+    # of 1000 classes).
+    text = json.dumps(obj, indent=indent, sort_keys=True)
     with atomic_output(path) as tmp:
         with tf.io.gfile.GFile(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write(text)
 
 
 def read_json(path):

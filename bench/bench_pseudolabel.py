@@ -1,0 +1,312 @@
+"""Throughput of pseudo labeling: prediction and filtering, each against a bound.
+
+1. Prediction: `predict_label.predict_shard` (TFRecord read, JPEG decode,
+   eval crop/resize, EfficientNet forward pass, softmax, prediction records
+   written) on one shard of generated JPEGs, against
+   `keras.applications.EfficientNetB0(weights=None).predict` on the same
+   images already decoded and resized in memory (the model alone, no input
+   pipeline). Both use the same batch size; the timed trials alternate so
+   that load from other processes hits both alike; the median is reported.
+   Goal: ours >= 0.9x Keras.
+2. Filtering: `filter_unlabel_data.filter_shard` (pass 2: reads the images
+   and predictions, thresholds, balances, writes the kept records) on
+   generated shards, against a plain `tf.data` read of the same files (the
+   input records plus the prediction records: the I/O bound). Both record
+   sizes of the published tasks are measured: 32x32 SVHN-like JPEGs with 10
+   classes and ImageNet-like JPEGs with 1000 classes. Goal: filter >= 0.5x
+   the plain read. Also shown: a plain copy (read the images, write each
+   record unchanged), the bound of a pass that writes what it reads.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/bench_pseudolabel.py                     # a few minutes on 2 cores
+    .venv/bin/python bench/bench_pseudolabel.py --image_size 128    # quicker prediction part
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import logging  # noqa: E402
+
+import filter_unlabel_data  # noqa: E402
+import predict_label  # noqa: E402
+import preprocessing  # noqa: E402
+import train_lib  # noqa: E402
+import utils  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image_size", type=int, default=224, help="model input size")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_predict_images", type=int, default=128)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--filter_small_records", type=int, default=100000, help="SVHN-like")
+    parser.add_argument("--filter_large_records", type=int, default=8000, help="ImageNet-like")
+    parser.add_argument("--skip_predict", action="store_true")
+    parser.add_argument("--skip_filter", action="store_true")
+    return parser.parse_args(argv)
+
+
+def smooth_image(rng, height, width):
+    """A photo-like image (smooth gradients plus mild noise): realistic JPEG sizes."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    channels = [
+        np.sin(rng.uniform(2, 12) * x + rng.uniform(0, 6)) * np.cos(rng.uniform(2, 12) * y)
+        for _ in range(3)
+    ]
+    image = 127 + 100 * np.stack(channels, -1) + rng.normal(0, 12, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def median_rate(count, seconds):
+    return count / statistics.median(seconds)
+
+
+# ---------------------------------------------------------------------------
+# Prediction.
+
+
+def bench_predict(args, work_dir):
+    size, batch = args.image_size, args.batch_size
+    rng = np.random.default_rng(0)
+    # Stored images a bit larger than the input, as the eval crop expects.
+    source = size + 32
+    jpegs = [
+        utils.encode_jpeg(smooth_image(rng, source, source), quality=90)
+        for _ in range(args.num_predict_images)
+    ]
+    data_dir = os.path.join(work_dir, "unlabeled")
+    utils.write_tfrecord(
+        os.path.join(data_dir, "extra-00000-of-00001"),
+        [utils.unlabeled_example(j, 1000).SerializeToString() for j in jpegs],
+    )
+    decoded = np.stack(
+        [
+            preprocessing.preprocess_image(
+                j, is_training=False, image_size=size, small_image=False
+            ).numpy()
+            for j in jpegs
+        ]
+    )
+    strategy = tf.distribute.get_strategy()
+    description = train_lib.model_description("efficientnet-b0", 1000, False, {}, size)
+    ours = train_lib.create_model(description)
+    theirs = keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3))
+
+    def run_ours():
+        out = os.path.join(work_dir, "pred")
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        count = predict_label.predict_shard(
+            ours,
+            strategy,
+            task_name="imagenet",
+            image_size=size,
+            small_image_model=False,
+            label_data_dir=data_dir,
+            file_prefix="extra",
+            shard=0,
+            num_shards=1,
+            output_dir=out,
+            info_dir=out,
+            batch_size=batch,
+        )
+        assert count == len(jpegs)
+        return time.perf_counter() - start
+
+    def run_keras():
+        start = time.perf_counter()
+        probs = theirs.predict(decoded, batch_size=batch, verbose=0)
+        assert probs.shape == (len(jpegs), 1000)
+        return time.perf_counter() - start
+
+    print(
+        f"prediction: EfficientNet-B0 {size}x{size}, batch {batch}, {len(jpegs)} JPEGs of "
+        f"{source}x{source} (mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KB), "
+        f"{args.trials} trials"
+    )
+    # The first call of each traces its functions.
+    for name, fn in (("ours", run_ours), ("keras", run_keras)):
+        print(f"  {name}: first call (tracing) {fn():.1f}s")
+    seconds = {"ours": [], "keras": []}
+    for _ in range(args.trials):
+        seconds["ours"].append(run_ours())
+        seconds["keras"].append(run_keras())
+    rate = {k: median_rate(len(jpegs), v) for k, v in seconds.items()}
+    ratio = rate["ours"] / rate["keras"]
+    for name, values in seconds.items():
+        print(f"  {name} per trial: " + " ".join(f"{len(jpegs) / t:.1f}" for t in values))
+    print(
+        f"  images/s: ours (whole pipeline) {rate['ours']:.1f}  keras predict (decoded "
+        f"images in memory) {rate['keras']:.1f}  ratio {ratio:.3f} (goal >= 0.9)"
+    )
+    return ratio
+
+
+# ---------------------------------------------------------------------------
+# Filtering.
+
+
+def write_filter_inputs(root, num_records, num_classes, image_size, num_shards, rng):
+    """Unlabeled shards, teacher-like predictions, info files and pass-1 stats."""
+    jpegs = [
+        utils.encode_jpeg(smooth_image(rng, image_size, image_size), quality=95)
+        for _ in range(min(num_records, 64))
+    ]
+    input_dir = os.path.join(root, "unlabeled")
+    pred_dir = os.path.join(root, "pred")
+    stats_dir = os.path.join(root, "prelim")
+    bounds = np.linspace(0, num_records, num_shards + 1).astype(int)
+    for shard in range(num_shards):
+        n = bounds[shard + 1] - bounds[shard]
+        records = (
+            utils.unlabeled_example(jpegs[i % len(jpegs)], num_classes).SerializeToString()
+            for i in range(n)
+        )
+        utils.write_tfrecord(
+            filter_unlabel_data.input_path(input_dir, "extra", shard, num_shards), records
+        )
+        # Peaked softmax outputs, as a trained teacher gives.
+        logits = rng.normal(0, 1, (n, num_classes)) + 6 * np.eye(num_classes)[
+            rng.integers(num_classes, size=n)
+        ] * rng.uniform(0.2, 1.5, (n, 1))
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        utils.write_tfrecord(
+            utils.prediction_path(pred_dir, shard, num_shards, 0),
+            (utils.prediction_example(p).SerializeToString() for p in probs),
+        )
+        utils.write_json(utils.info_path(pred_dir, shard, num_shards, 0), {"image_num": int(n)})
+        _, counts = filter_unlabel_data.compute_prelim_stats(
+            pred_dir, pred_dir, shard, num_shards, num_classes
+        )
+        filter_unlabel_data.write_prelim_stats(stats_dir, shard, 0, counts)
+    return input_dir, pred_dir, stats_dir
+
+
+def plain_read_seconds(files):
+    """A plain tf.data read of `files`, batched; returns (records, seconds)."""
+    start = time.perf_counter()
+    count = 0
+    for batch in tf.data.TFRecordDataset(files, buffer_size=8 << 20).batch(256).prefetch(2):
+        count += int(batch.shape[0])
+    return count, time.perf_counter() - start
+
+
+def copy_seconds(files, output):
+    """Reads `files` with tf.data and writes every record to `output` unchanged.
+
+    The I/O bound of any pass that reads its inputs and writes as many bytes,
+    as pass 2 does when about one copy of each image is kept.
+    """
+    start = time.perf_counter()
+    with tf.io.TFRecordWriter(output) as writer:
+        for batch in tf.data.TFRecordDataset(files, buffer_size=8 << 20).batch(256).prefetch(2):
+            for record in batch.numpy():
+                writer.write(record)
+    seconds = time.perf_counter() - start
+    os.remove(output)
+    return seconds
+
+
+def bench_filter_case(name, args, root, num_records, num_classes, image_size):
+    num_shards = 2
+    rng = np.random.default_rng(1)
+    input_dir, pred_dir, stats_dir = write_filter_inputs(
+        root, num_records, num_classes, image_size, num_shards, rng
+    )
+    # About one copy per image: the output is as large as the input.
+    num_image = max(1, int(0.8 * num_records / num_classes))
+    shard = 0
+    files = [
+        filter_unlabel_data.input_path(input_dir, "extra", shard, num_shards),
+        utils.prediction_path(pred_dir, shard, num_shards, 0),
+    ]
+    num_input = sum(1 for _ in tf.data.TFRecordDataset(files[0]))
+    mb = sum(os.path.getsize(f) for f in files) / 2**20
+
+    def run_filter():
+        out = os.path.join(root, "out")
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        stats = filter_unlabel_data.filter_shard(
+            input_dir,
+            pred_dir,
+            pred_dir,
+            stats_dir,
+            out,
+            shard,
+            num_shards,
+            num_classes,
+            num_image,
+            min_threshold=0.3,
+            file_prefix="extra",
+            num_samples_per_class=0,
+        )
+        return time.perf_counter() - start, stats["num_output_records"]
+
+    copy_output = os.path.join(root, "copy")
+    run_filter()  # warm-up (page cache, tracing)
+    plain_read_seconds(files)
+    filter_s, read_s, copy_s = [], [], []
+    for _ in range(args.trials):
+        seconds, written = run_filter()
+        filter_s.append(seconds)
+        read_s.append(plain_read_seconds(files)[1])
+        copy_s.append(copy_seconds(files[:1], copy_output))
+    for label, values in (("filter", filter_s), ("read", read_s), ("copy", copy_s)):
+        print(f"    {label} per trial: " + " ".join(f"{num_input / t:.0f}" for t in values))
+    rate_filter = median_rate(num_input, filter_s)
+    rate_read = median_rate(num_input, read_s)
+    rate_copy = median_rate(num_input, copy_s)
+    ratio = rate_filter / rate_read
+    print(
+        f"  {name}: {num_input} images ({mb:.0f} MB incl. predictions, {num_classes} classes), "
+        f"{written} written\n"
+        f"    records/s: filter pass 2 {rate_filter:.0f}  plain read {rate_read:.0f}  "
+        f"ratio {ratio:.3f} (goal >= 0.5)\n"
+        f"    plain copy of the images (read + write) {rate_copy:.0f}  "
+        f"ratio filter/copy {rate_filter / rate_copy:.3f}"
+    )
+    return ratio
+
+
+def bench_filter(args, work_dir):
+    print(f"filtering (pass 2, one shard), {args.trials} trials:")
+    ratios = {}
+    cases = (
+        ("svhn-like 32x32", args.filter_small_records, 10, 32),
+        ("imagenet-like", args.filter_large_records, 1000, 400),
+    )
+    for name, num_records, num_classes, size in cases:
+        if num_records:
+            root = os.path.join(work_dir, name.split()[0])
+            ratios[name] = bench_filter_case(name, args, root, num_records, num_classes, size)
+    return ratios
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.set_verbosity(logging.WARNING)
+    print(f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as work_dir:
+        if not args.skip_predict:
+            bench_predict(args, work_dir)
+        if not args.skip_filter:
+            bench_filter(args, work_dir)
+
+
+if __name__ == "__main__":
+    main()
