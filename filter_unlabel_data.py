@@ -21,11 +21,23 @@ task, numbered 0 in file names, that handles every worker.
 Every job of pass 2 computes the same thresholds from the same statistics, so
 no job waits for another; random draws are seeded with (seed, shard, task), so
 a re-run writes byte-identical files.
+
+`--shard_id` takes one shard or a comma-separated list (`--shard_id=0,4,8`):
+one process then runs the pass for each, paying TensorFlow's start-up and
+pass 2's reading of every shard's stats once. A shard that fails does not stop
+the others; the job exits with an error naming the failed shards.
+
+Pass 2 runs in TensorFlow except for the final write calls: labels, bins and
+copies are computed per batch in a tf.data pipeline, and the output records
+(the bytes of `utils.serialize_pseudo_labeled`) are built in-graph by
+`utils.PseudoLabeledEncoder`.
 """
 
+import functools
 import os
 import re
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -42,7 +54,12 @@ _THRESHOLDS_F32 = THRESHOLDS.astype(np.float32)
 NUM_BINS = len(THRESHOLDS)
 
 _PREDICTION_BATCH = 4096
-_IMAGE_BATCH = 256
+# Pass 2 reads images in batches of about _BATCH_BYTES, at most _IMAGE_BATCH
+# images: large enough that the per-batch Python work is negligible.
+_IMAGE_BATCH = 1024
+_BATCH_BYTES = 16 * 1024 * 1024
+# Message of the in-graph check; _count_error then tells which count is off.
+_COUNT_MISMATCH = "input records, predictions and image_num disagree"
 _READ_BUFFER = 8 * 1024 * 1024
 # Kept images are shuffled in chunks of about this many encoded bytes: a shard
 # of a large unlabeled set does not fit in memory, and the trainer shuffles
@@ -228,23 +245,6 @@ def _raise_length_error(path, num_classes):
         start += len(lengths)
 
 
-def _image_batches(path, num_workers, worker, batch_size):
-    """Yields object arrays of `image/encoded` bytes of input records worker, worker + W, ..."""
-    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
-    dataset = (
-        tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER)
-        .shard(num_workers, worker)
-        .batch(batch_size)
-        .map(lambda s: tf.io.parse_example(s, spec)["image/encoded"])
-        .prefetch(2)
-    )
-    try:
-        for images in dataset:
-            yield images.numpy()
-    except tf.errors.OpError as e:
-        raise FilterError(f"cannot read images from {path}: {e.message}") from e
-
-
 def top1(probabilities):
     """Predicted class (argmax) and its probability of a [n, num_classes] array."""
     labels = np.argmax(probabilities, axis=1)
@@ -276,7 +276,10 @@ def _counts_to_json(counts, keep_empty):
     }
 
 
-def _counts_from_json(obj, num_classes, path):
+@utils.gc_paused()
+def _read_counts(path, num_classes):
+    """The int array [num_classes, NUM_BINS] of a stats file in the layout of _counts_to_json."""
+    obj = utils.read_json(path)
     counts = np.zeros([num_classes, NUM_BINS], np.int64)
     for uid, pairs in obj.items():
         if not uid.isdigit() or int(uid) >= num_classes:
@@ -349,6 +352,7 @@ def compute_prelim_stats(
     return task_id, counts
 
 
+@utils.gc_paused()
 def write_prelim_stats(prelim_stats_dir, shard_id, task_id, counts):
     """Writes pass-1 counts as `{uid: [[t, count] x 101]}` (classes with images only)."""
     path = prelim_stats_path(prelim_stats_dir, shard_id, task_id)
@@ -361,6 +365,7 @@ def write_prelim_stats(prelim_stats_dir, shard_id, task_id, counts):
 # Thresholds and balancing.
 
 
+@utils.gc_paused()
 def load_total_counts(prelim_stats_dir, num_shards, total_replicas, num_label_classes):
     """Sums the pass-1 counts of shards 0..num_shards-1 and tasks 0..total_replicas-1.
 
@@ -383,7 +388,7 @@ def load_total_counts(prelim_stats_dir, num_shards, total_replicas, num_label_cl
         )
     total = np.zeros([num_label_classes, NUM_BINS], np.int64)
     for path in paths.values():
-        total += _counts_from_json(utils.read_json(path), num_label_classes, path)
+        total += _read_counts(path, num_label_classes)
     return total
 
 
@@ -445,7 +450,8 @@ def decide_copies(labels, top_prob, threshold_idx, rates, max_prob, uniforms):
 
     An image passes if threshold <= prob <= max_prob for its class; it is then
     written floor(rate) times plus once more with probability frac(rate),
-    decided by `uniforms` (one U[0, 1) draw per image).
+    decided by `uniforms` (one U[0, 1) draw per image). Pass 2 does the same
+    in-graph (_decide_fn); this is the reference it is tested against.
 
     Returns:
       (copies, passed): int64 copies and the boolean pass mask.
@@ -458,6 +464,7 @@ def decide_copies(labels, top_prob, threshold_idx, rates, max_prob, uniforms):
     return np.where(passed, copies, 0), passed
 
 
+@utils.gc_paused()
 def _write_selection(
     prelim_stats_dir, output_dir, total_counts, threshold_idx, total_image, num_image
 ):
@@ -495,36 +502,196 @@ def _write_selection(
 # Pass 2.
 
 
-def _zipped_batches(input_file, prediction_file, num_workers, worker, num_classes, image_num):
-    """Yields (images, probabilities) of one prediction worker, checking all counts agree."""
-    if tf.io.gfile.exists(prediction_file):
-        pred_it = read_prediction_batches(prediction_file, num_classes, _IMAGE_BATCH)
-    elif image_num == 0:
-        pred_it = iter(())
-    else:
-        raise FilterError(f"missing prediction file {prediction_file}")
-    image_it = _image_batches(input_file, num_workers, worker, _IMAGE_BATCH)
-    seen = 0
-    while True:
-        probs = next(pred_it, None)
-        images = next(image_it, None)
-        if probs is None and images is None:
-            break
-        if probs is None or images is None or len(probs) != len(images):
-            num_pred = seen + (len(probs) if probs is not None else 0) + sum(map(len, pred_it))
-            num_input = seen + (len(images) if images is not None else 0) + sum(map(len, image_it))
-            raise FilterError(
-                f"{prediction_file} has {num_pred} predictions but {input_file} has {num_input} "
-                f"records for prediction worker {worker} of {num_workers} "
-                f"(records {worker}, {worker} + {num_workers}, ...)"
-            )
-        seen += len(probs)
-        yield images, probs
-    if seen != image_num:
-        raise FilterError(
-            f"{prediction_file} and {input_file} (worker {worker} of {num_workers}) have {seen} "
-            f"records but the info file says image_num={image_num}"
+def _count_records(path, num_workers=1, worker=0):
+    """Records worker, worker + W, ... of a TFRecord file (0 if it does not exist)."""
+    if not tf.io.gfile.exists(path):
+        return 0
+    dataset = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER)
+    if num_workers > 1:
+        dataset = dataset.shard(num_workers, worker)
+    return sum(int(batch.shape[0]) for batch in dataset.batch(_PREDICTION_BATCH))
+
+
+def _batch_size(input_file, num_records):
+    """Images per batch of pass 2: about _BATCH_BYTES of input records, at most _IMAGE_BATCH."""
+    record_bytes = tf.io.gfile.stat(input_file).length / max(1, num_records)
+    return int(np.clip(_BATCH_BYTES // max(1.0, record_bytes), 16, _IMAGE_BATCH))
+
+
+def _decide_fn(selection, with_images):
+    """The pass-2 work of one batch, in-graph: what decide_copies and top1 do, plus encoding.
+
+    Args:
+      selection: the Selection of this pass.
+      with_images: also return the kept images (for samples).
+
+    Returns:
+      A function (input records [n], prediction records [n], uniforms [n])
+      -> dict of tensors: `records`, `copies`, `labels`, `top_prob`, `kept`
+      (index in the batch) of the kept images; `image_bytes`, their total
+      size; `seen_bins`, `before`, `after`, counts as in pass 1 and the stats;
+      `valid`, whether all probabilities are finite and >= 0; `size`, n.
+    """
+    num_classes = selection.num_label_classes
+    encoder = _encoder(num_classes)
+    image_spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+    pred_spec = {"probabilities": tf.io.FixedLenFeature([num_classes], tf.float32)}
+    threshold_idx = tf.constant(selection.threshold_idx, tf.int64)
+    rates = tf.constant(selection.rates, tf.float64)
+    max_prob = tf.constant(selection.max_prob, tf.float32)
+    edges = tf.constant(_THRESHOLDS_F32[None, :])
+
+    def decide(input_records, prediction_records, uniforms):
+        size = tf.shape(input_records)[0]
+        for other in (prediction_records, uniforms):
+            tf.debugging.assert_equal(size, tf.shape(other)[0], message=_COUNT_MISMATCH)
+        images = tf.io.parse_example(input_records, image_spec)["image/encoded"]
+        probs = tf.io.parse_example(prediction_records, pred_spec)["probabilities"]
+        valid = tf.reduce_all(tf.math.is_finite(probs) & (probs >= 0))
+        top_prob = tf.reduce_max(probs, axis=1)
+        # The first index of the maximum, as np.argmax gives (and pass 1
+        # counted with): tf.argmax leaves ties unspecified.
+        classes = tf.range(num_classes, dtype=tf.int64)
+        labels = tf.reduce_min(tf.where(probs == top_prob[:, None], classes, num_classes), axis=1)
+        labels = tf.minimum(labels, num_classes - 1)  # rows of NaN; rejected by `valid`
+        bins = tf.searchsorted(edges, top_prob[None, :], side="right", out_type=tf.int64)[0] - 1
+        passed = (bins >= tf.gather(threshold_idx, labels)) & (top_prob <= max_prob)
+        rate = tf.gather(rates, labels)
+        whole = tf.floor(rate)
+        copies = tf.cast(whole, tf.int64) + tf.cast(uniforms < rate - whole, tf.int64)
+        copies = tf.where(passed, copies, 0)
+        kept = tf.where(copies > 0)[:, 0]
+        kept_images = tf.gather(images, kept)
+        kept_labels = tf.gather(labels, kept)
+        out = {
+            "records": encoder.encode_batch(kept_images, tf.gather(probs, kept), kept_labels),
+            "copies": tf.gather(copies, kept),
+            "labels": kept_labels,
+            "top_prob": tf.gather(top_prob, kept),
+            "kept": kept,
+            "image_bytes": tf.reduce_sum(tf.cast(tf.strings.length(kept_images), tf.int64)),
+            "seen_bins": tf.reshape(
+                tf.math.unsorted_segment_sum(
+                    tf.ones_like(bins), labels * NUM_BINS + bins, num_classes * NUM_BINS
+                ),
+                [num_classes, NUM_BINS],
+            ),
+            "before": tf.math.unsorted_segment_sum(tf.cast(passed, tf.int64), labels, num_classes),
+            "after": tf.math.unsorted_segment_sum(copies, labels, num_classes),
+            "valid": valid,
+            "size": size,
+        }
+        if with_images:
+            out["images"] = kept_images
+        return out
+
+    return decide
+
+
+def _count_error(input_file, prediction_file, num_workers, worker, image_num):
+    """The FilterError describing disagreeing counts of one worker, or None if they agree."""
+    num_input = _count_records(input_file, num_workers, worker)
+    num_pred = _count_records(prediction_file)
+    if num_pred != num_input:
+        return FilterError(
+            f"{prediction_file} has {num_pred} predictions but {input_file} has {num_input} "
+            f"records for prediction worker {worker} of {num_workers} "
+            f"(records {worker}, {worker} + {num_workers}, ...)"
         )
+    if num_pred != image_num:
+        return FilterError(
+            f"{prediction_file} and {input_file} (worker {worker} of {num_workers}) have "
+            f"{num_pred} records but the info file says image_num={image_num}"
+        )
+    return None
+
+
+def _decided_batches(
+    input_file,
+    prediction_file,
+    num_workers,
+    worker,
+    num_classes,
+    image_num,
+    uniforms,
+    decide,
+    batch_size,
+):
+    """Yields the pass-2 decisions of one prediction worker's images, batch by batch.
+
+    One tf.data pipeline reads the input records worker, worker + W, ... and
+    the worker's predictions, and runs `decide` (see _decide_fn) on each
+    batch, so everything but the final writes runs in TensorFlow's threads.
+
+    Args:
+      input_file: the shard's raw unlabeled records.
+      prediction_file: the worker's predictions.
+      num_workers: W, the number of prediction workers of the shard.
+      worker: the worker, in [0, W).
+      num_classes: length of every probability vector.
+      image_num: the worker's image count from its info file.
+      uniforms: float64 array [image_num], one U[0, 1) draw per image.
+      decide: the function of _decide_fn.
+      batch_size: images per batch.
+
+    Yields:
+      The dict of `decide`, as numpy arrays, for every non-empty batch.
+
+    Raises:
+      FilterError: a file is missing or malformed, or the number of input
+        records, predictions and the info file's image_num differ.
+    """
+    has_predictions = tf.io.gfile.exists(prediction_file)
+    if not has_predictions and image_num:
+        raise FilterError(f"missing prediction file {prediction_file}")
+    inputs = tf.data.TFRecordDataset(input_file, buffer_size=_READ_BUFFER)
+    if num_workers > 1:
+        inputs = inputs.shard(num_workers, worker)
+    if has_predictions:
+        predictions = tf.data.TFRecordDataset(prediction_file, buffer_size=_READ_BUFFER)
+    else:
+        predictions = tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
+    # The draws as whole batches: slicing them per image would cost more than
+    # the rest of the pipeline.
+    num_batches = -(-len(uniforms) // batch_size)
+    padded = np.zeros([num_batches * batch_size], np.float64)
+    padded[: len(uniforms)] = uniforms
+    draws = tf.data.Dataset.from_tensor_slices(
+        (
+            padded.reshape(num_batches, batch_size),
+            np.minimum(batch_size, len(uniforms) - np.arange(num_batches) * batch_size),
+        )
+    ).map(lambda u, n: u[:n])
+    # A final empty batch on every side: zip stops at the shortest, so
+    # without it the extra records of a longer one would go unnoticed.
+    dataset = tf.data.Dataset.zip(
+        inputs.batch(batch_size).concatenate(_empty_batch(tf.string)),
+        predictions.batch(batch_size).concatenate(_empty_batch(tf.string)),
+        draws.concatenate(_empty_batch(tf.float64)),
+    )
+    dataset = dataset.map(decide, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    seen = 0
+    try:
+        for batch in dataset:
+            batch = {key: value.numpy() for key, value in batch.items()}
+            if not batch["valid"]:
+                raise FilterError(
+                    f"{prediction_file}: negative or non-finite probabilities near record {seen}"
+                )
+            if batch["size"]:
+                seen += batch["size"]
+                yield batch
+    except tf.errors.OpError as e:
+        error = _count_error(input_file, prediction_file, num_workers, worker, image_num)
+        if error is not None:
+            raise error from e
+        if has_predictions and isinstance(e, tf.errors.InvalidArgumentError):
+            _raise_length_error(prediction_file, num_classes)
+        raise FilterError(f"cannot read {input_file} or {prediction_file}: {e.message}") from e
+
+
+def _empty_batch(dtype):
+    return tf.data.Dataset.from_tensors(tf.constant([], dtype))
 
 
 def _save_sample(output_dir, label, shard_id, task_id, index, prob, image_bytes):
@@ -571,74 +738,56 @@ def write_final_stats_if_complete(output_dir, num_shards, total_replicas, num_la
     return final
 
 
-def filter_shard(
-    input_dir,
-    prediction_dir,
-    info_dir,
+class Selection(NamedTuple):
+    """What pass 2 keeps, the same for every shard: see select_for_balancing."""
+
+    threshold_idx: np.ndarray
+    rates: np.ndarray
+    max_prob: float
+    num_label_classes: int
+    stats_shards: int
+    total_replicas: int
+
+
+def select_for_balancing(
     prelim_stats_dir,
     output_dir,
-    shard_id,
     num_shards,
     num_label_classes,
     num_image,
     *,
-    task=-1,
     total_replicas=1,
-    total_label_replicas=-1,
     only_use_num_shards=-1,
     min_threshold=0.0,
     max_prob=2.0,
     upsample=True,
     use_top=True,
     use_all=False,
-    file_prefix="train",
-    data_type="tfrecord",
-    seed=0,
-    num_samples_per_class=_NUM_SAMPLES_PER_CLASS,
-    shuffle_buffer_bytes=_SHUFFLE_BUFFER_BYTES,
 ):
-    """Pass 2: writes the filtered, balanced, shuffled records of one shard (and task).
+    """Thresholds and copy rates of every class from the pass-1 stats of all shards.
+
+    Also writes total_counts(_sum).json, threshold.json and
+    num_image_across_cat.json. A job filtering several shards calls this once.
 
     Args:
-      input_dir: directory of the raw unlabeled `{file_prefix}-%05d-of-%05d` records.
-      prediction_dir: directory of `train-info-*` prediction files.
-      info_dir: directory of `info-*.txt` image-count files.
-      prelim_stats_dir: directory of pass-1 stats; receives total_counts(_sum).json.
-      output_dir: receives data/, stats/, samples/, threshold.json and
-        num_image_across_cat.json.
-      shard_id: shard to filter.
+      prelim_stats_dir: directory of pass-1 stats.
+      output_dir: pass-2 output directory.
       num_shards: total number of shards.
       num_label_classes: length of every probability vector.
       num_image: target number of images per class over all shards.
-      task: filter task, or -1 for a single task (0 in file names).
       total_replicas: number of filter tasks per shard.
-      total_label_replicas: prediction workers per shard; -1 to discover.
-      only_use_num_shards: if not -1, thresholds use the stats of shards
-        0..only_use_num_shards-1 only.
-      min_threshold: lowest confidence threshold.
-      max_prob: images whose top-1 probability exceeds this are dropped.
-      upsample: repeat images of classes with fewer than num_image images.
-      use_top: stop lowering a class's threshold once num_image is reached.
-      use_all: keep every image with probability >= min_threshold once.
-      file_prefix: name prefix of the input files.
-      data_type: input format; only 'tfrecord'.
-      seed: random seed, combined with shard and task.
-      num_samples_per_class: sample JPEGs saved per class (shard 0, task 0 only).
-      shuffle_buffer_bytes: kept images are shuffled in chunks of this many bytes.
+      only_use_num_shards, min_threshold, max_prob, upsample, use_top,
+        use_all: as in filter_shard.
 
     Returns:
-      The stats dict written to `stats/stats_%05d_%d.json`.
+      A Selection.
 
     Raises:
-      FilterError: missing stats or files, or inconsistent counts.
+      FilterError: missing or inconsistent pass-1 stats.
     """
-    _check_data_type(data_type)
     stats_shards = num_shards if only_use_num_shards == -1 else only_use_num_shards
     total_counts = load_total_counts(
         prelim_stats_dir, stats_shards, total_replicas, num_label_classes
-    )
-    task_id, workers, num_workers = _resolve_workers(
-        info_dir, shard_id, num_shards, task, total_replicas, total_label_replicas
     )
     threshold_idx, total_image = select_thresholds(
         total_counts,
@@ -666,7 +815,141 @@ def filter_shard(
         int(np.sum(total_image > num_image)),
         num_image,
     )
+    return Selection(
+        threshold_idx, rates, max_prob, num_label_classes, stats_shards, total_replicas
+    )
 
+
+@functools.cache
+def _encoder(num_classes):
+    # Cached: building the encoder traces a tf.function, once per process.
+    return utils.PseudoLabeledEncoder(num_classes)
+
+
+class _Chunk:
+    """Kept images not yet written: encoded records, copies and what samples need."""
+
+    def __init__(self):
+        self.records, self.copies, self.labels, self.probs = [], [], [], []
+        self.indices, self.images = [], []
+        self.image_bytes = 0
+
+    def add(self, records, copies, labels, probs, indices, images, image_bytes):
+        self.records.append(records)
+        self.copies.append(copies)
+        self.labels.append(labels)
+        self.probs.append(probs)
+        self.indices.append(indices)
+        self.images.append(images)
+        self.image_bytes += image_bytes
+
+
+def _first_per_class(labels, num_wanted):
+    """Positions i where labels[i] occurs for the k-th time with k < num_wanted[labels[i]]."""
+    if not len(labels):
+        return np.zeros([0], np.int64)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    rank = np.empty(len(labels), np.int64)
+    rank[order] = np.arange(len(labels)) - np.searchsorted(sorted_labels, sorted_labels)
+    return np.flatnonzero(rank < num_wanted[labels])
+
+
+def filter_shard(
+    input_dir,
+    prediction_dir,
+    info_dir,
+    prelim_stats_dir,
+    output_dir,
+    shard_id,
+    num_shards,
+    num_label_classes,
+    num_image,
+    *,
+    task=-1,
+    total_replicas=1,
+    total_label_replicas=-1,
+    only_use_num_shards=-1,
+    min_threshold=0.0,
+    max_prob=2.0,
+    upsample=True,
+    use_top=True,
+    use_all=False,
+    file_prefix="train",
+    data_type="tfrecord",
+    seed=0,
+    num_samples_per_class=_NUM_SAMPLES_PER_CLASS,
+    shuffle_buffer_bytes=_SHUFFLE_BUFFER_BYTES,
+    selection=None,
+):
+    """Pass 2: writes the filtered, balanced, shuffled records of one shard (and task).
+
+    Per prediction worker, one tf.data pipeline reads the images and
+    predictions, picks labels and copies and encodes the kept records
+    (_decide_fn); Python only collects whole batches, shuffles each chunk's
+    records with numpy and writes them, one C call per record.
+
+    Args:
+      input_dir: directory of the raw unlabeled `{file_prefix}-%05d-of-%05d` records.
+      prediction_dir: directory of `train-info-*` prediction files.
+      info_dir: directory of `info-*.txt` image-count files.
+      prelim_stats_dir: directory of pass-1 stats; receives total_counts(_sum).json.
+      output_dir: receives data/, stats/, samples/, threshold.json and
+        num_image_across_cat.json.
+      shard_id: shard to filter.
+      num_shards: total number of shards.
+      num_label_classes: length of every probability vector.
+      num_image: target number of images per class over all shards.
+      task: filter task, or -1 for a single task (0 in file names).
+      total_replicas: number of filter tasks per shard.
+      total_label_replicas: prediction workers per shard; -1 to discover.
+      only_use_num_shards: if not -1, thresholds use the stats of shards
+        0..only_use_num_shards-1 only.
+      min_threshold: lowest confidence threshold.
+      max_prob: images whose top-1 probability exceeds this are dropped.
+      upsample: repeat images of classes with fewer than num_image images.
+      use_top: stop lowering a class's threshold once num_image is reached.
+      use_all: keep every image with probability >= min_threshold once.
+      file_prefix: name prefix of the input files.
+      data_type: input format; only 'tfrecord'.
+      seed: random seed, combined with shard and task.
+      num_samples_per_class: sample JPEGs saved per class (shard 0, task 0 only).
+      shuffle_buffer_bytes: kept images are shuffled in chunks of this many bytes.
+      selection: the Selection of select_for_balancing, when filtering
+        several shards with the same settings; the arguments it covers
+        (total_replicas, only_use_num_shards, min_threshold, max_prob,
+        upsample, use_top, use_all, num_image) are then not used. None: computed here.
+
+    Returns:
+      The stats dict written to `stats/stats_%05d_%d.json`.
+
+    Raises:
+      FilterError: missing stats or files, or inconsistent counts.
+    """
+    _check_data_type(data_type)
+    if selection is None:
+        selection = select_for_balancing(
+            prelim_stats_dir,
+            output_dir,
+            num_shards,
+            num_label_classes,
+            num_image,
+            total_replicas=total_replicas,
+            only_use_num_shards=only_use_num_shards,
+            min_threshold=min_threshold,
+            max_prob=max_prob,
+            upsample=upsample,
+            use_top=use_top,
+            use_all=use_all,
+        )
+    if selection.num_label_classes != num_label_classes:
+        raise FilterError(
+            f"selection is for {selection.num_label_classes} classes, not {num_label_classes}"
+        )
+    total_replicas = selection.total_replicas
+    task_id, workers, num_workers = _resolve_workers(
+        info_dir, shard_id, num_shards, task, total_replicas, total_label_replicas
+    )
     input_file = input_path(input_dir, file_prefix, shard_id, num_shards)
     if not tf.io.gfile.exists(input_file):
         raise FilterError(f"missing input file {input_file}")
@@ -675,74 +958,82 @@ def filter_shard(
     save_samples = shard_id == 0 and task_id == 0 and num_samples_per_class > 0
     keep_rng = np.random.default_rng([seed, shard_id, task_id, 0])
     shuffle_rng = np.random.default_rng([seed, shard_id, task_id, 1])
-    seen_bins = np.zeros_like(total_counts)
+    seen_bins = np.zeros([num_label_classes, NUM_BINS], np.int64)
     before = np.zeros([num_label_classes], np.int64)
     after = np.zeros([num_label_classes], np.int64)
     samples_saved = np.zeros([num_label_classes], np.int64)
     progress = utils.Progress(
         sum(image_nums.values()), "images", prefix=f"filter shard {shard_id} task {task_id}: "
     )
+    # The input file holds the images of all W workers, not only this task's.
+    batch_size = _batch_size(input_file, sum(image_nums.values()) * num_workers // len(workers))
 
-    def shuffled(entries):
-        """Yields the serialized records of `entries`, each repeated, in random order."""
-        order = np.repeat(np.arange(len(entries)), [entry[1] for entry in entries])
+    def shuffled(chunk):
+        """The serialized records of `chunk`, each repeated, in random order."""
+        if not chunk.records:
+            return []
+        records = np.concatenate(chunk.records)
+        order = np.repeat(np.arange(len(records)), np.concatenate(chunk.copies))
         shuffle_rng.shuffle(order)
-        for j in order:
-            serialized, _, label, prob, image_bytes, index = entries[j]
-            if save_samples and samples_saved[label] < num_samples_per_class:
-                samples_saved[label] += 1
-                _save_sample(output_dir, label, shard_id, task_id, index, prob, image_bytes)
-            yield serialized
+        if save_samples:
+            # The first few of each class in output order, as they are written.
+            labels = np.concatenate(chunk.labels)
+            images = np.concatenate(chunk.images)
+            probs = np.concatenate(chunk.probs)
+            indices = np.concatenate(chunk.indices)
+            picks = order[_first_per_class(labels[order], num_samples_per_class - samples_saved)]
+            for j in picks:
+                _save_sample(
+                    output_dir,
+                    labels[j],
+                    shard_id,
+                    task_id,
+                    indices[j],
+                    probs[j],
+                    images[j],
+                )
+            samples_saved[...] += np.bincount(labels[picks], minlength=num_label_classes)
+        return records[order]
 
-    def records():
-        # (serialized record, copies, label, prob, image bytes, index of the
-        # image within this task's inputs) of the kept images not yet written.
-        entries = []
-        entries_bytes = 0
-        index = 0
+    def record_batches():
+        decide = _decide_fn(selection, with_images=save_samples)
+        chunk = _Chunk()
+        index = 0  # of the next image within this task's inputs
         for worker in workers:
-            prediction_file = utils.prediction_path(prediction_dir, shard_id, num_shards, worker)
-            for images, probs in _zipped_batches(
+            for batch in _decided_batches(
                 input_file,
-                prediction_file,
+                utils.prediction_path(prediction_dir, shard_id, num_shards, worker),
                 num_workers,
                 worker,
                 num_label_classes,
                 image_nums[worker],
+                keep_rng.random(image_nums[worker]),
+                decide,
+                batch_size,
             ):
-                labels, top_prob = top1(probs)
-                seen_bins[...] += count_bins(labels, bin_index(top_prob), num_label_classes)
-                copies, passed = decide_copies(
-                    labels, top_prob, threshold_idx, rates, max_prob, keep_rng.random(len(labels))
-                )
-                before[...] += np.bincount(labels[passed], minlength=num_label_classes)
-                after[...] += np.bincount(
-                    labels, weights=copies, minlength=num_label_classes
-                ).astype(np.int64)
-                for i in np.flatnonzero(copies):
-                    entries.append(
-                        (
-                            utils.serialize_pseudo_labeled(images[i], probs[i], label=labels[i]),
-                            int(copies[i]),
-                            int(labels[i]),
-                            float(top_prob[i]),
-                            images[i],
-                            index + int(i),
-                        )
+                seen_bins[...] += batch["seen_bins"]
+                before[...] += batch["before"]
+                after[...] += batch["after"]
+                if len(batch["records"]):
+                    chunk.add(
+                        batch["records"],
+                        batch["copies"],
+                        batch["labels"],
+                        batch["top_prob"],
+                        index + batch["kept"],
+                        batch.get("images"),
+                        int(batch["image_bytes"]),
                     )
-                    entries_bytes += len(images[i])
-                index += len(labels)
-                progress.update(len(labels))
-                if entries_bytes >= shuffle_buffer_bytes:
-                    yield from shuffled(entries)
-                    entries, entries_bytes = [], 0
-        yield from shuffled(entries)
+                index += batch["size"]
+                progress.update(int(batch["size"]))
+                if chunk.image_bytes >= shuffle_buffer_bytes:
+                    yield shuffled(chunk)
+                    chunk = _Chunk()
+        yield shuffled(chunk)
         # Thresholds were chosen from the pass-1 bins; if the predictions
         # changed since, the balancing would silently be off.
         if tf.io.gfile.exists(own_stats_file):
-            expected = _counts_from_json(
-                utils.read_json(own_stats_file), num_label_classes, own_stats_file
-            )
+            expected = _read_counts(own_stats_file, num_label_classes)
             if not np.array_equal(expected, seen_bins):
                 raise FilterError(
                     f"predictions of shard {shard_id} task {task_id} differ from {own_stats_file}; "
@@ -750,7 +1041,7 @@ def filter_shard(
                 )
 
     output_file = utils.filtered_path(output_dir, task_id, shard_id, num_shards)
-    num_records = utils.write_tfrecord(output_file, records())
+    num_records = utils.write_tfrecord_batches(output_file, record_batches())
     progress.update(0, force=True)
     stats = {
         "before_balancing": {_uid(c): int(n) for c, n in enumerate(before) if n},
@@ -763,7 +1054,9 @@ def filter_shard(
     logging.info(
         "wrote %s: %d records from %d images", output_file, num_records, stats["num_input_images"]
     )
-    write_final_stats_if_complete(output_dir, stats_shards, total_replicas, num_label_classes)
+    write_final_stats_if_complete(
+        output_dir, selection.stats_shards, total_replicas, num_label_classes
+    )
     return stats
 
 
@@ -801,7 +1094,12 @@ flags.DEFINE_integer(
     -1,
     "If not -1, thresholds (and final stats) use only shards 0..only_use_num_shards-1.",
 )
-flags.DEFINE_integer("shard_id", 0, "Shard processed by this job, in [0, num_shards).")
+flags.DEFINE_string(
+    "shard_id",
+    "0",
+    "Shard(s) processed by this job, in [0, num_shards): an id or a comma-separated list, "
+    "e.g. 0,4,8 (TensorFlow starts once for all of them).",
+)
 flags.DEFINE_integer(
     "num_image", 1300, "Target number of images per class over all shards after balancing."
 )
@@ -867,6 +1165,7 @@ flags.DEFINE_integer(
 
 
 def _check_flags():
+    """Checks the flags; returns the shard ids of --shard_id."""
     _check_data_type(FLAGS.data_type)
     required = ["prediction_dir", "info_dir", "prelim_stats_dir"]
     if not FLAGS.only_get_stats:
@@ -874,62 +1173,97 @@ def _check_flags():
     empty = [f"--{name}" for name in required if not getattr(FLAGS, name)]
     if empty:
         raise FilterError(f"{', '.join(empty)} must be set")
-    if not 0 <= FLAGS.shard_id < FLAGS.num_shards:
-        raise FilterError(
-            f"--shard_id={FLAGS.shard_id} is not in [0, --num_shards={FLAGS.num_shards})"
-        )
+    try:
+        shard_ids = utils.parse_shard_ids(FLAGS.shard_id, FLAGS.num_shards)
+    except ValueError as e:
+        raise FilterError(str(e)) from e
     if FLAGS.only_use_num_shards != -1 and not 0 < FLAGS.only_use_num_shards <= FLAGS.num_shards:
         raise FilterError(
             f"--only_use_num_shards={FLAGS.only_use_num_shards} is not in [1, --num_shards]"
         )
     if FLAGS.num_image < 1:
         raise FilterError(f"--num_image must be >= 1, got {FLAGS.num_image}")
+    return shard_ids
+
+
+def _run_pass1(shard_id):
+    task_id, counts = compute_prelim_stats(
+        FLAGS.prediction_dir,
+        FLAGS.info_dir,
+        shard_id,
+        FLAGS.num_shards,
+        FLAGS.num_label_classes,
+        task=FLAGS.task,
+        total_replicas=FLAGS.total_replicas,
+        total_label_replicas=FLAGS.total_label_replicas,
+    )
+    write_prelim_stats(FLAGS.prelim_stats_dir, shard_id, task_id, counts)
+
+
+def _run_pass2(shard_id, selection):
+    filter_shard(
+        FLAGS.input_dir,
+        FLAGS.prediction_dir,
+        FLAGS.info_dir,
+        FLAGS.prelim_stats_dir,
+        FLAGS.output_dir,
+        shard_id,
+        FLAGS.num_shards,
+        FLAGS.num_label_classes,
+        FLAGS.num_image,
+        task=FLAGS.task,
+        total_label_replicas=FLAGS.total_label_replicas,
+        file_prefix=FLAGS.file_prefix,
+        data_type=FLAGS.data_type,
+        seed=FLAGS.seed,
+        selection=selection,
+    )
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        _check_flags()
+        shard_ids = _check_flags()
         if FLAGS.only_get_stats:
-            task_id, counts = compute_prelim_stats(
-                FLAGS.prediction_dir,
-                FLAGS.info_dir,
-                FLAGS.shard_id,
-                FLAGS.num_shards,
-                FLAGS.num_label_classes,
-                task=FLAGS.task,
-                total_replicas=FLAGS.total_replicas,
-                total_label_replicas=FLAGS.total_label_replicas,
-            )
-            write_prelim_stats(FLAGS.prelim_stats_dir, FLAGS.shard_id, task_id, counts)
+            run = _run_pass1
         else:
-            filter_shard(
-                FLAGS.input_dir,
-                FLAGS.prediction_dir,
-                FLAGS.info_dir,
+            # Once for all shards: pass 2 of 1000 classes reads ~1 MB of stats per shard.
+            selection = select_for_balancing(
                 FLAGS.prelim_stats_dir,
                 FLAGS.output_dir,
-                FLAGS.shard_id,
                 FLAGS.num_shards,
                 FLAGS.num_label_classes,
                 FLAGS.num_image,
-                task=FLAGS.task,
                 total_replicas=FLAGS.total_replicas,
-                total_label_replicas=FLAGS.total_label_replicas,
                 only_use_num_shards=FLAGS.only_use_num_shards,
                 min_threshold=FLAGS.min_threshold,
                 max_prob=FLAGS.max_prob,
                 upsample=bool(FLAGS.upsample),
                 use_top=bool(FLAGS.use_top),
                 use_all=FLAGS.use_all,
-                file_prefix=FLAGS.file_prefix,
-                data_type=FLAGS.data_type,
-                seed=FLAGS.seed,
             )
+            run = functools.partial(_run_pass2, selection=selection)
     except FilterError as e:
         logging.error("%s", e)
         sys.exit(f"filter_unlabel_data.py: error: {e}")
+    # A broken shard does not stop the others: the driver scripts then only
+    # need to re-run the shards named here.
+    failed = {}
+    for shard_id in shard_ids:
+        try:
+            run(shard_id)
+        except FilterError as e:
+            logging.error("shard %d: %s", shard_id, e)
+            failed[shard_id] = e
+    if len(shard_ids) == 1 and failed:
+        sys.exit(f"filter_unlabel_data.py: error: {failed[shard_ids[0]]}")
+    if failed:
+        details = "".join(f"\n  shard {shard}: {e}" for shard, e in failed.items())
+        sys.exit(
+            f"filter_unlabel_data.py: error: {len(failed)} of {len(shard_ids)} shards failed, "
+            f"shard ids {','.join(map(str, failed))}:{details}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,18 +29,6 @@ import train_lib
 import utils
 
 
-def parse_shard_ids(shard_id, num_shards):
-    """'3' or '0,4,8' -> [3] or [0, 4, 8]; ValueError naming --shard_id when out of range."""
-    try:
-        ids = [int(s) for s in str(shard_id).split(",") if s.strip() != ""]
-    except ValueError as e:
-        raise ValueError(f"--shard_id={shard_id!r}: expected an id or a comma list.") from e
-    bad = [i for i in ids if not 0 <= i < num_shards]
-    if not ids or bad:
-        raise ValueError(f"--shard_id={shard_id!r}: ids must lie in [0, {num_shards}).")
-    return ids
-
-
 def input_path(data_dir, file_prefix, shard, num_shards, reassign=False, worker_id=0):
     """The input file of a shard: raw `{prefix}-%05d-of-%05d` or filtered `{prefix}-{w}-...`."""
     if reassign:
@@ -252,7 +240,7 @@ def run_prediction(
         raise ValueError(
             f"--worker_id={worker_id} must lie in [0, --total_replicas={total_replicas})."
         )
-    shards = parse_shard_ids(shard_id, num_shards)
+    shards = utils.parse_shard_ids(shard_id, num_shards)
     model, description = load_prediction_model(config, strategy, predict_ckpt_path)
     counts = {}
     for shard in shards:

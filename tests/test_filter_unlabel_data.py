@@ -280,6 +280,58 @@ def test_decide_copies_respects_threshold_and_max_prob():
     assert copies.tolist() == [0, 1, 1, 1, 0]
 
 
+def test_in_graph_decisions_match_numpy(tmp_path):
+    """The pass-2 graph labels, bins and copies images exactly as top1, count_bins and decide_copies."""
+    rng = np.random.default_rng(5)
+    num_classes, n = NUM_CLASSES, 600
+    probs = rng.dirichlet(np.full(num_classes, 0.3), size=n).astype(np.float32)
+    probs[:40] = probs_for(2, 0.3)  # exact bin edge
+    probs[40:60] = 0.25  # ties: np.argmax takes the first class
+    probs[60:80] = [0.4, 0.1, 0.4, 0.1]
+    probs[80:90] = [1.0, 0.0, 0.0, 0.0]
+    threshold_idx = np.array([30, 50, 20, 0])
+    rates = np.array([2.4, 0.5, 1.0, 0.25])
+    max_prob = 0.95
+    uniforms = rng.random(n)
+    selection = fud.Selection(threshold_idx, rates, max_prob, num_classes, 1, 1)
+    images = [b"img%d" % i for i in range(n)]
+    inputs = [utils.unlabeled_example(im, num_classes).SerializeToString() for im in images]
+    preds = [utils.prediction_example(p).SerializeToString() for p in probs]
+    out = fud._decide_fn(selection, with_images=True)(
+        tf.constant(inputs), tf.constant(preds), tf.constant(uniforms)
+    )
+    out = {k: v.numpy() for k, v in out.items()}
+
+    labels, top_prob = fud.top1(probs)
+    copies, passed = fud.decide_copies(labels, top_prob, threshold_idx, rates, max_prob, uniforms)
+    kept = np.flatnonzero(copies)
+    assert labels[40] == 0 and labels[60] == 0
+    assert set(np.unique(copies)) == {0, 1, 2, 3}, "data must exercise every case"
+    assert out["valid"] and out["size"] == n
+    np.testing.assert_array_equal(out["kept"], kept)
+    np.testing.assert_array_equal(out["copies"], copies[kept])
+    np.testing.assert_array_equal(out["labels"], labels[kept])
+    np.testing.assert_array_equal(out["top_prob"], top_prob[kept])
+    assert out["images"].tolist() == [images[i] for i in kept]
+    assert out["records"].tolist() == [
+        utils.serialize_pseudo_labeled(images[i], probs[i], labels[i]) for i in kept
+    ]
+    bins = fud.count_bins(labels, fud.bin_index(top_prob), num_classes)
+    np.testing.assert_array_equal(out["seen_bins"], bins)
+    np.testing.assert_array_equal(out["before"], np.bincount(labels[passed], minlength=4))
+    np.testing.assert_array_equal(out["after"], np.bincount(labels, copies, minlength=4))
+    assert out["image_bytes"] == sum(len(images[i]) for i in kept)
+
+    bad = probs.copy()
+    bad[7, 1] = np.nan
+    out = fud._decide_fn(selection, with_images=False)(
+        tf.constant(inputs),
+        tf.constant([utils.prediction_example(p).SerializeToString() for p in bad]),
+        tf.constant(uniforms),
+    )
+    assert not out["valid"].numpy()
+
+
 # ---------------------------------------------------------------------------
 # End to end.
 
@@ -471,6 +523,54 @@ def test_main_runs_both_passes(tmp_path):
         fud.FLAGS(common + ["--data_type=sstable"])
         with pytest.raises(SystemExit, match="only 'tfrecord'"):
             fud.main([argv[0]])
+
+
+def test_one_call_handles_a_list_of_shards(tmp_path):
+    """--shard_id=a,b,c gives the files of one call per shard; a broken shard spares the others."""
+    dirs, _ = make_dataset(tmp_path, 3, 20, num_workers=1)
+    run_both_passes(dirs, 3, 8)
+    common = [
+        "filter_unlabel_data.py",
+        f"--input_dir={dirs['in']}",
+        f"--prediction_dir={dirs['pred']}",
+        f"--info_dir={dirs['info']}",
+        f"--prelim_stats_dir={tmp_path / 'prelim_list'}",
+        f"--output_dir={tmp_path / 'out_list'}",
+        "--file_prefix=extra",
+        "--num_shards=3",
+        f"--num_label_classes={NUM_CLASSES}",
+        "--num_image=8",
+    ]
+    for argv in (
+        common + ["--only_get_stats=1", "--shard_id=2,0,1"],
+        common + ["--shard_id=1,2,0"],
+    ):
+        with flagsaver.flagsaver():
+            fud.FLAGS(argv)
+            fud.main([argv[0]])
+    for shard in range(3):
+        for path in (
+            fud.prelim_stats_path("{}", shard, 0),
+            os.path.join("{}", "data", f"train-0-{shard:05d}-of-00003"),
+            fud.stats_path("{}", shard, 0),
+        ):
+            single = path.format(dirs["prelim"] if "prelim" in path else dirs["out"])
+            listed = path.format(tmp_path / ("prelim_list" if "prelim" in path else "out_list"))
+            with open(single, "rb") as a, open(listed, "rb") as b:
+                assert a.read() == b.read(), path
+    assert os.path.exists(tmp_path / "out_list" / "stats" / "final_stats.json")
+
+    os.remove(fud.input_path(dirs["in"], "extra", 1, 3))
+    os.remove(fud.stats_path(str(tmp_path / "out_list"), 2, 0))
+    with flagsaver.flagsaver():
+        fud.FLAGS(common + ["--shard_id=1,2"])
+        with pytest.raises(SystemExit, match=r"1 of 2 shards failed, shard ids 1:\n  shard 1: "):
+            fud.main(["filter_unlabel_data.py"])
+    assert os.path.exists(fud.stats_path(str(tmp_path / "out_list"), 2, 0))
+    with flagsaver.flagsaver():
+        fud.FLAGS(common + ["--shard_id=0,3"])
+        with pytest.raises(SystemExit, match=r"--shard_id='0,3': ids must lie in \[0, 3\)"):
+            fud.main(["filter_unlabel_data.py"])
 
 
 def test_pass_two_count_mismatches_name_the_file(tmp_path):

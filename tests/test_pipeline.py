@@ -214,12 +214,15 @@ def test_imagenet_train_rejects_unknown_model():
 
 FAKE_PYTHON = """#!/bin/bash
 # Records "CUDA_VISIBLE_DEVICES|shard ids" and, like predict, completes shards
-# in order; fails on shard $FAIL_SHARD.
-ids= out=
+# in order (writing the outputs reassign.sh and filter pass 1 check); fails on
+# shard $FAIL_SHARD.
+ids= out= stats= pass1=
 for arg in "$@"; do
   case "$arg" in
     --shard_id=*) ids=${arg#--shard_id=} ;;
     --output_dir=*) out=${arg#--output_dir=} ;;
+    --prelim_stats_dir=*) stats=${arg#--prelim_stats_dir=} ;;
+    --only_get_stats=1) pass1=1 ;;
   esac
 done
 echo "${CUDA_VISIBLE_DEVICES-unset}|${ids}" >>"$CALLS"
@@ -227,6 +230,7 @@ IFS=, read -ra shards <<<"$ids"
 for s in "${shards[@]}"; do
   if [[ "$s" == "${FAIL_SHARD:-}" ]]; then echo "shard $s is broken" >&2; exit 1; fi
   [[ -n "$out" ]] && mkdir -p "$out" && touch "$out/train-0-$(printf %05d "$s")-of-$(printf %05d "$NUM_SHARDS")"
+  [[ -n "$pass1" ]] && mkdir -p "$stats" && touch "$stats/$(printf prelim_stats_%05d_0.json "$s")"
 done
 exit 0
 """
@@ -284,17 +288,35 @@ def test_pool_list_mode_names_only_unfinished_shards(fake):
     assert calls(fake) == [("0", "0,2,4,6"), ("1", "1,3,5")]
 
 
-def test_pool_each_mode_runs_every_shard_on_cpu_and_reports_failures(fake, tmp_path):
+def test_pool_filter_lists_shards_on_cpu_and_names_only_unfinished_ones(fake, tmp_path):
     root = tmp_path / "root"
     (root / "predict_label").mkdir(parents=True)
     (root / "info").mkdir()
     env = dict(fake, NUM_WORKERS="3", FAIL_SHARD="4")
     result = run_fake(os.path.join(SVHN, "filter_unlabel.sh"), env, "1")
     assert result.returncode != 0
+    # Worker 1 finished shard 1 before failing on 4.
     assert "filter-pass1 failed for 1 of 7 shards: shard ids 4 " in result.stderr
-    # One call per shard, each exactly once, none with a GPU.
-    assert calls(fake) == [("", str(s)) for s in range(7)]
+    # One call per worker, each shard exactly once, none with a GPU.
+    assert calls(fake) == [("", "0,3,6"), ("", "1,4"), ("", "2,5")]
     with open(root / "logs" / "filter-pass1-worker1.log") as f:
+        log = f.read()
+    assert "--shard_id=1,4" in log and "shard 4 is broken" in log
+
+
+def test_pool_each_mode_runs_one_call_per_shard(fake, tmp_path):
+    script = tmp_path / "each.sh"
+    script.write_text(
+        "set -euo pipefail\n"
+        f"source {os.path.join(ROOT, 'local_scripts', 'common.sh')}\n"
+        "setup_workers cpu\n"
+        f'LOG_DIR={tmp_path / "logs"} run_sharded job each 7 "$PYTHON"\n'
+    )
+    result = run_fake(str(script), dict(fake, NUM_WORKERS="3", FAIL_SHARD="4"))
+    assert result.returncode != 0
+    assert "job failed for 1 of 7 shards: shard ids 4 " in result.stderr
+    assert calls(fake) == [("", str(s)) for s in range(7)]
+    with open(tmp_path / "logs" / "job-worker1.log") as f:
         log = f.read()
     assert "--shard_id=1" in log and "--shard_id=4" in log and "shard 4 is broken" in log
 

@@ -38,6 +38,38 @@ def test_fast_pseudo_labeled_record_equals_the_example(num_classes, image_size, 
     np.testing.assert_array_equal(parsed["probabilities"].numpy(), probs)
 
 
+@pytest.mark.parametrize("num_classes", [10, 200, 1000])
+def test_in_graph_encoder_equals_the_python_encoder(num_classes):
+    rng = np.random.default_rng(num_classes)
+    # Image sizes around the varint boundaries (1, 2 and 3 bytes), and none.
+    sizes = [0, 1, 127, 128, 16383, 16384, 70_000]
+    images = [rng.bytes(n) for n in sizes]
+    probs = rng.dirichlet(np.ones(num_classes), size=len(sizes)).astype(np.float32)
+    labels = np.array([0, num_classes - 1, 127 % num_classes, 128 % num_classes, 5, 9, 3])
+    encoder = utils.PseudoLabeledEncoder(num_classes)
+    encoded = encoder(tf.constant(images, tf.string), probs, labels).numpy()
+    expected = [
+        utils.serialize_pseudo_labeled(*args) for args in zip(images, probs, labels, strict=True)
+    ]
+    assert encoded.tolist() == expected
+    empty = encoder(tf.constant([], tf.string), np.zeros([0, num_classes], np.float32), [])
+    assert empty.shape == (0,)
+
+
+def test_write_tfrecord_batches(tmp_path):
+    path = str(tmp_path / "out")
+    assert utils.write_tfrecord_batches(path, [[b"a", b"bc"], [], np.array([b"d"], object)]) == 3
+    assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == [b"a", b"bc", b"d"]
+
+
+def test_parse_shard_ids():
+    assert utils.parse_shard_ids("3", 8) == [3]
+    assert utils.parse_shard_ids("0,4, 7", 8) == [0, 4, 7]
+    for bad in ("8", "", "1,x", "-1"):
+        with pytest.raises(ValueError, match="--shard_id"):
+            utils.parse_shard_ids(bad, 8)
+
+
 def test_write_json_compact_and_indented(tmp_path):
     obj = {"b": [[0.5, 3]], "a": {"x": 1}}
     utils.write_json(str(tmp_path / "c.json"), obj, indent=None)

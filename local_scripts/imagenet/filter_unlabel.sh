@@ -7,8 +7,10 @@
 #
 # Pass 2 needs the statistics of every shard; if some are missing it stops
 # at once and lists them (nothing waits or polls). Both passes run shards in
-# parallel on CPU workers, one shard per call; a re-run redoes the pass and
-# gives identical files.
+# parallel on CPU workers, each worker handling all its shards in one call
+# (--shard_id=w,w+n,...: TensorFlow starts once per worker, not per shard); a
+# failed shard does not stop the worker's other shards, and the failed ones
+# are listed at the end. A re-run redoes the pass and gives identical files.
 #
 # Reads   $UNLABEL_DIR/$FILE_PREFIX-*, $DATA_ROOT/predict_label, $DATA_ROOT/info
 # Writes  pass 1: $DATA_ROOT/prelim_stats/prelim_stats_%05d_0.json
@@ -53,7 +55,16 @@ if ((ONLY_GET_STATS == 0)); then
 fi
 setup_workers cpu
 
-run_sharded "filter-pass$((2 - ONLY_GET_STATS))" each "${NUM_SHARDS}" \
+# A shard is done when its output exists (used to name the failed shards).
+shard_done() {
+  if ((ONLY_GET_STATS)); then
+    [[ -f "$(printf '%s/prelim_stats/prelim_stats_%05d_0.json' "${DATA_ROOT}" "$1")" ]]
+  else
+    [[ -f "$(printf '%s/filter_data/stats/stats_%05d_0.json' "${DATA_ROOT}" "$1")" ]]
+  fi
+}
+
+run_sharded "filter-pass$((2 - ONLY_GET_STATS))" list "${NUM_SHARDS}" \
   "${PYTHON}" filter_unlabel_data.py \
   --input_dir="${UNLABEL_DIR}" \
   --file_prefix="${FILE_PREFIX}" \
