@@ -77,6 +77,12 @@ flags.DEFINE_float(
     "label_data_sample_prob", 1, "Keep each labeled image's loss with this probability."
 )
 flags.DEFINE_integer("seed", None, "Optional seed for input shuffling.")
+flags.DEFINE_list(
+    "eval_subsets",
+    None,
+    "Labeled subsets (file prefixes) to evaluate, e.g. train,dev,test to also report the "
+    "training accuracy; default from the task (svhn, mnist: dev,test; imagenet: validation).",
+)
 flags.DEFINE_bool(
     "use_ema",
     True,
@@ -190,7 +196,7 @@ def resolve_config():
         train_last_step_num=train_last_step_num,
         override_params=override_params_from_flags(),
         random_flip=info.random_flip,
-        eval_subsets=info.eval_subsets,
+        eval_subsets=tuple(FLAGS.eval_subsets or info.eval_subsets),
     )
     return train_lib.TrainConfig(**values)
 

@@ -1,0 +1,159 @@
+#!/bin/bash
+# The whole Noisy Student method, for ROUNDS rounds:
+#
+#   round 0   train_teacher.sh    the teacher learns from the labeled images
+#   round r   predict.sh          the model of round r-1 labels the unlabeled images
+#             filter_unlabel.sh   1: statistics; 0: confident images, classes balanced
+#             run_offline.sh      a noisy student (RandAugment, dropout, stochastic
+#                                 depth) learns from labeled + pseudo-labeled images;
+#                                 it is the teacher of round r+1
+#
+# then writes $OUT/results.json and $OUT/summary.png (loop_report.py) and
+# prints test accuracy per round.
+#
+# The steps are the scripts of local_scripts/$TASK_NAME/, so the same loop
+# runs SVHN with TASK_NAME=svhn (published settings, EfficientNet-B0; needs
+# local_scripts/svhn/prepro.sh's data and a GPU or TPU to finish in hours).
+#
+# Resumable: a finished step leaves $OUT/.done/<step> (its run time in
+# seconds) and is skipped by a re-run; an interrupted step is re-run, and
+# continues where it stopped (training resumes from its last checkpoint,
+# prediction skips finished shards). To redo a step and everything after
+# it, delete its marker and output, e.g. rm -r $OUT/round2_* $OUT/.done/round2_*.
+# A larger ROUNDS on a finished run trains only the new rounds.
+#
+# Layout of $OUT:
+#   round0_teacher/             teacher model_dir (checkpoints, TensorBoard logs,
+#                               eval_results.json)
+#   round<r>_pseudo/            predict_label/, info/, prelim_stats/, filter_data/
+#   round<r>_student/           student model_dir
+#   logs/<step>.log             full output of each step
+#
+# Environment (defaults in brackets):
+#   TASK_NAME     mnist | svhn [mnist]
+#   ROUNDS        noisy-student rounds after the teacher [2]
+#   OUT           output folder [output/${TASK_NAME}_loop]
+#   DATA_DIR      labeled data of prepro.sh [data/${TASK_NAME}/proc]
+#   UNLABEL_DIR   raw unlabeled records [$DATA_DIR/unlabeled]
+#   INIT_STUDENT  1: each student starts from its teacher's weights
+#                 (--init_model_path); 0: from scratch [the task's defaults.sh
+#                 (mnist: 1), else 0]
+#   TEACHER_ARGS  extra flags for the teacher's main.py calls (word-split) []
+#   STUDENT_ARGS  extra flags for the students' main.py calls (word-split) []
+#   PYTHON        interpreter [.venv/bin/python if present, else python]
+# The step scripts' own variables (MODEL_FLAGS, TEACHER_FLAGS, STUDENT_FLAGS,
+# NUM_SHARDS, NUM_IMAGE, MIN_THRESHOLD, GPUS, NUM_WORKERS, ... see
+# local_scripts/mnist/defaults.sh and the svhn scripts) pass through.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then
+  PYTHON=.venv/bin/python
+fi
+source local_scripts/common.sh
+
+TASK_NAME="${TASK_NAME:-mnist}"
+ROUNDS="${ROUNDS:-2}"
+OUT="${OUT:-output/${TASK_NAME}_loop}"
+DATA_DIR="${DATA_DIR:-data/${TASK_NAME}/proc}"
+UNLABEL_DIR="${UNLABEL_DIR:-${DATA_DIR}/unlabeled}"
+STEPS="local_scripts/${TASK_NAME}"
+
+# task_setting NAME DEFAULT: $NAME from the environment, else from the task's
+# defaults.sh (local_scripts/mnist/defaults.sh), else DEFAULT.
+task_setting() {
+  (
+    if [[ -z "${!1:-}" && -f "${STEPS}/defaults.sh" ]]; then
+      source "${STEPS}/defaults.sh"
+    fi
+    echo "${!1:-$2}"
+  )
+}
+
+INIT_STUDENT="$(task_setting INIT_STUDENT 0)"
+read -ra TEACHER_EXTRA <<<"${TEACHER_ARGS:-}"
+read -ra STUDENT_EXTRA <<<"${STUDENT_ARGS:-}"
+
+[[ "${ROUNDS}" =~ ^[0-9]+$ ]] || die "ROUNDS=${ROUNDS}: expected a number of rounds (0, 1, 2, ...)."
+for step in train_teacher predict filter_unlabel run_offline; do
+  [[ -f "${STEPS}/${step}.sh" ]] || die "TASK_NAME=${TASK_NAME}: no ${STEPS}/${step}.sh."
+done
+require_dir "${DATA_DIR}" DATA_DIR "Write the data with ${STEPS}/prepro.sh."
+require_dir "${UNLABEL_DIR}" UNLABEL_DIR "Write the data with ${STEPS}/prepro.sh."
+mkdir -p "${OUT}/.done" "${OUT}/logs"
+export TASK_NAME PYTHON DATA_DIR
+# EXTRA_FLAGS would reach every Python call of every step (the filter does
+# not take training flags): use TEACHER_ARGS / STUDENT_ARGS instead.
+unset EXTRA_FLAGS
+
+_now() {
+  date +%s.%N
+}
+
+# run_step NAME COMMAND...: runs COMMAND unless NAME is done, logging to
+# $OUT/logs/NAME.log; on failure shows the end of the log and stops.
+run_step() {
+  local name=$1
+  shift
+  local marker="${OUT}/.done/${name}" log="${OUT}/logs/${name}.log"
+  if [[ -f "${marker}" ]]; then
+    printf '  %-16s done earlier (%.0f s)\n' "${name}" "$(cat "${marker}")"
+    return 0
+  fi
+  printf '  %-16s ... ' "${name}"
+  local start
+  start=$(_now)
+  if ! "$@" >"${log}" 2>&1; then
+    echo "FAILED"
+    echo "--- last lines of ${log}:" >&2
+    tail -n 25 "${log}" >&2
+    die "step ${name} failed (full log: ${log}). Fix the cause and re-run: finished steps are skipped."
+  fi
+  local seconds
+  seconds=$(awk -v a="${start}" -v b="$(_now)" 'BEGIN { printf "%.1f", b - a }')
+  echo "${seconds}" >"${marker}"
+  printf '%6.0f s\n' "${seconds}"
+}
+
+# A finished training run has evaluated its last checkpoint.
+check_trained() {
+  [[ -f "$1/eval_results.json" ]] || die "$1 has no eval_results.json after training (see ${OUT}/logs)."
+}
+
+echo "Noisy Student on ${TASK_NAME}: teacher + ${ROUNDS} round(s) in ${OUT}"
+echo "round 0: teacher"
+TEACHER_DIR="${OUT}/round0_teacher"
+run_step round0_teacher env MODEL_DIR="${TEACHER_DIR}" \
+  bash "${STEPS}/train_teacher.sh" "${TEACHER_EXTRA[@]}"
+check_trained "${TEACHER_DIR}"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+  echo "round ${round}: teacher ${TEACHER_DIR}"
+  pseudo="${OUT}/round${round}_pseudo"
+  student="${OUT}/round${round}_student"
+  run_step "round${round}_predict" env TEACHER_CKPT="${TEACHER_DIR}" UNLABEL_DIR="${UNLABEL_DIR}" \
+    DATA_ROOT="${pseudo}" LOG_DIR="${pseudo}/logs" bash "${STEPS}/predict.sh"
+  run_step "round${round}_filter1" env UNLABEL_DIR="${UNLABEL_DIR}" DATA_ROOT="${pseudo}" \
+    LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 1
+  run_step "round${round}_filter2" env UNLABEL_DIR="${UNLABEL_DIR}" DATA_ROOT="${pseudo}" \
+    LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 0
+  final_stats="${pseudo}/filter_data/stats/final_stats.json"
+  if [[ -f "${final_stats}" ]] && grep -Eq '"total_cnt": *0([^0-9]|$)' "${final_stats}"; then
+    die "round ${round}: no unlabeled image passed the confidence threshold (${final_stats});" \
+      "lower MIN_THRESHOLD or train the teacher longer, then delete ${pseudo} and" \
+      "${OUT}/.done/round${round}_filter* and re-run."
+  fi
+  init=()
+  if [[ "${INIT_STUDENT}" == 1 ]]; then
+    init=(--init_model_path="${TEACHER_DIR}")
+  fi
+  run_step "round${round}_student" env UNLABEL_DIR="${pseudo}/filter_data/data" \
+    MODEL_DIR="${student}" bash "${STEPS}/run_offline.sh" "${init[@]}" "${STUDENT_EXTRA[@]}"
+  check_trained "${student}"
+  TEACHER_DIR="${student}"
+done
+
+"${PYTHON}" loop_report.py --output_dir="${OUT}" --rounds="${ROUNDS}" \
+  --setting="task_name=${TASK_NAME}" --setting="data_dir=${DATA_DIR}" \
+  --setting="unlabel_dir=${UNLABEL_DIR}" --setting="init_student=${INIT_STUDENT}" \
+  --setting="num_image=$(task_setting NUM_IMAGE "default of ${STEPS}/filter_unlabel.sh")" \
+  --setting="min_threshold=$(task_setting MIN_THRESHOLD "default of ${STEPS}/filter_unlabel.sh")"
