@@ -110,7 +110,11 @@ def parse_unlabeled(serialized, num_classes):
 
 
 def _record_dataset(files, input_context, shuffle, cache, seed=None):
-    """Reads TFRecords of `files`, sharded across input pipelines (hosts)."""
+    """Reads TFRecords of `files`, sharded across input pipelines (hosts).
+
+    Files are interleaved in a deterministic order, so that a seeded run reads
+    the same records in the same order every time.
+    """
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     files_ds = tf.data.Dataset.from_tensor_slices(files)
@@ -123,13 +127,37 @@ def _record_dataset(files, input_context, shuffle, cache, seed=None):
         lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER_BYTES),
         cycle_length=min(16, len(files)),
         num_parallel_calls=AUTOTUNE,
-        deterministic=not shuffle,
+        deterministic=True,
     )
     if shard_records:
         ds = ds.shard(num_pipelines, pipeline_id)
     if cache:
         ds = ds.cache()
     return ds
+
+
+def unlabeled_batch_size(labeled_batch_size, unlabel_ratio, label_data_sample_prob=1.0):
+    """Unlabeled images per batch: ceil(batch x label_data_sample_prob x unlabel_ratio).
+
+    As in the published code: with `--label_data_sample_prob` < 1 only that
+    share of the labeled images counts, and the unlabeled part scales with it.
+    """
+    if not unlabel_ratio:
+        return 0
+    return int(math.ceil(labeled_batch_size * label_data_sample_prob * unlabel_ratio))
+
+
+def element_seeds(seed, stream):
+    """A dataset of distinct stateless seeds [2] for consecutive elements of one stream.
+
+    Element i of stream s gets fold_in([seed, s], i): every random draw of a
+    map function is then a pure function of the run's seed and the element's
+    position, whatever the parallelism of the map.
+    """
+    base = tf.constant([seed, stream], tf.int64)
+    return tf.data.Dataset.range(2**62).map(
+        lambda i: tf.random.experimental.stateless_fold_in(base, i)
+    )
 
 
 def augment_name_for_unlabeled(augment_name, unl_aug):
@@ -158,7 +186,8 @@ def make_train_dataset(
     unl_aug="default",
     teacher_image_size=None,
     shuffle_buffer=16384,
-    seed=None,
+    seed=0,
+    label_data_sample_prob=1.0,
 ):
     """The training pipeline of one input pipeline (host), batched per replica.
 
@@ -180,14 +209,19 @@ def make_train_dataset(
       teacher_image_size: if set, also yield the clean unlabeled image at this
         size for a teacher running on the fly.
       shuffle_buffer: records in the shuffle buffer.
-      seed: optional seed for file and record shuffling.
+      seed: int seed of the file and record shuffles and of every random
+        preprocessing draw (crops, flips, RandAugment, Cutout).
+      label_data_sample_prob: share of the labeled images whose loss counts;
+        scales the unlabeled batch (see `unlabeled_batch_size`).
 
     Returns:
       A `tf.data.Dataset` of per-replica batch dicts (see module docstring).
     """
     is_training = not remove_aug
 
-    def preprocess(image, augment):
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+
+    def preprocess(image, augment, element_seed):
         return preprocessing.preprocess_image(
             image,
             is_training=is_training,
@@ -198,14 +232,16 @@ def make_train_dataset(
             randaug_layer=randaug_layer,
             cutout_op=cutout_op,
             random_flip=random_flip,
+            seed=element_seed,
         )
 
-    def labeled_fn(serialized):
+    def labeled_fn(serialized, element_seed):
         image_bytes, label = parse_labeled(serialized)
-        return preprocess(image_bytes, augment_name), label
+        return preprocess(image_bytes, augment_name, element_seed), label
 
     lab = _record_dataset(label_files, input_context, shuffle=True, cache=cache, seed=seed)
     lab = lab.shuffle(shuffle_buffer, seed=seed).repeat()
+    lab = tf.data.Dataset.zip((lab, element_seeds(seed, 2 * pipeline_id)))
     lab = lab.map(labeled_fn, num_parallel_calls=AUTOTUNE)
     lab = lab.batch(per_replica_batch_size, drop_remainder=True)
 
@@ -215,15 +251,19 @@ def make_train_dataset(
 
     if not unlabel_files:
         raise ValueError("unlabel_ratio > 0 needs unlabeled files (--unlabel_data_dir).")
-    unl_batch = int(math.ceil(unlabel_ratio * per_replica_batch_size))
+    unl_batch = unlabeled_batch_size(per_replica_batch_size, unlabel_ratio, label_data_sample_prob)
     unl_augment = augment_name_for_unlabeled(augment_name, unl_aug)
 
-    def unlabeled_fn(serialized):
+    def unlabeled_fn(serialized, element_seed):
         image_bytes, label, probs = parse_unlabeled(serialized, num_classes)
         # Decode once: the student's noisy view and the teacher's clean view
         # come from the same pixels.
         image = preprocessing.decode_image(image_bytes)
-        out = {"image": preprocess(image, unl_augment), "label": label, "probs": probs}
+        out = {
+            "image": preprocess(image, unl_augment, element_seed),
+            "label": label,
+            "probs": probs,
+        }
         if teacher_image_size:
             out["teacher_image"] = preprocessing.preprocess_image(
                 image,
@@ -235,6 +275,7 @@ def make_train_dataset(
 
     unl = _record_dataset(unlabel_files, input_context, shuffle=True, cache=cache, seed=seed)
     unl = unl.shuffle(shuffle_buffer, seed=seed).repeat()
+    unl = tf.data.Dataset.zip((unl, element_seeds(seed, 2 * pipeline_id + 1)))
     unl = unl.map(unlabeled_fn, num_parallel_calls=AUTOTUNE)
     unl = unl.batch(unl_batch, drop_remainder=True)
 

@@ -76,7 +76,18 @@ flags.DEFINE_integer("train_last_step_num", -1, "Fine-tuning: train only the las
 flags.DEFINE_float(
     "label_data_sample_prob", 1, "Keep each labeled image's loss with this probability."
 )
-flags.DEFINE_integer("seed", None, "Optional seed for input shuffling.")
+flags.DEFINE_integer(
+    "seed",
+    None,
+    "Seed of every random draw of the run (weights, dropout, stochastic depth, shuffles, "
+    "crops, RandAugment). Default: a random seed, logged and recorded in FLAGS.json.",
+)
+flags.DEFINE_bool(
+    "deterministic",
+    False,
+    "Also make TensorFlow's ops deterministic, so two runs with the same flags and --seed "
+    "write identical checkpoints (slower; see the README).",
+)
 flags.DEFINE_list(
     "eval_subsets",
     None,
@@ -135,6 +146,25 @@ flags.DEFINE_string("file_prefix", "train", "Input files are {file_prefix}-%05d-
 
 # --- Export (--mode=export) ------------------------------------------------------
 flags.DEFINE_string("export_dir", None, "Where --mode=export writes the SavedModel.")
+
+# Counts that must be positive: zero or less would train nothing, divide by
+# zero or fail later with a less clear message.
+_POSITIVE_FLAGS = (
+    "train_steps",
+    "train_batch_size",
+    "eval_batch_size",
+    "iterations_per_loop",
+    "save_checkpoints_steps",
+    "steps_per_eval",
+    "log_step_count_steps",
+    "keep_checkpoint_max",
+    "num_shards",
+    "total_replicas",
+)
+for _name in _POSITIVE_FLAGS:
+    flags.register_validator(
+        _name, lambda value: value > 0, message=f"--{_name} must be a positive integer."
+    )
 
 _IGNORED_FLAGS = {
     "master": None,
@@ -208,6 +238,10 @@ def main(argv):
     import train_lib
 
     config = resolve_config()
+    if FLAGS.seed is None:
+        config.seed = train_lib.draw_seed()
+        logging.info("No --seed given: using --seed=%d.", config.seed)
+    train_lib.set_seed(config.seed, FLAGS.deterministic)
     if FLAGS.mode == "export":
         # Export needs no devices or strategy; the exported network is float32.
         import export_lib

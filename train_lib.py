@@ -83,7 +83,7 @@ class TrainConfig:
     eval_subsets: tuple = ("validation",)
     use_ema: bool = True
     use_bfloat16: bool = False
-    seed: int | None = None
+    seed: int = 0
 
     @property
     def max_steps(self):
@@ -142,6 +142,42 @@ def worker_scratch_dir(model_dir, strategy):
     """Where a non-chief worker saves: every worker must save (collectives), only one keeps."""
     resolver = strategy.cluster_resolver
     return os.path.join(model_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+
+
+def set_seed(seed, deterministic=False):
+    """Seeds Python, NumPy and TensorFlow; optionally makes TF's ops deterministic.
+
+    Every random draw of a run comes from this seed: weight initialization,
+    dropout and stochastic depth (Keras seed generators are seeded from
+    Python's generator), the input pipeline's shuffles and per-image draws
+    (crops, flips, RandAugment; see `data_input.element_seeds`) and
+    in-graph draws such as `--label_data_sample_prob`'s mask.
+
+    Args:
+      seed: int seed.
+      deterministic: also turn on `tf.config.experimental.enable_op_determinism`,
+        so that two runs give bit-identical checkpoints (some kernels then run
+        slower; see the README).
+    """
+    keras.utils.set_random_seed(int(seed))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def draw_seed():
+    """A fresh random seed, for runs given none (logged and recorded, so they can be repeated)."""
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+
+
+def input_seed(seed, start_step):
+    """The input pipeline's seed: the run's seed, moved on when training resumes.
+
+    A resumed run restarts its input pipeline; without this it would replay
+    the shuffles and augmentations of the run's first steps.
+    """
+    if start_step == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(start_step)]).generate_state(1)[0])
 
 
 def set_precision(use_bfloat16):
@@ -411,6 +447,28 @@ def update_ema(ema_model, model, decay):
         ema_var.assign(decay * ema_var + (1.0 - decay) * var)
 
 
+class RMSpropTF1(keras.optimizers.RMSprop):
+    """Keras' RMSprop with TF1's initial mean square of 1.0.
+
+    TF1's `RMSPropOptimizer`, which the published models were trained with,
+    starts its mean-square accumulator at 1.0; Keras starts it at 0, which
+    makes the first updates up to 1/sqrt(epsilon) times larger. The update
+    rule is otherwise the same (epsilon inside the square root).
+    """
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        for velocity in self._velocities:
+            velocity.assign(tf.ones(velocity.shape, velocity.dtype))
+
+
+def create_optimizer(learning_rate):
+    """RMSProp(decay 0.9, momentum 0.9, epsilon 1e-3) as published (SPEC §6)."""
+    return RMSpropTF1(learning_rate=learning_rate, rho=0.9, momentum=0.9, epsilon=1e-3)
+
+
 # ---------------------------------------------------------------------------
 # State and checkpoints.
 
@@ -437,12 +495,7 @@ class TrainState:
         with strategy.scope():
             self.model = create_model(self.description, sync_batch_norm=sync_bn)
             self.ema_model = create_model(self.description, sync_batch_norm=sync_bn)
-            self.optimizer = keras.optimizers.RMSprop(
-                learning_rate=create_learning_rate_fn(config),
-                rho=0.9,
-                momentum=0.9,
-                epsilon=1e-3,
-            )
+            self.optimizer = create_optimizer(create_learning_rate_fn(config))
             self.optimizer.build(self.model.trainable_variables)
             self.teacher = None
             self.teacher_description = None
@@ -664,8 +717,8 @@ def make_train_loop(config, state):
     return train_loop
 
 
-def make_distributed_train_dataset(config, strategy, teacher_image_size=None):
-    """The distributed training dataset of `config`."""
+def make_distributed_train_dataset(config, strategy, teacher_image_size=None, start_step=0):
+    """The distributed training dataset of `config`, for a run starting at `start_step`."""
     info = task_info.get_task_info(config.task_name)
     label_files = data_input.labeled_files(
         config.label_data_dir, info.train_subset, config.num_train_shards
@@ -702,7 +755,8 @@ def make_distributed_train_dataset(config, strategy, teacher_image_size=None):
             unlabel_ratio=config.unlabel_ratio,
             unl_aug=config.unl_aug,
             teacher_image_size=teacher_image_size,
-            seed=config.seed,
+            seed=input_seed(config.seed, start_step),
+            label_data_sample_prob=config.label_data_sample_prob,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)
@@ -768,21 +822,15 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         teacher_size = (
             state.teacher_description["image_size"] if state.teacher is not None else None
         )
-        dataset = make_distributed_train_dataset(config, strategy, teacher_size)
+        dataset = make_distributed_train_dataset(config, strategy, teacher_size, state.step)
         state.train_iterator = iter(dataset)
         state.train_loop = make_train_loop(config, state)
     iterator, train_loop = state.train_iterator, state.train_loop
     if summary_writer is None:
         summary_writer = make_summary_writer(config.model_dir, state.is_chief)
-    images_per_step = config.train_batch_size + (
-        strategy.num_replicas_in_sync
-        * int(
-            math.ceil(
-                config.unlabel_ratio * config.train_batch_size / strategy.num_replicas_in_sync
-            )
-        )
-        if config.unlabel_ratio
-        else 0
+    replicas = strategy.num_replicas_in_sync
+    images_per_step = config.train_batch_size + replicas * data_input.unlabeled_batch_size(
+        config.train_batch_size // replicas, config.unlabel_ratio, config.label_data_sample_prob
     )
     start_step = state.step
     progress = utils.Progress(until_step, "steps", start=start_step, interval=0)
