@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
+import checkpoints
 import efficientnet_builder
 import task_info
 import tf1_checkpoint
@@ -44,13 +45,21 @@ def is_keras_weights_file(path):
 
 
 def _h5_dataset_shapes(path):
+    """Shapes of every dataset in an HDF5 file; ValueError naming a file that is not HDF5."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--input_path={path}: no such file.")
     shapes = []
-    with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda _, obj: (
-                shapes.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(
+                lambda _, obj: (
+                    shapes.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None
+                )
             )
-        )
+    except OSError as e:
+        raise ValueError(
+            f"--input_path={path} is not a readable HDF5 (.h5) weights file: {e}"
+        ) from e
     return shapes
 
 
@@ -181,7 +190,7 @@ def convert(
         found_name, found_classes = inspect_keras_file(input_path)
         prefix = input_path
     else:
-        prefix = train_lib.resolve_checkpoint(input_path, "--input_path")
+        prefix = checkpoints.resolve_checkpoint(input_path, "--input_path")
         if not tf1_checkpoint.is_tf1_checkpoint(prefix):
             raise ValueError(
                 f"{prefix} is not a TF1 EfficientNet checkpoint (if it was written by this "
@@ -325,7 +334,7 @@ def main(argv, flag_values=flags.FLAGS):
         input_image_size=flag_values.input_image_size,
     )
     print(format_summary(summary))
-    return summary
+    # app.run exits with main's return value: return nothing, so success is status 0.
 
 
 if __name__ == "__main__":

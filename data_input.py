@@ -12,6 +12,7 @@ Evaluation batches are padded to a fixed size with a 0/1 `mask`, so every
 image is counted exactly once and no batch is dropped.
 """
 
+import contextlib
 import math
 import os
 
@@ -22,6 +23,10 @@ import preprocessing
 
 _READ_BUFFER_BYTES = 8 * 1024 * 1024
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+class DataError(ValueError):
+    """An input record that cannot be used, with the file (and record) it is in."""
 
 
 def list_files(data_dir, prefix):
@@ -80,8 +85,25 @@ def unlabeled_files(unlabel_data_dirs):
     return files
 
 
-def parse_labeled(serialized):
-    """Parses a labeled record into encoded image bytes and a 0-based label."""
+def _checked_range(value, low, high, what):
+    """`value`, after an in-graph check that low <= value <= high (InvalidArgumentError)."""
+    in_range = tf.logical_and(value >= low, value <= high)
+    check = tf.debugging.Assert(
+        in_range, [f"{what} must lie in {low}..{high}, got", value], summarize=1
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(value)
+
+
+def parse_labeled(serialized, num_classes=None):
+    """Parses a labeled record into encoded image bytes and a 0-based label.
+
+    Args:
+      serialized: a serialized tf.train.Example.
+      num_classes: if set, `image/class/label` (1-based) must lie in
+        1..num_classes; otherwise reading fails (see `naming_bad_files`)
+        instead of training or scoring a label that no logit has.
+    """
     parsed = tf.io.parse_single_example(
         serialized,
         {
@@ -89,11 +111,17 @@ def parse_labeled(serialized):
             "image/class/label": tf.io.FixedLenFeature([], tf.int64),
         },
     )
-    return parsed["image/encoded"], tf.cast(parsed["image/class/label"], tf.int32) - 1
+    label = parsed["image/class/label"]
+    if num_classes:
+        label = _checked_range(label, 1, num_classes, "image/class/label")
+    return parsed["image/encoded"], tf.cast(label, tf.int32) - 1
 
 
 def parse_unlabeled(serialized, num_classes):
-    """Parses an unlabeled or pseudo-labeled record: image bytes, `label`, `probabilities`."""
+    """Parses an unlabeled or pseudo-labeled record: image bytes, `label`, `probabilities`.
+
+    The stored pseudo `label` (0-based) must lie in 0..num_classes-1.
+    """
     parsed = tf.io.parse_single_example(
         serialized,
         {
@@ -102,11 +130,81 @@ def parse_unlabeled(serialized, num_classes):
             "probabilities": tf.io.FixedLenFeature([num_classes], tf.float32),
         },
     )
-    return (
-        parsed["image/encoded"],
-        tf.cast(parsed["label"], tf.int32),
-        parsed["probabilities"],
-    )
+    label = _checked_range(parsed["label"], 0, num_classes - 1, "label")
+    return parsed["image/encoded"], tf.cast(label, tf.int32), parsed["probabilities"]
+
+
+# Errors of reading, parsing or decoding a record (truncated file, missing
+# key, out-of-range label, bytes that are no image).
+RECORD_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+
+
+def _record_check(kind, num_classes):
+    """A function parsing and decoding one record as the pipelines do (for `locate_bad_record`)."""
+
+    def check(serialized):
+        if kind == "labeled":
+            image_bytes, _ = parse_labeled(serialized, num_classes)
+        elif kind == "unlabeled":
+            image_bytes, _, _ = parse_unlabeled(serialized, num_classes)
+        else:
+            image_bytes = tf.io.parse_single_example(
+                serialized, {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+            )["image/encoded"]
+        return tf.shape(preprocessing.decode_image(image_bytes))[0]
+
+    return check
+
+
+def locate_bad_record(files, kind, num_classes=None):
+    """Finds the first record of `files` that the pipelines cannot use.
+
+    Reads the files one by one (only called after a pipeline failed, to say
+    where), parsing and decoding every record.
+
+    Args:
+      files: TFRecord files.
+      kind: 'labeled', 'unlabeled' (stored pseudo labels) or 'image' (only
+        `image/encoded` is needed).
+      num_classes: number of classes, for the label range checks.
+
+    Returns:
+      A `DataError` naming the file, the record's index and the reason, or
+      None if every record reads.
+    """
+    check = _record_check(kind, num_classes)
+    for path in files:
+        index = 0
+        try:
+            for _ in tf.data.TFRecordDataset(path).map(check):
+                index += 1
+        except RECORD_ERRORS as e:
+            reason = e.message.strip().splitlines()[0][:400]
+            return DataError(f"{path}: record {index} cannot be used: {reason}")
+    return None
+
+
+@contextlib.contextmanager
+def naming_bad_files(labeled_files=(), unlabeled_files=(), image_files=(), num_classes=None):
+    """Turns a record error raised inside the block into a DataError naming the file.
+
+    tf.data reports a bad record (truncated file, missing key, label out of
+    range, not an image) without saying where it is; this looks it up in the
+    block's input files.
+    """
+    try:
+        yield
+    except RECORD_ERRORS as e:
+        logging.error("Reading the input failed (%s); locating the bad record...", e.message[:200])
+        for files, kind in (
+            (labeled_files, "labeled"),
+            (unlabeled_files, "unlabeled"),
+            (image_files, "image"),
+        ):
+            error = locate_bad_record(files, kind, num_classes) if files else None
+            if error is not None:
+                raise error from e
+        raise
 
 
 def _record_dataset(files, input_context, shuffle, cache, seed=None):
@@ -236,7 +334,7 @@ def make_train_dataset(
         )
 
     def labeled_fn(serialized, element_seed):
-        image_bytes, label = parse_labeled(serialized)
+        image_bytes, label = parse_labeled(serialized, num_classes)
         return preprocess(image_bytes, augment_name, element_seed), label
 
     lab = _record_dataset(label_files, input_context, shuffle=True, cache=cache, seed=seed)
@@ -332,6 +430,7 @@ def make_eval_dataset(
     num_shards=1,
     shard_index=0,
     keep_encoded=False,
+    num_classes=None,
 ):
     """Evaluation/prediction pipeline: records in file order, eval preprocessing.
 
@@ -347,6 +446,7 @@ def make_eval_dataset(
       num_shards, shard_index: keep records `shard_index::num_shards` (a
         worker's part of a prediction shard).
       keep_encoded: also yield the encoded image bytes as `encoded`.
+      num_classes: if set, labels must lie in 1..num_classes (see `parse_labeled`).
 
     Returns:
       A `tf.data.Dataset` of dicts with `images`, `mask` and, if labeled, `labels`.
@@ -357,7 +457,7 @@ def make_eval_dataset(
 
     def parse(serialized):
         if labeled:
-            image_bytes, label = parse_labeled(serialized)
+            image_bytes, label = parse_labeled(serialized, num_classes)
         else:
             image_bytes = tf.io.parse_single_example(
                 serialized, {"image/encoded": tf.io.FixedLenFeature([], tf.string)}

@@ -12,10 +12,17 @@ Typical use:
 
     model = efficientnet_builder.build_model("efficientnet-b0", num_classes=10)
     logits = model(normalized_images, training=False)
+
+The published training options that act on the network: the cross-replica
+batch-norm group size (`--num_shards_per_group`) is the description's
+`sync_batch_norm` value (see `efficientnet_model.batch_norm_group_size`), and
+`--fix_layer_num` is applied to a built model with
+`efficientnet_model.freeze_first_blocks`.
 """
 
 import collections
 import math
+import numbers
 
 import efficientnet_model
 
@@ -180,6 +187,19 @@ def stage_table(width_coefficient, depth_coefficient, small_image_model=False):
     return stages
 
 
+def _sync_batch_norm_value(value):
+    """Validates a `sync_batch_norm` value: a bool, or an int group size >= 1.
+
+    Bools stay bools (True = all replicas, False = none) so that descriptions
+    written before group sizes existed read back unchanged.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and value >= 1:
+        return int(value)
+    raise ValueError(f"sync_batch_norm must be a bool or a replica group size >= 1, got {value!r}")
+
+
 def model_description(model_name, num_classes=1000, small_image_model=False, override_params=None):
     """Resolves a model name and overrides into a full, JSON-serializable description.
 
@@ -195,12 +215,15 @@ def model_description(model_name, num_classes=1000, small_image_model=False, ove
       A dict with exactly `DESCRIPTION_KEYS`: the model name, num_classes,
       small_image_model, width/depth coefficients, resolution, dropout_rate,
       stochastic_depth_rate, batch_norm_momentum, batch_norm_epsilon,
-      sync_batch_norm, stem_filters and head_filters (scaled), num_blocks (after
-      depth scaling) and stages (a list of dicts with the `StageArgs` fields,
-      already scaled).
+      sync_batch_norm (False = per-replica statistics, True = all replicas,
+      an int k = groups of k consecutive replicas, see
+      `efficientnet_model.batch_norm_group_size`), stem_filters and
+      head_filters (scaled), num_blocks (after depth scaling) and stages (a
+      list of dicts with the `StageArgs` fields, already scaled).
 
     Raises:
-      ValueError: for an unknown model name or override key.
+      ValueError: for an unknown model name or override key, or a
+        sync_batch_norm that is neither a bool nor an int >= 1.
     """
     width, depth, resolution, dropout_rate = efficientnet_params(model_name)
     overrides = {k: v for k, v in (override_params or {}).items() if v is not None}
@@ -231,7 +254,7 @@ def model_description(model_name, num_classes=1000, small_image_model=False, ove
         "stochastic_depth_rate": float(params["stochastic_depth_rate"]),
         "batch_norm_momentum": float(params["batch_norm_momentum"]),
         "batch_norm_epsilon": float(params["batch_norm_epsilon"]),
-        "sync_batch_norm": bool(params["sync_batch_norm"]),
+        "sync_batch_norm": _sync_batch_norm_value(params["sync_batch_norm"]),
         "stem_filters": round_filters(_STEM_FILTERS, width),
         "head_filters": round_filters(_HEAD_FILTERS, width),
         "num_blocks": sum(s.repeats for s in stages),
@@ -253,7 +276,8 @@ def build_model_from_description(desc, name=None):
       logits [N, num_classes].
 
     Raises:
-      ValueError: if keys are missing or unknown, or a stage lacks a field.
+      ValueError: if keys are missing or unknown, a stage lacks a field, or
+        sync_batch_norm is neither a bool nor an int >= 1.
     """
     missing = sorted(set(DESCRIPTION_KEYS) - set(desc))
     unknown = sorted(set(desc) - set(DESCRIPTION_KEYS))

@@ -27,8 +27,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+import checkpoints
 import preprocessing
-import task_info
 import train_lib
 import utils
 
@@ -102,23 +102,6 @@ class ServingFunctions:
         archive.write_out(export_dir, verbose=False)
 
 
-def recorded_task_name(model_dir, default):
-    """The task a model_dir was trained for (its FLAGS.json), else `default`."""
-    path = os.path.join(model_dir, train_lib.FLAGS_FILE)
-    if not tf.io.gfile.exists(path):
-        return default
-    task_name = utils.read_json(path).get("task_name", default)
-    if task_name != default:
-        # The weights only make sense with the normalization they were trained with.
-        logging.warning(
-            "%s was trained for task %s: exporting with its normalization, not --task_name=%s.",
-            model_dir,
-            task_name,
-            default,
-        )
-    return task_name
-
-
 class _Float32Policy:
     """Builds the exported network in float32 and restores the caller's policy after."""
 
@@ -131,29 +114,23 @@ class _Float32Policy:
 
 
 def load_model_for_export(config):
-    """Builds the network of `config.model_dir` and loads its checkpoint.
+    """The network of `config.model_dir` with its checkpoint's weights, built in float32.
 
-    The description comes from the model_params.txt in the model_dir, else
-    from the flags in `config` (e.g. for an unpacked TF1 checkpoint).
+    The network, its size and normalization come from the model_params.txt in
+    the model_dir (else from the flags in `config`, e.g. for an unpacked TF1
+    checkpoint).
 
     Returns:
-      (model, description, checkpoint prefix).
+      A `checkpoints.LoadedModel`.
     """
-    description = train_lib.read_model_description(config.model_dir)
-    if description is None:
-        description = train_lib.model_description(
-            config.model_name,
-            config.num_label_classes,
-            config.small_image_model,
-            config.override_params,
-            config.input_image_size,
-        )
     with _Float32Policy():
-        model = train_lib.create_model(description)
-    prefix = train_lib.load_ema_weights(
-        model, config.model_dir, "--model_dir", use_ema=config.use_ema
-    )
-    return model, description, prefix
+        return checkpoints.load_model(
+            config.model_dir,
+            what="--model_dir",
+            default_task_name=config.task_name,
+            fallback_description=train_lib.student_description(config),
+            use_ema=config.use_ema,
+        )
 
 
 def export(config, export_dir):
@@ -172,15 +149,11 @@ def export(config, export_dir):
     """
     if not export_dir:
         raise ValueError("--export_dir is required for --mode=export.")
-    model, description, prefix = load_model_for_export(config)
-    task_name = recorded_task_name(config.model_dir, config.task_name)
-    info = task_info.get_task_info(task_name)
+    loaded = load_model_for_export(config)
+    model, description, prefix = loaded.model, loaded.description, loaded.prefix
+    task_name = description["task_name"]
     serving = ServingFunctions(
-        model,
-        description["image_size"],
-        description["small_image_model"],
-        info.mean_rgb,
-        info.stddev_rgb,
+        model, loaded.image_size, loaded.small_image_model, loaded.mean_rgb, loaded.stddev_rgb
     )
     tf.io.gfile.makedirs(export_dir)
     serving.write_saved_model(export_dir)
@@ -194,8 +167,8 @@ def export(config, export_dir):
         "num_classes": int(description["num_classes"]),
         "image_size": int(description["image_size"]),
         "small_image_model": bool(description["small_image_model"]),
-        "mean_rgb": list(info.mean_rgb),
-        "stddev_rgb": list(info.stddev_rgb),
+        "mean_rgb": list(loaded.mean_rgb),
+        "stddev_rgb": list(loaded.stddev_rgb),
         "signatures": {
             SERVING_DEFAULT: "images: float32 [N, H, W, 3] raw 0..255 pixels",
             SERVING_BYTES: "image_bytes: string [N] encoded JPEG/PNG",

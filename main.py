@@ -70,6 +70,18 @@ flags.DEFINE_bool("small_image_model", False, "32x32 network variant (set by svh
 flags.DEFINE_integer("num_train_shards", None, "Use only the first N labeled training files.")
 flags.DEFINE_bool("use_cache", True, "Cache raw training records in memory.")
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept in --model_dir.")
+flags.DEFINE_integer(
+    "fix_layer_num",
+    -1,
+    "Fine-tuning: -1 trains everything; N >= 0 freezes the stem and the first N blocks "
+    "(not trained, batch norm in inference mode, no stochastic depth).",
+)
+flags.DEFINE_integer(
+    "num_shards_per_group",
+    -1,
+    "Replicas whose batch norm statistics are averaged: -1 (published): none up to 8 "
+    "replicas, beyond that groups of max(8, replicas // 8); -2: all; 1: none; k: groups of k.",
+)
 flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints.")
 flags.DEFINE_integer("log_step_count_steps", 64, "Steps between progress lines (at loop ends).")
 flags.DEFINE_integer("train_last_step_num", -1, "Fine-tuning: train only the last N steps.")
@@ -119,6 +131,12 @@ flags.DEFINE_string(
     "unl_aug", "default", "Augmentation of unlabeled images; default = augment_name."
 )
 flags.DEFINE_bool("cutout_op", True, "Include Cutout among the RandAugment ops.")
+flags.DEFINE_bool(
+    "check_filter_stats",
+    True,
+    "Before training on the output of filter_unlabel_data.py, check that its "
+    "stats/final_stats.json exists (every shard finished) and lists every data file.",
+)
 
 # --- Hardware ------------------------------------------------------------------
 flags.DEFINE_bool("use_tpu", True, "Use a TPU (TPUStrategy). Pass False for GPUs or CPU.")
@@ -143,6 +161,12 @@ flags.DEFINE_integer("worker_id", 0, "This worker's index in [0, total_replicas)
 flags.DEFINE_bool("reassign_label", False, "Relabel filtered records, keeping their images.")
 flags.DEFINE_string("data_type", "tfrecord", "Input format (tfrecord only).")
 flags.DEFINE_string("file_prefix", "train", "Input files are {file_prefix}-%05d-of-%05d.")
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Predict again shards whose outputs were made by another checkpoint or from another "
+    "input (without it, that is an error; outputs of this checkpoint are skipped).",
+)
 
 # --- Export (--mode=export) ------------------------------------------------------
 flags.DEFINE_string("export_dir", None, "Where --mode=export writes the SavedModel.")
@@ -257,15 +281,20 @@ def main(argv):
     )
 
     if FLAGS.mode in ("train", "train_and_eval"):
-        state = train_lib.TrainState(config, strategy)
-        flags_dict = {k: v for k, v in FLAGS.flag_values_dict().items() if not k.startswith("?")}
-        flags_dict.update(dataclasses.asdict(config))
-        train_lib.write_run_files(config, state, flags_dict)
-        state.restore_or_initialize()
-        if FLAGS.mode == "train":
-            train_lib.train(config, strategy, state=state)
-        else:
-            train_lib.train_and_evaluate(config, strategy, state=state)
+        with train_lib.model_dir_lock(config.model_dir, strategy):
+            state = train_lib.TrainState(config, strategy)
+            # Restore (or fail) before writing anything: a run that cannot
+            # resume must leave the model_dir's files as they were.
+            state.restore_or_initialize()
+            flags_dict = {
+                k: v for k, v in FLAGS.flag_values_dict().items() if not k.startswith("?")
+            }
+            flags_dict.update(dataclasses.asdict(config))
+            train_lib.write_run_files(config, state, flags_dict)
+            if FLAGS.mode == "train":
+                train_lib.train(config, strategy, state=state)
+            else:
+                train_lib.train_and_evaluate(config, strategy, state=state)
     elif FLAGS.mode == "eval":
         train_lib.evaluate(config, strategy)
     elif FLAGS.mode == "predict":
@@ -283,6 +312,7 @@ def main(argv):
             worker_id=FLAGS.worker_id,
             reassign_label=FLAGS.reassign_label,
             file_prefix=FLAGS.file_prefix,
+            overwrite=FLAGS.overwrite,
         )
 
 

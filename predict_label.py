@@ -9,12 +9,19 @@ prediction, in input order.
 
 Outputs, each written under a temporary name and renamed when complete:
   {output_dir}/train-info-%05d-of-%05d-%05d   probabilities, classes
-  {info_dir}/info-%05d-of-%05d-%05d.txt       {"image_num": N}
+  {info_dir}/info-%05d-of-%05d-%05d.txt       {"image_num": N, "provenance": ...}
 With `--reassign_label`, already-filtered records
 `{label_data_dir}/{file_prefix}-{worker_id}-%05d-of-%05d` are rewritten under
-`--output_dir` with the new model's `label`, `prob` and `probabilities`.
-A shard whose outputs exist is skipped, so an interrupted job re-runs only
-what is missing.
+`--output_dir` with the new model's `label`, `prob` and `probabilities`, and
+`{output_dir}/provenance/<file name>.json` says what made them.
+
+The provenance records the checkpoint (prefix, step, fingerprint of its
+contents), the model description and the input file (path, size, records).
+A shard whose outputs exist and come from the same checkpoint and input is
+skipped, so an interrupted job re-runs only what is missing; outputs of
+another checkpoint or input are an error (checked for every shard before
+anything is written) unless `overwrite` is set. Records are serialized
+deterministically, so a re-run writes the same bytes.
 """
 
 import os
@@ -23,10 +30,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import checkpoints
 import data_input
-import task_info
 import train_lib
 import utils
+
+PROVENANCE_DIR = "provenance"
 
 
 def input_path(data_dir, file_prefix, shard, num_shards, reassign=False, worker_id=0):
@@ -89,62 +98,104 @@ def _split_fn(batch, num_replicas):
     return value_fn
 
 
+def shard_outputs(
+    *, output_dir, info_dir, label_data_dir, file_prefix, shard, num_shards, worker_id, reassign
+):
+    """(input file, output file, provenance file) of one shard (see the module docstring)."""
+    src = input_path(label_data_dir, file_prefix, shard, num_shards, reassign, worker_id)
+    if reassign:
+        out_path = os.path.join(output_dir, os.path.basename(src))
+        record_path = os.path.join(output_dir, PROVENANCE_DIR, os.path.basename(src) + ".json")
+    else:
+        out_path = utils.prediction_path(output_dir, shard, num_shards, worker_id)
+        record_path = utils.info_path(info_dir, shard, num_shards, worker_id)
+    return src, out_path, record_path
+
+
+def input_record(src):
+    """What identifies an input shard cheaply: its path and size (records are added later)."""
+    return {"input_file": src, "input_bytes": int(tf.io.gfile.stat(src).length)}
+
+
+def describe_checkpoint(provenance):
+    return f"{provenance.get('checkpoint')} (step {provenance.get('global_step')})"
+
+
+def shard_is_done(src, out_path, record_path, provenance, overwrite):
+    """Whether a shard's outputs exist and come from this checkpoint and input.
+
+    Raises:
+      ValueError: the outputs exist but come from another checkpoint or input
+        (unless `overwrite`), naming both.
+    """
+    if not (tf.io.gfile.exists(out_path) and tf.io.gfile.exists(record_path)):
+        return False
+    if overwrite:
+        return False
+    recorded = utils.read_json(record_path).get("provenance")
+    if recorded is None:
+        raise ValueError(
+            f"{out_path} exists but {record_path} does not say which checkpoint made it "
+            "(written by an older version). Pass --overwrite to predict it again with "
+            f"{describe_checkpoint(provenance)}, or use another --output_dir/--info_dir."
+        )
+    if recorded.get("fingerprint") != provenance["fingerprint"]:
+        raise ValueError(
+            f"{out_path} was made by the checkpoint {describe_checkpoint(recorded)}, not by "
+            f"--predict_ckpt_path {describe_checkpoint(provenance)}. Pass --overwrite to "
+            "replace it, or use another --output_dir/--info_dir."
+        )
+    current = input_record(src)
+    if (recorded.get("input_file"), recorded.get("input_bytes")) != (
+        current["input_file"],
+        current["input_bytes"],
+    ):
+        raise ValueError(
+            f"{out_path} was made from {recorded.get('input_file')} "
+            f"({recorded.get('input_bytes')} bytes), but the input now is {src} "
+            f"({current['input_bytes']} bytes). Pass --overwrite to predict it again, or use "
+            "another --output_dir/--info_dir."
+        )
+    return True
+
+
 def predict_shard(
-    model,
+    loaded,
     strategy,
     *,
-    task_name,
-    image_size,
-    small_image_model,
-    label_data_dir,
-    file_prefix,
-    shard,
-    num_shards,
-    output_dir,
-    info_dir,
+    src,
+    out_path,
+    record_path,
     batch_size,
     total_replicas=1,
     worker_id=0,
     reassign_label=False,
+    shard=0,
 ):
-    """Predicts one shard (or this worker's part of it); skips it if already done.
+    """Predicts one shard (or this worker's part of it) with a `checkpoints.LoadedModel`.
 
     Returns:
-      Number of images predicted, or None if the shard was already complete.
+      Number of images predicted.
+
+    Raises:
+      data_input.DataError: a record of `src` cannot be used, naming it.
     """
-    src = input_path(label_data_dir, file_prefix, shard, num_shards, reassign_label, worker_id)
-    if reassign_label:
-        out_path = os.path.join(output_dir, os.path.basename(src))
-        info_file = None
-        done = tf.io.gfile.exists(out_path)
-    else:
-        out_path = utils.prediction_path(output_dir, shard, num_shards, worker_id)
-        info_file = utils.info_path(info_dir, shard, num_shards, worker_id)
-        done = tf.io.gfile.exists(out_path) and tf.io.gfile.exists(info_file)
-    if done:
-        logging.info("Shard %d (worker %d): %s exists, skipping.", shard, worker_id, out_path)
-        return None
-    if not tf.io.gfile.exists(src):
-        raise FileNotFoundError(
-            f"Input shard {src} does not exist (check --label_data_dir, "
-            "--file_prefix, --num_shards)."
-        )
     parts = 1 if reassign_label else total_replicas
     part = 0 if reassign_label else worker_id
-    total = count_records(src, parts, part)
+    with data_input.naming_bad_files(image_files=[src]):
+        total = count_records(src, parts, part)
     replicas = strategy.num_replicas_in_sync
     global_batch = train_lib.global_eval_batch_size(batch_size, strategy)
     dataset = data_input.make_eval_dataset(
         [src],
         batch_size=global_batch,
-        image_size=image_size,
-        small_image_model=small_image_model,
+        image_size=loaded.image_size,
+        small_image_model=loaded.small_image_model,
         labeled=False,
         num_shards=parts,
         shard_index=part,
         keep_encoded=reassign_label,
     )
-    info = task_info.get_task_info(task_name)
     progress = utils.Progress(total, "images", prefix=f"shard {shard} worker {worker_id}: ")
     logging.info(
         "Predicting %d images of %s (part %d of %d) on %d replicas -> %s",
@@ -158,63 +209,58 @@ def predict_shard(
 
     def records():
         for probs, batch, keep in predict_batches(
-            model, strategy, dataset, info.mean_rgb, info.stddev_rgb
+            loaded.model, strategy, dataset, loaded.mean_rgb, loaded.stddev_rgb
         ):
             if reassign_label:
                 encoded = batch["encoded"].numpy()[keep]
                 for image_bytes, p in zip(encoded, probs, strict=True):
-                    yield utils.pseudo_labeled_example(image_bytes, p).SerializeToString()
+                    example = utils.pseudo_labeled_example(image_bytes, p)
+                    yield example.SerializeToString(deterministic=True)
             else:
                 for p in probs:
-                    yield utils.prediction_example(p).SerializeToString()
+                    yield utils.prediction_example(p).SerializeToString(deterministic=True)
             progress.update(len(probs))
 
-    count = utils.write_tfrecord(out_path, records())
+    with data_input.naming_bad_files(image_files=[src]):
+        count = utils.write_tfrecord(out_path, records())
     progress.update(0, force=True)
     if count != total:
         raise RuntimeError(f"Predicted {count} images but {src} part {part} has {total}.")
-    if info_file:
-        utils.write_json(info_file, {"image_num": count})
+    provenance = dict(loaded.provenance(), **input_record(src), input_records=total)
+    record = {"provenance": provenance}
+    if not reassign_label:
+        record["image_num"] = count
+    utils.write_json(record_path, record)
     return count
 
 
 def load_prediction_model(config, strategy, predict_ckpt_path):
-    """Builds the model described next to the checkpoint and loads its EMA weights.
+    """The network of `predict_ckpt_path`, from its model_params.txt (else from the flags).
 
     Returns:
-      (model, description).
+      A `checkpoints.LoadedModel`.
     """
-    train_lib.resolve_checkpoint(predict_ckpt_path, "--predict_ckpt_path")
-    description = train_lib.read_model_description(predict_ckpt_path)
-    if description is None:
-        logging.warning(
-            "No %s next to %s: using --model_name=%s and the flags' overrides.",
-            train_lib.MODEL_PARAMS_FILE,
-            predict_ckpt_path,
-            config.model_name,
-        )
-        description = train_lib.model_description(
-            config.model_name,
-            config.num_label_classes,
-            config.small_image_model,
-            config.override_params,
-            config.input_image_size,
-        )
-    elif description["model_name"] != config.model_name:
+    loaded = checkpoints.load_model(
+        predict_ckpt_path,
+        what="--predict_ckpt_path",
+        default_task_name=config.task_name,
+        fallback_description=train_lib.student_description(config),
+        use_ema=config.use_ema,
+        strategy=strategy,
+    )
+    if loaded.description["model_name"] != config.model_name:
         logging.info(
             "Using the checkpoint's model %s (not --model_name=%s).",
-            description["model_name"],
+            loaded.description["model_name"],
             config.model_name,
         )
-    with strategy.scope():
-        model = train_lib.create_model(description)
-    prefix = train_lib.load_ema_weights(
-        model, predict_ckpt_path, "--predict_ckpt_path", use_ema=config.use_ema
-    )
     logging.info(
-        "Predicting with the %s weights of %s.", "EMA" if config.use_ema else "raw", prefix
+        "Predicting with the %s weights of %s (%d px).",
+        "EMA" if config.use_ema else "raw",
+        loaded.prefix,
+        loaded.image_size,
     )
-    return model, description
+    return loaded
 
 
 def run_prediction(
@@ -230,8 +276,15 @@ def run_prediction(
     worker_id=0,
     reassign_label=False,
     file_prefix="train",
+    overwrite=False,
 ):
-    """Predicts every shard of `shard_id` ('3' or '0,4,8'). Returns {shard: count or None}."""
+    """Predicts every shard of `shard_id` ('3' or '0,4,8'). Returns {shard: count or None}.
+
+    Every shard's existing outputs are checked before any is written; a
+    shard already predicted by this checkpoint from this input is skipped
+    (None), outputs of another checkpoint or input are an error unless
+    `overwrite`.
+    """
     if not output_dir:
         raise ValueError("--output_dir is required for --mode=predict.")
     if not reassign_label and not info_dir:
@@ -241,24 +294,41 @@ def run_prediction(
             f"--worker_id={worker_id} must lie in [0, --total_replicas={total_replicas})."
         )
     shards = utils.parse_shard_ids(shard_id, num_shards)
-    model, description = load_prediction_model(config, strategy, predict_ckpt_path)
-    counts = {}
+    loaded = load_prediction_model(config, strategy, predict_ckpt_path)
+    provenance = loaded.provenance()
+    todo = {}
     for shard in shards:
-        counts[shard] = predict_shard(
-            model,
-            strategy,
-            task_name=config.task_name,
-            image_size=description["image_size"],
-            small_image_model=description["small_image_model"],
+        src, out_path, record_path = shard_outputs(
+            output_dir=output_dir,
+            info_dir=info_dir,
             label_data_dir=config.label_data_dir,
             file_prefix=file_prefix,
             shard=shard,
             num_shards=num_shards,
-            output_dir=output_dir,
-            info_dir=info_dir,
+            worker_id=worker_id,
+            reassign=reassign_label,
+        )
+        if not tf.io.gfile.exists(src):
+            raise FileNotFoundError(
+                f"Input shard {src} does not exist (check --label_data_dir, "
+                "--file_prefix, --num_shards)."
+            )
+        if shard_is_done(src, out_path, record_path, provenance, overwrite):
+            logging.info("Shard %d (worker %d): %s exists, skipping.", shard, worker_id, out_path)
+            continue
+        todo[shard] = (src, out_path, record_path)
+    counts = {shard: None for shard in shards}
+    for shard, (src, out_path, record_path) in todo.items():
+        counts[shard] = predict_shard(
+            loaded,
+            strategy,
+            src=src,
+            out_path=out_path,
+            record_path=record_path,
             batch_size=config.eval_batch_size,
             total_replicas=total_replicas,
             worker_id=worker_id,
             reassign_label=reassign_label,
+            shard=shard,
         )
     return counts

@@ -1,8 +1,12 @@
 """Image decoding, train/eval preprocessing and input normalization.
 
-Preprocessed images are float32 [size, size, 3] with 0..255 pixel values;
+Preprocessed images are float32 [size, size, 3] on the 0..255 pixel scale;
 `normalize_image` (mean/std per channel) is applied separately, next to the
-model.
+model. Bicubic resizing overshoots that range near sharp edges (e.g. -59 or
+305), and, as in the published code, the overshoot is fed to the model: only
+RandAugment, which works on uint8, gets the image clipped to 0..255 and
+truncated first. So eval, the teacher's (eval-preprocessed) view and training
+without RandAugment can produce values below 0 and above 255.
 
 Two paths, as in the published code:
   * ImageNet-style (`small_image=False`): Inception-style random crop, bicubic
@@ -173,18 +177,22 @@ def _random_flip(image, seed):
 
 
 def _to_uint8(image):
-    """Clips float pixels to 0..255 and truncates to uint8 (as the published code cast)."""
+    """Clips to 0..255 and truncates to uint8, as the published code did before RandAugment."""
     return tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
 
 
 def _resize_if_needed(image, image_size):
-    """Bicubic-resizes a uint8 image to image_size x image_size unless it already is."""
+    """A uint8 image as float32 image_size x image_size, bicubic-resized unless it already is.
+
+    The published small-image path only took images of the model's size; other
+    sizes are resized here like the ImageNet path, overshoot included.
+    """
     shape = tf.shape(image)
     same_size = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
     image = tf.cond(
         same_size,
-        lambda: image,
-        lambda: _to_uint8(_resize_bicubic(image, image_size)),
+        lambda: tf.cast(image, tf.float32),
+        lambda: _resize_bicubic(image, image_size),
     )
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
@@ -201,8 +209,7 @@ def _preprocess_for_train(
     image = _resize_bicubic(image, image_size)
     if random_flip:
         image = _random_flip(image, seeds.next())
-    # Bicubic resampling overshoots; keep the promised 0..255 range.
-    image = tf.clip_by_value(image, 0.0, 255.0)
+    # No clipping otherwise: the published models saw the bicubic overshoot.
     if augment_name == "v1":
         image = randaugment.distort_image_with_randaugment(
             _to_uint8(image),
@@ -211,7 +218,7 @@ def _preprocess_for_train(
             use_cutout=cutout_op,
             seed=seeds.next(),
         )
-    image = tf.cast(image, tf.float32)
+        image = tf.cast(image, tf.float32)
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
@@ -220,6 +227,7 @@ def _preprocess_small_for_train(
 ):
     image = _resize_if_needed(_as_uint8_image(image), image_size)
     if augment_name == "v1":
+        image = _to_uint8(image)
         # Ops scaled to the small image: at magnitude 10 translation and
         # Cutout reach size // 8 pixels instead of ImageNet's 100 / 40.
         image = randaugment.distort_image_with_randaugment(
@@ -236,6 +244,7 @@ def _preprocess_small_for_train(
         image = randaugment.cutout(
             image, pad_size=image_size // 4, replace=randaugment.FILL_VALUE, seed=seeds.next()
         )
+        image = tf.cast(image, tf.float32)
     pad = SMALL_IMAGE_PAD
     image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
     crop_size = [image_size, image_size, 3]
@@ -246,16 +255,15 @@ def _preprocess_small_for_train(
         image = tf.image.stateless_random_crop(image, crop_size, crop_seed)
     if random_flip:
         image = _random_flip(image, seeds.next())
-    return tf.cast(image, tf.float32)
+    return image
 
 
 def _preprocess_for_eval(image, image_size, small_image):
     if small_image:
-        image = _resize_if_needed(_as_uint8_image(image), image_size)
-        return tf.cast(image, tf.float32)
+        return _resize_if_needed(_as_uint8_image(image), image_size)
     image = _crop(image, lambda shape: _center_crop_window(shape, image_size))
-    image = tf.clip_by_value(_resize_bicubic(image, image_size), 0.0, 255.0)
-    return tf.ensure_shape(image, [image_size, image_size, 3])
+    # Unclipped, as in the published eval (also the teacher's view).
+    return tf.ensure_shape(_resize_bicubic(image, image_size), [image_size, image_size, 3])
 
 
 def preprocess_image(
@@ -274,14 +282,17 @@ def preprocess_image(
 
     ImageNet-style training: random crop (area 8%..100%, aspect 3/4..4/3, 10
     attempts, else center crop), bicubic resize, random flip, then RandAugment
-    on the uint8 image. Eval: center crop of image_size / (image_size + 32) of
-    the short side, bicubic resize.
+    on the image clipped to 0..255 and truncated to uint8. Eval: center crop of
+    image_size / (image_size + 32) of the short side, bicubic resize. Without
+    RandAugment (eval, or augment_name None) nothing is clipped: the bicubic
+    overshoot beyond 0..255 reaches the model, as in the published code.
 
     Small-image training: RandAugment with cutout/translate constants
     image_size // 8, plus one Cutout of half-side image_size // 4 filled with
     128 (both only with augment_name 'v1'), then reflect-pad 4 and random crop
     back to image_size, then random flip. Eval: the image as is. Small images
-    of another size are first bicubic-resized to image_size.
+    of another size are first bicubic-resized to image_size (unclipped unless
+    RandAugment follows, as on the ImageNet path).
 
     Args:
       image: scalar tf.string of encoded JPEG/PNG bytes, or a decoded uint8
@@ -299,7 +310,9 @@ def preprocess_image(
         stateless (reproducible).
 
     Returns:
-      float32 [image_size, image_size, 3] tensor with values in 0..255.
+      float32 [image_size, image_size, 3] tensor on the 0..255 pixel scale:
+      integer values in 0..255 after RandAugment, otherwise the bicubic
+      resize's output, which may lie somewhat below 0 or above 255.
 
     Raises:
       ValueError: for an unknown augment_name.

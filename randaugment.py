@@ -19,7 +19,9 @@ results were trained with it (see each op's docstring):
   * `solarize` thresholds wrap modulo 256 (691 acts as 179, 256 as 0);
   * `contrast` blends towards the constant num_pixels / 256 (clipped to 255),
     not towards the mean gray level;
-  * float results are truncated, not rounded, when cast back to uint8.
+  * float results are truncated, not rounded, when cast back to uint8;
+  * `sharpness` smooths with float32 weights k / 13, so a smoothed value that
+    is exactly an integer can land just below it and truncate one lower.
 """
 
 import functools
@@ -376,9 +378,13 @@ def brightness(image, factor):
 def sharpness(image, factor):
     """PIL `ImageEnhance.Sharpness`: blends from a smoothed image (factor 0).
 
-    The smoothed image is the 3x3 kernel [[1,1,1],[1,5,1],[1,1,1]]/13 applied
-    to interior pixels (truncated to uint8); the one-pixel border keeps the
-    original values.
+    The smoothed image is the published code's float32 depthwise convolution
+    with the kernel [[1,1,1],[1,5,1],[1,1,1]] / 13 on interior pixels, clipped
+    to 0..255 and truncated to uint8; the one-pixel border keeps the original
+    values. Because 1/13 is not exact in float32, a sum that is an exact
+    multiple of 13 can come out just below it and truncate one lower (a flat
+    image of 3 smooths to 2); that is kept, so that the noise matches the
+    published models'.
 
     Args:
       image: uint8 [H, W, 3] image.
@@ -388,14 +394,14 @@ def sharpness(image, factor):
       The uint8 image.
     """
     image = _as_image(image)
-    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32)
-    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
-    # Integer weights keep the sums exact in float32, so floor(sum / 13) is
-    # the exact truncation of the smoothed value.
-    summed = tf.nn.depthwise_conv2d(
+    # The same ops and constants as the published op (kernel divided by 13
+    # before the convolution), so the rounding is bit-for-bit the same.
+    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32, shape=[3, 3, 1, 1]) / 13.0
+    kernel = tf.tile(kernel, [1, 1, 3, 1])
+    smoothed = tf.nn.depthwise_conv2d(
         tf.cast(image, tf.float32)[None], kernel, strides=[1, 1, 1, 1], padding="VALID"
     )[0]
-    smoothed = tf.cast(tf.floor(summed / 13.0), tf.uint8)
+    smoothed = tf.cast(tf.clip_by_value(smoothed, 0.0, 255.0), tf.uint8)
     padding = [[1, 1], [1, 1], [0, 0]]
     interior = tf.pad(tf.ones_like(smoothed, dtype=tf.bool), padding)
     degenerate = tf.where(interior, tf.pad(smoothed, padding), image)

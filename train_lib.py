@@ -7,6 +7,7 @@ reads flags. The pieces, in the order a run uses them:
 inside `make_train_loop` -> `evaluate`.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,15 +19,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import checkpoints
 import data_input
 import efficientnet_builder
+import efficientnet_model
 import preprocessing
 import task_info
-import tf1_checkpoint
 import utils
 
-MODEL_PARAMS_FILE = "model_params.txt"
-FLAGS_FILE = "FLAGS.json"
+MODEL_PARAMS_FILE = checkpoints.MODEL_PARAMS_FILE
+FLAGS_FILE = checkpoints.FLAGS_FILE
 EVAL_RESULTS_FILE = "eval_results.json"
 WARMUP_EPOCHS = 5
 LR_DECAY_FACTOR = 0.97
@@ -84,6 +86,9 @@ class TrainConfig:
     use_ema: bool = True
     use_bfloat16: bool = False
     seed: int = 0
+    check_filter_stats: bool = True
+    fix_layer_num: int = -1
+    num_shards_per_group: int = -1
 
     @property
     def max_steps(self):
@@ -144,6 +149,16 @@ def worker_scratch_dir(model_dir, strategy):
     return os.path.join(model_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
 
 
+LOCK_FILE = "train.lock"
+
+
+def model_dir_lock(model_dir, strategy):
+    """The lock that keeps a second training out of `model_dir` (taken by the chief only)."""
+    if not is_chief(strategy):
+        return contextlib.nullcontext()
+    return utils.RunLock(os.path.join(model_dir, LOCK_FILE), f"--model_dir={model_dir}")
+
+
 def set_seed(seed, deterministic=False):
     """Seeds Python, NumPy and TensorFlow; optionally makes TF's ops deterministic.
 
@@ -183,147 +198,6 @@ def input_seed(seed, start_step):
 def set_precision(use_bfloat16):
     """`--use_bfloat16` selects Keras' mixed_bfloat16 policy; float32 otherwise."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if use_bfloat16 else "float32")
-
-
-def model_description(model_name, num_classes, small_image_model, override_params, image_size):
-    """Everything needed to rebuild the same network, as a JSON-serializable dict.
-
-    The builder's fully resolved description (scaled stages, dropout, batch
-    norm settings), plus the input `image_size` the run uses.
-    """
-    description = efficientnet_builder.model_description(
-        model_name, num_classes, small_image_model, override_params
-    )
-    description["image_size"] = int(image_size)
-    return description
-
-
-def create_model(description, sync_batch_norm=False):
-    """Builds the network of `description` (see `model_description`), variables created."""
-    network = {k: description[k] for k in efficientnet_builder.DESCRIPTION_KEYS}
-    network["sync_batch_norm"] = bool(sync_batch_norm)
-    model = efficientnet_builder.build_model_from_description(network)
-    size = description["image_size"]
-    model(tf.zeros([1, size, size, 3]), training=False)
-    return model
-
-
-def read_model_description(path):
-    """The model description saved next to a checkpoint, or None.
-
-    Args:
-      path: a model_dir or a checkpoint prefix inside one.
-    """
-    model_dir = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
-    params_file = os.path.join(model_dir, MODEL_PARAMS_FILE)
-    if not tf.io.gfile.exists(params_file):
-        return None
-    try:
-        description = utils.read_json(params_file)
-    except json.JSONDecodeError:
-        # The published TF1 code wrote a text model_params.txt of its own.
-        logging.warning("%s is not a model description of this project; ignored.", params_file)
-        return None
-    return description if isinstance(description, dict) and "model_name" in description else None
-
-
-def resolve_checkpoint(path, what="checkpoint"):
-    """A checkpoint prefix from a prefix or a model_dir; FileNotFoundError naming `what`."""
-    if not path:
-        raise FileNotFoundError(f"No {what} path given.")
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            # Unpacked published checkpoints may lack a `checkpoint` state file,
-            # or have one naming the paths of the machine that wrote them.
-            prefixes = [
-                p[: -len(".index")] for p in tf.io.gfile.glob(os.path.join(path, "*.index"))
-            ]
-            if len(prefixes) == 1:
-                return prefixes[0]
-            raise FileNotFoundError(
-                f"{what}: no checkpoint in directory {path!r}"
-                + (f" (several, pass one prefix: {sorted(prefixes)})." if prefixes else ".")
-            )
-        return latest
-    if not tf.io.gfile.exists(path + ".index"):
-        raise FileNotFoundError(f"{what}: {path!r} is neither a directory nor a checkpoint prefix.")
-    return path
-
-
-def load_ema_weights(model, path, what="checkpoint", use_ema=True, skip_mismatched_head=False):
-    """Loads the moving-average (EMA) weights of a checkpoint into `model`.
-
-    Two formats are accepted: this project's checkpoints (the `ema_model`
-    written by `TrainState`) and name-based TF1 EfficientNet checkpoints of
-    the published code (see `tf1_checkpoint`), recognized by their variable
-    names.
-
-    Args:
-      model: the network to fill.
-      path: a checkpoint prefix or a directory holding checkpoints.
-      what: how to call the checkpoint in messages, e.g. a flag name.
-      use_ema: False reads the raw trained weights instead (`model` of this
-        project's checkpoints, the non-shadow variables of TF1 ones).
-      skip_mismatched_head: when the checkpoint's classifier has another
-        number of classes than `model`, keep the model's `predictions` layer
-        (fine-tuning) instead of failing. For this project's checkpoints the
-        class count is read from the model_params.txt next to them.
-
-    Returns:
-      The checkpoint prefix that was read.
-
-    Raises:
-      FileNotFoundError: no checkpoint at `path`.
-      ValueError: the checkpoint does not fit `model`.
-    """
-    prefix = resolve_checkpoint(path, what)
-    if tf1_checkpoint.is_tf1_checkpoint(prefix):
-        report = tf1_checkpoint.load_tf1_checkpoint(
-            model, prefix, use_ema=use_ema, skip_mismatched_head=skip_mismatched_head, what=what
-        )
-        logging.info("%s: %s.", what, report.summary())
-        if report.skipped:
-            logging.warning("%s: classifier head not loaded: %s", what, ", ".join(report.skipped))
-        return prefix
-    key = "ema_model" if use_ema else "model"
-    target = model
-    description = read_model_description(prefix) if skip_mismatched_head else None
-    num_classes = model.get_layer("predictions").units
-    if description is not None and description["num_classes"] != num_classes:
-        # Restore into a network of the checkpoint's own shape, then copy all
-        # but the classifier.
-        target = create_model(description)
-    try:
-        status = tf.train.Checkpoint(**{key: target}).read(prefix)
-        status.expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:
-        raise ValueError(
-            f"{what} {prefix!r} does not match the model {model.name!r} "
-            f"(different architecture?): {str(e)[:500]}"
-        ) from e
-    if target is not model:
-        _copy_weights_except_head(target, model, what, prefix)
-        logging.warning(
-            "%s: classifier head not loaded (checkpoint has %d classes, the model %d).",
-            what,
-            description["num_classes"],
-            num_classes,
-        )
-    return prefix
-
-
-def _copy_weights_except_head(source, model, what, prefix):
-    for layer in source.layers:
-        if not layer.weights or layer.name == "predictions":
-            continue
-        try:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-        except ValueError as e:
-            raise ValueError(
-                f"{what} {prefix!r}: layer {layer.name!r} does not fit the model {model.name!r} "
-                f"(different architecture?): {str(e)[:300]}"
-            ) from e
 
 
 # ---------------------------------------------------------------------------
@@ -478,31 +352,29 @@ class TrainState:
 
     Checkpoints (`tf.train.Checkpoint(model, ema_model, optimizer)`) are named
     `ckpt-<global step>` in the model_dir. Evaluation, prediction and
-    teachers read `ema_model`.
+    teachers read `ema_model`. Creating a TrainState writes nothing; the
+    teacher, if any, is loaded here.
     """
 
     def __init__(self, config, strategy):
         self.config = config
         self.strategy = strategy
-        sync_bn = strategy.num_replicas_in_sync > 1
-        self.description = model_description(
-            config.model_name,
-            config.num_label_classes,
-            config.small_image_model,
-            config.override_params,
-            config.input_image_size,
+        # As published: batch norm synchronizes only beyond 8 replicas, in groups.
+        bn_group = efficientnet_model.batch_norm_group_size(
+            strategy.num_replicas_in_sync, config.num_shards_per_group
         )
+        self.description = student_description(config)
         with strategy.scope():
-            self.model = create_model(self.description, sync_batch_norm=sync_bn)
-            self.ema_model = create_model(self.description, sync_batch_norm=sync_bn)
+            self.model = checkpoints.create_model(self.description, sync_batch_norm=bn_group)
+            self.ema_model = checkpoints.create_model(self.description, sync_batch_norm=bn_group)
+            for network in (self.model, self.ema_model):
+                efficientnet_model.freeze_first_blocks(network, config.fix_layer_num)
             self.optimizer = create_optimizer(create_learning_rate_fn(config))
+            # Frozen layers (--fix_layer_num) are neither updated nor decayed.
             self.optimizer.build(self.model.trainable_variables)
-            self.teacher = None
-            self.teacher_description = None
-            if config.teacher_model_name or config.teacher_model_path:
-                self.teacher_description = teacher_description(config)
-                self.teacher = create_model(self.teacher_description, sync_batch_norm=False)
-                self.teacher.trainable = False
+        self.teacher = None
+        if config.teacher_model_name or config.teacher_model_path:
+            self.teacher = load_teacher(config, strategy)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, ema_model=self.ema_model, optimizer=self.optimizer
         )
@@ -523,36 +395,64 @@ class TrainState:
     def step(self):
         return int(self.optimizer.iterations.numpy())
 
+    @property
+    def teacher_description(self):
+        return self.teacher.description if self.teacher is not None else None
+
     def restore_or_initialize(self):
-        """Resumes from the latest checkpoint, or initializes a fresh run.
+        """Resumes from the latest readable checkpoint, or initializes a fresh run.
 
         A fresh run copies `init_model_path` (EMA weights) into the student
-        if given. The teacher, if any, is loaded in both cases.
+        if given. Nothing is written: a run whose settings do not fit the
+        model_dir's checkpoints fails here, before FLAGS.json or
+        model_params.txt are touched.
+
+        Raises:
+          ValueError: the model_dir holds checkpoints of another network
+            (naming the settings that differ), or none of them can be read.
         """
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("Resuming from step %d (%s).", self.step, latest)
-        else:
-            if self.config.init_model_path:
-                prefix = load_ema_weights(
-                    self.model,
-                    self.config.init_model_path,
-                    "--init_model_path",
-                    use_ema=self.config.use_ema,
-                    skip_mismatched_head=True,
-                )
-                logging.info("Initialized the student from %s.", prefix)
-            for ema_var, var in zip(self.ema_model.weights, self.model.weights, strict=True):
-                ema_var.assign(var)
-        if self.teacher is not None:
-            prefix = load_ema_weights(
-                self.teacher,
-                self.config.teacher_model_path,
-                "--teacher_model_path",
+        if self.manager.latest_checkpoint:
+            check_resume_compatible(self.config.model_dir, self.description)
+            self._restore_latest_readable()
+            return
+        if self.config.init_model_path:
+            prefix = checkpoints.load_ema_weights(
+                self.model,
+                self.config.init_model_path,
+                "--init_model_path",
                 use_ema=self.config.use_ema,
+                skip_mismatched_head=True,
             )
-            logging.info("Teacher %s loaded from %s.", self.teacher_description, prefix)
+            logging.info("Initialized the student from %s.", prefix)
+        for ema_var, var in zip(self.ema_model.weights, self.model.weights, strict=True):
+            ema_var.assign(var)
+
+    def _restore_latest_readable(self):
+        """Restores the newest checkpoint that reads; warns about each newer one that does not."""
+        failures, unreadable = [], []
+        for prefix in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+                reason = getattr(e, "message", str(e)).splitlines()[0][:300]
+                logging.warning(
+                    "Checkpoint %s cannot be read (%s); trying the previous one.", prefix, reason
+                )
+                failures.append(f"{prefix}: {reason}")
+                unreadable.append(prefix)
+                continue
+            if failures:
+                logging.warning(
+                    "Resuming from %s instead of the unreadable %s.",
+                    prefix,
+                    ", ".join(unreadable),
+                )
+            logging.info("Resuming from step %d (%s).", self.step, prefix)
+            return
+        raise ValueError(
+            f"--model_dir={self.config.model_dir}: no checkpoint can be read: "
+            + "; ".join(failures)
+        )
 
     def save(self):
         path = self.manager.save(checkpoint_number=self.step)
@@ -560,44 +460,99 @@ class TrainState:
         return path
 
 
-def teacher_description(config):
-    """The teacher's architecture: from its model_dir's model_params.txt when present.
+def student_description(config):
+    """The description of the network `config` trains (see `checkpoints.model_description`)."""
+    return checkpoints.model_description(
+        config.model_name,
+        config.num_label_classes,
+        config.small_image_model,
+        config.override_params,
+        config.input_image_size,
+        task_name=config.task_name,
+    )
+
+
+# Description keys that may change when a run resumes: they change no variable.
+_RESUMABLE_CHANGES = ("dropout_rate", "stochastic_depth_rate", "num_params")
+# Derived from the others: named only when nothing they derive from differs.
+_DERIVED_KEYS = ("stages", "stem_filters", "head_filters", "num_blocks", "resolution")
+
+
+def check_resume_compatible(model_dir, description):
+    """Fails when model_dir's model_params.txt describes another network than `description`.
+
+    Raises:
+      ValueError: naming every setting that differs, with both values.
+    """
+    saved = checkpoints.read_model_description(model_dir)
+    if saved is None:
+        return
+    keys = sorted((set(saved) | set(description)) - set(_RESUMABLE_CHANGES))
+    differ = [k for k in keys if saved.get(k) != description.get(k)]
+    if not differ:
+        return
+    named = [k for k in differ if k not in _DERIVED_KEYS] or differ
+    lines = [
+        f"{k}: {saved.get(k)!r} in {MODEL_PARAMS_FILE}, {description.get(k)!r} now" for k in named
+    ]
+    raise ValueError(
+        f"--model_dir={model_dir} holds checkpoints of another network than these flags "
+        f"describe, so it cannot resume: " + "; ".join(lines) + ". Use the same settings "
+        "(model_name, width/depth coefficients, num_label_classes, input_image_size, task) or "
+        "another --model_dir. Nothing was changed."
+    )
+
+
+def teacher_fallback_description(config):
+    """The teacher's description from the flags, for checkpoints without model_params.txt."""
+    name = config.teacher_model_name or config.model_name
+    size = config.input_image_size
+    if not config.small_image_model:
+        size = efficientnet_builder.efficientnet_params(name)[2]
+    return checkpoints.model_description(
+        name,
+        config.num_label_classes,
+        config.small_image_model,
+        {k: v for k, v in config.override_params.items() if k != "num_classes"},
+        size,
+        task_name=config.task_name,
+    )
+
+
+def load_teacher(config, strategy):
+    """The frozen on-the-fly teacher: its network, size and normalization from its checkpoint.
+
+    Returns:
+      A `checkpoints.LoadedModel` whose model is not trainable.
 
     Raises:
       FileNotFoundError: `--teacher_model_path` is missing or has no checkpoint.
+      ValueError: the teacher does not fit `--teacher_model_name` or the classes.
     """
     if not config.teacher_model_path:
         raise FileNotFoundError("--teacher_model_name is set but --teacher_model_path is not.")
-    resolve_checkpoint(config.teacher_model_path, "--teacher_model_path")
-    description = read_model_description(config.teacher_model_path)
-    if description is None:
-        name = config.teacher_model_name or config.model_name
-        size = config.input_image_size
-        if not config.small_image_model:
-            size = efficientnet_builder.efficientnet_params(name)[2]
-        logging.warning(
-            "No %s next to the teacher checkpoint; building %s with the student's overrides.",
-            MODEL_PARAMS_FILE,
-            name,
-        )
-        description = model_description(
-            name,
-            config.num_label_classes,
-            config.small_image_model,
-            {k: v for k, v in config.override_params.items() if k != "num_classes"},
-            size,
-        )
-    elif config.teacher_model_name and description["model_name"] != config.teacher_model_name:
+    teacher = checkpoints.load_model(
+        config.teacher_model_path,
+        what="--teacher_model_path",
+        default_task_name=config.task_name,
+        fallback_description=teacher_fallback_description(config),
+        use_ema=config.use_ema,
+        strategy=strategy,
+    )
+    name = teacher.description["model_name"]
+    if config.teacher_model_name and name != config.teacher_model_name:
         raise ValueError(
             f"--teacher_model_name={config.teacher_model_name} but the checkpoint in "
-            f"{config.teacher_model_path} is a {description['model_name']}."
+            f"{config.teacher_model_path} is a {name}."
         )
-    if description["num_classes"] != config.num_label_classes:
+    if teacher.description["num_classes"] != config.num_label_classes:
         raise ValueError(
-            f"The teacher has {description['num_classes']} classes, the student "
+            f"The teacher has {teacher.description['num_classes']} classes, the student "
             f"--num_label_classes={config.num_label_classes}."
         )
-    return description
+    teacher.model.trainable = False
+    logging.info("Teacher %s (%d px) loaded from %s.", name, teacher.image_size, teacher.prefix)
+    return teacher
 
 
 # ---------------------------------------------------------------------------
@@ -612,8 +567,9 @@ def compute_losses(config, state, batch, training=True):
       number of replicas.
     """
     num_classes = config.num_label_classes
-    info = task_info.get_task_info(config.task_name)
-    images = preprocessing.normalize_image(batch["images"], info.mean_rgb, info.stddev_rgb)
+    images = preprocessing.normalize_image(
+        batch["images"], state.description["mean_rgb"], state.description["stddev_rgb"]
+    )
     labels = batch["labels"]
     lab_bsz = tf.shape(labels)[0]
     logits = tf.cast(state.model(images, training=training), tf.float32)
@@ -637,11 +593,12 @@ def compute_losses(config, state, batch, training=True):
         unl_logits = logits[lab_bsz:]
         teacher_logits = None
         if state.teacher is not None:
+            # The teacher is fed as it was trained: its own size and normalization.
             teacher_images = preprocessing.normalize_image(
-                batch["teacher_images"], info.mean_rgb, info.stddev_rgb
+                batch["teacher_images"], state.teacher.mean_rgb, state.teacher.stddev_rgb
             )
             teacher_logits = tf.stop_gradient(
-                tf.cast(state.teacher(teacher_images, training=False), tf.float32)
+                tf.cast(state.teacher.model(teacher_images, training=False), tf.float32)
             )
         targets = unlabeled_targets(
             num_classes,
@@ -717,8 +674,8 @@ def make_train_loop(config, state):
     return train_loop
 
 
-def make_distributed_train_dataset(config, strategy, teacher_image_size=None, start_step=0):
-    """The distributed training dataset of `config`, for a run starting at `start_step`."""
+def training_files(config):
+    """(labeled files, unlabeled files or None) that a training run of `config` reads."""
     info = task_info.get_task_info(config.task_name)
     label_files = data_input.labeled_files(
         config.label_data_dir, info.train_subset, config.num_train_shards
@@ -726,7 +683,13 @@ def make_distributed_train_dataset(config, strategy, teacher_image_size=None, st
     unlabel_files = None
     if config.unlabel_ratio:
         unlabel_files = data_input.unlabeled_files(config.unlabel_data_dir)
-    elif config.unlabel_data_dir:
+    return label_files, unlabel_files
+
+
+def make_distributed_train_dataset(config, strategy, teacher_image_size=None, start_step=0):
+    """The distributed training dataset of `config`, for a run starting at `start_step`."""
+    label_files, unlabel_files = training_files(config)
+    if config.unlabel_data_dir and not config.unlabel_ratio:
         logging.warning("--unlabel_data_dir is set but --unlabel_ratio is 0: not used.")
     if config.train_batch_size % strategy.num_replicas_in_sync:
         raise ValueError(
@@ -762,18 +725,75 @@ def make_distributed_train_dataset(config, strategy, teacher_image_size=None, st
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def check_stored_probabilities(config):
-    """Fails early when stored `probabilities` do not have num_label_classes entries."""
-    files = data_input.unlabeled_files(config.unlabel_data_dir)
-    for record in tf.data.TFRecordDataset(files[:1]).take(1):
-        example = tf.train.Example.FromString(record.numpy())
+def check_stored_probabilities(files, num_classes):
+    """Fails before training when stored targets are unusable (first record of each file).
+
+    Raises:
+      ValueError: `probabilities` do not have `num_classes` entries, or are
+        the all-zero placeholders of raw unlabeled data (which no teacher has
+        labeled yet), naming the file.
+    """
+    for path in files:
+        try:
+            records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(1)]
+        except data_input.RECORD_ERRORS as e:
+            raise data_input.DataError(f"{path}: cannot be read: {e.message[:300]}") from e
+        if not records:
+            continue
+        example = tf.train.Example.FromString(records[0])
         feature = example.features.feature.get("probabilities")
-        length = len(feature.float_list.value) if feature is not None else 0
-        if length != config.num_label_classes:
+        values = np.asarray(feature.float_list.value if feature is not None else [], np.float32)
+        if len(values) != num_classes:
             raise ValueError(
-                f"Unlabeled records in {files[0]} have {length} probabilities, but "
-                f"--num_label_classes={config.num_label_classes}."
+                f"Unlabeled records in {path} have {len(values)} probabilities, but "
+                f"--num_label_classes={num_classes}."
             )
+        if not values.any():
+            raise ValueError(
+                f"Unlabeled records in {path} have all-zero probabilities: they are raw "
+                "unlabeled data that no teacher has labeled. Run the prediction and filter "
+                "steps first (predict.sh, filter_unlabel.sh) and train on their output, or "
+                "give --teacher_model_path to label them on the fly."
+            )
+
+
+FINAL_STATS = os.path.join("stats", "final_stats.json")
+
+
+def check_filter_output_complete(unlabel_data_dir):
+    """Fails when an unlabeled dir is a filter output whose pass 2 did not finish.
+
+    A directory `<out>/data` next to `<out>/threshold.json` was written by
+    filter_unlabel_data.py; its `<out>/stats/final_stats.json` exists only
+    once every shard is done, and lists every output file with its size.
+
+    Raises:
+      ValueError: the final stats are missing, or a listed file is missing or
+        has another size, naming it.
+    """
+    dirs = [d for d in unlabel_data_dir.split(";") if d]
+    for data_dir in dirs:
+        out_dir = os.path.dirname(os.path.normpath(data_dir))
+        if not tf.io.gfile.exists(os.path.join(out_dir, "threshold.json")):
+            continue
+        final_path = os.path.join(out_dir, FINAL_STATS)
+        hint = " (or pass --check_filter_stats=False to train on it anyway)."
+        if not tf.io.gfile.exists(final_path):
+            raise ValueError(
+                f"--unlabel_data_dir={data_dir} is filter output, but {final_path} is missing: "
+                "not every shard of the filter's pass 2 has finished. Run it again for the "
+                "missing shards" + hint
+            )
+        listed = utils.read_json(final_path).get("files", {})
+        for name, entry in sorted(listed.items()):
+            path = os.path.join(data_dir, name)
+            if not tf.io.gfile.exists(path):
+                raise ValueError(f"{path} is listed in {final_path} but missing" + hint)
+            size = tf.io.gfile.stat(path).length
+            if size != entry["num_bytes"]:
+                raise ValueError(
+                    f"{path} has {size} bytes, {final_path} lists {entry['num_bytes']}" + hint
+                )
 
 
 def make_summary_writer(log_dir, chief=True):
@@ -813,15 +833,16 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         return state
     if config.unlabel_ratio and not config.unlabel_data_dir:
         raise ValueError("--unlabel_ratio > 0 needs --unlabel_data_dir.")
+    label_files, unlabel_files = training_files(config)
     if config.unlabel_ratio and state.teacher is None:
-        check_stored_probabilities(config)
+        if config.check_filter_stats:
+            check_filter_output_complete(config.unlabel_data_dir)
+        check_stored_probabilities(unlabel_files, config.num_label_classes)
     if state.train_iterator is None:
         # Built once per TrainState: train_and_evaluate calls train() again after
         # every eval, and neither the input pipeline nor the compiled loop
         # should be rebuilt then.
-        teacher_size = (
-            state.teacher_description["image_size"] if state.teacher is not None else None
-        )
+        teacher_size = state.teacher.image_size if state.teacher is not None else None
         dataset = make_distributed_train_dataset(config, strategy, teacher_size, state.step)
         state.train_iterator = iter(dataset)
         state.train_loop = make_train_loop(config, state)
@@ -847,7 +868,12 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         step = state.step
         next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
         num_steps = min(config.iterations_per_loop, until_step - step, next_save - step)
-        metrics = train_loop(iterator, tf.constant(num_steps, tf.int32))
+        with data_input.naming_bad_files(
+            labeled_files=label_files,
+            unlabeled_files=unlabel_files or (),
+            num_classes=config.num_label_classes,
+        ):
+            metrics = train_loop(iterator, tf.constant(num_steps, tf.int32))
         metrics = {k: float(v.numpy()) for k, v in metrics.items()}
         step = state.step
         state.history.append((step, metrics))
@@ -911,14 +937,26 @@ def global_eval_batch_size(batch_size, strategy):
     return int(math.ceil(batch_size / replicas) * replicas)
 
 
-def evaluate_model(model, strategy, config, subsets=None, global_step=None):
+def evaluate_model(model, description, strategy, config, subsets=None, global_step=None):
     """Top-1/top-5 accuracy of `model` on each subset, every image counted once.
+
+    Args:
+      model: the network.
+      description: its description: the images are fed at its `image_size`
+        with its `mean_rgb` / `stddev_rgb` normalization.
+      strategy: a tf.distribute strategy.
+      config: a TrainConfig (data dir, eval batch size, subsets, classes).
+      subsets: subsets to evaluate (default: `config.eval_subsets`).
+      global_step: the step reported with the results.
 
     Returns:
       {subset: {"top_1_accuracy", "top_5_accuracy", "num_images", "global_step"}}.
+
+    Raises:
+      data_input.DataError: a record is corrupt or its label is out of range,
+        naming the file.
     """
-    info = task_info.get_task_info(config.task_name)
-    eval_fn = make_eval_fn(model, strategy, info.mean_rgb, info.stddev_rgb)
+    eval_fn = make_eval_fn(model, strategy, description["mean_rgb"], description["stddev_rgb"])
     batch_size = global_eval_batch_size(config.eval_batch_size, strategy)
     results = {}
     for subset in subsets or config.eval_subsets:
@@ -926,13 +964,15 @@ def evaluate_model(model, strategy, config, subsets=None, global_step=None):
         ds = data_input.make_eval_dataset(
             files,
             batch_size=batch_size,
-            image_size=config.input_image_size,
-            small_image_model=config.small_image_model,
+            image_size=description["image_size"],
+            small_image_model=description["small_image_model"],
+            num_classes=config.num_label_classes,
         )
         totals = np.zeros(3)
         start = time.time()
-        for batch in strategy.experimental_distribute_dataset(ds):
-            totals += eval_fn(batch).numpy()
+        with data_input.naming_bad_files(labeled_files=files, num_classes=config.num_label_classes):
+            for batch in strategy.experimental_distribute_dataset(ds):
+                totals += eval_fn(batch).numpy()
         n = int(totals[2])
         results[subset] = {
             "top_1_accuracy": float(totals[0] / max(n, 1)),
@@ -969,22 +1009,26 @@ def write_eval_results(config, results):
 
 
 def evaluate(config, strategy, state=None):
-    """Evaluates the EMA weights of the latest checkpoint (or of `state`); writes the results."""
+    """Evaluates the EMA weights of the latest checkpoint (or of `state`); writes the results.
+
+    Without `state`, the network, its input size and normalization come from
+    the checkpoint's model_params.txt (`checkpoints.load_model`), not from
+    the flags.
+    """
     if state is None:
-        with strategy.scope():
-            description = read_model_description(config.model_dir) or model_description(
-                config.model_name,
-                config.num_label_classes,
-                config.small_image_model,
-                config.override_params,
-                config.input_image_size,
-            )
-            model = create_model(description, sync_batch_norm=strategy.num_replicas_in_sync > 1)
-        prefix = load_ema_weights(model, config.model_dir, "--model_dir", use_ema=config.use_ema)
-        step = int(prefix.rsplit("-", 1)[-1]) if prefix.rsplit("-", 1)[-1].isdigit() else -1
+        loaded = checkpoints.load_model(
+            config.model_dir,
+            what="--model_dir",
+            default_task_name=config.task_name,
+            fallback_description=student_description(config),
+            use_ema=config.use_ema,
+            strategy=strategy,
+        )
+        model, description = loaded.model, loaded.description
+        step = checkpoints.checkpoint_step(loaded.prefix)
     else:
-        model, step = state.ema_model, state.step
-    results = evaluate_model(model, strategy, config, global_step=step)
+        model, description, step = state.ema_model, state.description, state.step
+    results = evaluate_model(model, description, strategy, config, global_step=step)
     if is_chief(strategy):
         write_eval_results(config, results)
     return results

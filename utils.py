@@ -5,6 +5,8 @@ import contextlib
 import gc
 import json
 import os
+import secrets
+import socket
 import sys
 import time
 
@@ -335,12 +337,82 @@ def encode_jpeg(image, quality=95):
 
 
 # ---------------------------------------------------------------------------
-# Atomic writes: a reader never sees a half-written output, and a killed job
-# leaves only `*.tmp*` files, which the next run overwrites.
+# Atomic writes: a reader never sees a half-written output. A temporary file
+# is named `<path>.tmp-<host>-<pid>-<random>` and created exclusively (so a
+# file or symlink planted under that name is never written through); a killed
+# job leaves only such files, and the next write of the same path removes
+# those whose process no longer runs.
+
+_TMP_MARK = ".tmp-"
+
+
+def _is_local(path):
+    return "://" not in path
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def tmp_path(path):
-    return f"{path}.tmp{os.getpid()}"
+    """A new, unique temporary name for an output that will be renamed to `path`."""
+    return f"{path}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _tmp_owner(tmp, path):
+    """(host, pid) of a temporary file of `path`, or None if the name is not one of ours."""
+    rest = tmp[len(path) + len(_TMP_MARK) :]
+    host, _, tail = rest.rpartition("-")
+    host, _, pid = host.rpartition("-")
+    if not host or not pid.isdigit() or not tail:
+        return None
+    return host, int(pid)
+
+
+def remove_stale_tmp_files(path):
+    """Removes the temporary files of `path` whose writer (on this host) has exited.
+
+    Returns:
+      The removed paths.
+    """
+    removed = []
+    this_host = socket.gethostname()
+    for tmp in tf.io.gfile.glob(glob_escape(path) + _TMP_MARK + "*"):
+        owner = _tmp_owner(tmp, path)
+        if owner is None or owner[0] != this_host or _process_alive(owner[1]):
+            continue
+        try:
+            tf.io.gfile.remove(tmp)
+        except tf.errors.NotFoundError:
+            continue
+        logging.info("Removed %s, left by an interrupted run.", tmp)
+        removed.append(tmp)
+    return removed
+
+
+def glob_escape(path):
+    """`path` with glob metacharacters escaped, for tf.io.gfile.glob."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def create_exclusive(path):
+    """Creates an empty file at `path`, failing if anything (a file, a symlink) is there.
+
+    Local paths only; other file systems (gs://, ...) have no exclusive create.
+
+    Raises:
+      FileExistsError: something already exists at `path`.
+    """
+    if not _is_local(path):
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    os.close(os.open(path, flags, 0o644))
 
 
 @contextlib.contextmanager
@@ -349,13 +421,100 @@ def atomic_output(path):
     parent = os.path.dirname(path)
     if parent:
         tf.io.gfile.makedirs(parent)
+    remove_stale_tmp_files(path)
     tmp = tmp_path(path)
+    create_exclusive(tmp)
     try:
         yield tmp
         tf.io.gfile.rename(tmp, path, overwrite=True)
     finally:
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.remove(tmp)
+
+
+class RunLock:
+    """An exclusive lock file: one holder at a time, stale locks taken over.
+
+    The file holds the holder's host, pid and start time. A lock whose holder
+    ran on this host and has exited is stale and is taken over with a
+    warning; any other existing lock makes `acquire` fail naming its holder.
+    Locks on non-local file systems are best effort (no exclusive create).
+
+    Args:
+      path: the lock file.
+      what: what the lock protects, for messages (e.g. "--model_dir=ckpt/a").
+    """
+
+    def __init__(self, path, what):
+        self.path = path
+        self.what = what
+        self.held = False
+
+    def _holder(self):
+        try:
+            with tf.io.gfile.GFile(self.path) as f:
+                return json.loads(f.read())
+        except (tf.errors.NotFoundError, json.JSONDecodeError, ValueError):
+            return None
+
+    def acquire(self):
+        """Takes the lock.
+
+        Raises:
+          RuntimeError: another live process holds it, naming that process.
+        """
+        tf.io.gfile.makedirs(os.path.dirname(self.path) or ".")
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start_time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
+        for _ in range(2):
+            try:
+                create_exclusive(self.path)
+            except FileExistsError:
+                holder = self._holder()
+                stale = (
+                    holder is not None
+                    and holder.get("host") == me["host"]
+                    and not _process_alive(int(holder.get("pid", -1)))
+                )
+                if not stale:
+                    who = (
+                        f"pid {holder.get('pid')} on {holder.get('host')}, started "
+                        f"{holder.get('start_time')}"
+                        if holder
+                        else "an unknown process"
+                    )
+                    raise RuntimeError(
+                        f"{self.what} is in use by another run ({who}; lock file {self.path}). "
+                        "Wait for it to finish, or delete the lock file if that process is "
+                        "gone."
+                    ) from None
+                logging.warning(
+                    "Taking over the stale lock %s of pid %s, which has exited.",
+                    self.path,
+                    holder.get("pid"),
+                )
+                tf.io.gfile.remove(self.path)
+                continue
+            with tf.io.gfile.GFile(self.path, "w") as f:
+                f.write(json.dumps(me))
+            self.held = True
+            return self
+        raise RuntimeError(f"{self.what}: could not take the lock {self.path}.")
+
+    def release(self):
+        if self.held:
+            self.held = False
+            if tf.io.gfile.exists(self.path):
+                tf.io.gfile.remove(self.path)
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 @contextlib.contextmanager

@@ -39,10 +39,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 
+import checkpoints  # noqa: E402
 import filter_unlabel_data  # noqa: E402
 import predict_label  # noqa: E402
 import preprocessing  # noqa: E402
-import train_lib  # noqa: E402
 import utils  # noqa: E402
 
 
@@ -101,8 +101,8 @@ def bench_predict(args, work_dir):
         ]
     )
     strategy = tf.distribute.get_strategy()
-    description = train_lib.model_description("efficientnet-b0", 1000, False, {}, size)
-    ours = train_lib.create_model(description)
+    description = checkpoints.model_description("efficientnet-b0", 1000, False, {}, size)
+    ours = checkpoints.create_model(description)
     theirs = keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3))
 
     def run_ours():

@@ -37,6 +37,8 @@ def make_state(strategy):
         train_batch_size=8,
         num_train_images=80,
         base_learning_rate=0.5,
+        # Batch norm over all replicas, so that 2 replicas equal one device.
+        num_shards_per_group=-2,
     )
     return config, train_lib.TrainState(config, strategy)
 

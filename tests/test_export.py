@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from conftest import TINY_OVERRIDES
 
+import checkpoints
 import efficientnet_model
 import export_lib
 import preprocessing
@@ -144,17 +145,19 @@ def test_keras_file_reloads_and_export_info(exported):
 def test_recorded_task_wins_and_export_dir_required(exported):
     config, _, _ = exported
     # The weights were trained with the model_dir's task normalization.
-    assert export_lib.recorded_task_name(config.model_dir, "mnist") == "imagenet"
+    loaded = checkpoints.load_model(config.model_dir, what="--model_dir", default_task_name="mnist")
+    assert loaded.description["task_name"] == "imagenet"
+    assert loaded.mean_rgb == task_info.get_task_info("imagenet").mean_rgb
     with pytest.raises(ValueError, match="--export_dir"):
         export_lib.export(config, None)
 
 
 def test_raw_weights_opt_out_for_project_checkpoints(exported):
     config, state, _ = exported
-    model = train_lib.create_model(train_lib.read_model_description(config.model_dir))
-    train_lib.load_ema_weights(model, config.model_dir, use_ema=False)
+    model = checkpoints.create_model(checkpoints.read_model_description(config.model_dir))
+    checkpoints.load_ema_weights(model, config.model_dir, use_ema=False)
     for got, want in zip(model.weights, state.model.weights, strict=True):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
-    train_lib.load_ema_weights(model, config.model_dir)
+    checkpoints.load_ema_weights(model, config.model_dir)
     for got, want in zip(model.weights, state.ema_model.weights, strict=True):
         np.testing.assert_array_equal(got.numpy(), want.numpy())

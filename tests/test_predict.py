@@ -89,7 +89,7 @@ def test_prediction_keeps_order_and_count(teacher, unlabeled_shards, tmp_path):
         np.testing.assert_allclose(got, ref, atol=1e-5)
         assert [c for _, c in preds] == list(np.argmax(ref, -1))
         info = utils.read_json(utils.info_path(str(tmp_path / "info"), shard, 2, 0))
-        assert info == {"image_num": n}
+        assert info["image_num"] == n and info["provenance"]["input_records"] == n
 
 
 def test_two_workers_cover_shard_exactly_once(teacher, unlabeled_shards, tmp_path):

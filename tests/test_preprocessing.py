@@ -32,10 +32,33 @@ def _inputs(image):
     }
 
 
-def _check_range(out, size):
+def _check_shape(out, size):
     assert out.shape == (size, size, 3) and out.dtype == tf.float32
+    assert np.all(np.isfinite(out.numpy()))
+
+
+def _check_uint8_values(out, size):
+    """After RandAugment the pixels are uint8 values, cast to float32."""
+    _check_shape(out, size)
     values = out.numpy()
     assert values.min() >= 0.0 and values.max() <= 255.0
+    np.testing.assert_array_equal(values, np.round(values))
+
+
+def _edges_image(height, width, seed=0):
+    """Random 0/255 blocks: sharp edges on which bicubic resizing overshoots."""
+    blocks = np.random.RandomState(seed).randint(0, 2, (height // 8 + 1, width // 8 + 1, 3))
+    image = np.kron(blocks, np.ones((8, 8, 1)))[:height, :width] * 255
+    return image.astype(np.uint8)
+
+
+def _tf1_bicubic(image, size):
+    """Oracle: the published `tf.image.resize_bicubic` (TF1 defaults), unclipped."""
+    images = tf.constant(image[None], tf.float32)
+    out = tf.raw_ops.ResizeBicubic(
+        images=images, size=[size, size], align_corners=False, half_pixel_centers=False
+    )
+    return out[0].numpy()
 
 
 # ---------------------------------------------------------------------------
@@ -81,13 +104,16 @@ def test_normalize_image():
 def test_train_224_shapes_and_range(big_image, kind, augment_name):
     image = _inputs(big_image)[kind]
     out = pp.preprocess_image(image, True, 224, augment_name=augment_name, randaug_mag=27)
-    _check_range(out, 224)
+    if augment_name:
+        _check_uint8_values(out, 224)
+    else:
+        _check_shape(out, 224)
 
 
 @pytest.mark.parametrize("kind", ["decoded", "jpeg", "png"])
 def test_eval_224_is_the_padded_center_crop(big_image, kind):
     out = pp.preprocess_image(_inputs(big_image)[kind], False, 224)
-    _check_range(out, 224)
+    _check_shape(out, 224)
     # Short side 256 -> crop 224/256 * 256 = 224 at offsets ((256-224+1)//2,
     # (320-224+1)//2) = (16, 48); resizing 224 to 224 changes nothing.
     if kind == "jpeg":
@@ -104,10 +130,58 @@ def test_eval_224_is_the_padded_center_crop(big_image, kind):
 
 def test_eval_resizes_to_other_sizes(big_image):
     out = pp.preprocess_image(tf.constant(big_image), False, 100)
-    _check_range(out, 100)
+    _check_shape(out, 100)
     # Center crop 100/132 * 256 = 193 px -> resized: the output keeps the mean.
     crop = big_image[32:225, 64:257].astype(np.float32)
     np.testing.assert_allclose(out.numpy().mean(axis=(0, 1)), crop.mean(axis=(0, 1)), atol=2.0)
+
+
+@pytest.mark.parametrize("kind", ["decoded", "png"])
+def test_eval_224_keeps_the_bicubic_overshoot(kind):
+    # Short side 200 -> center crop int(100 / 132 * 200) = 151 px at offsets
+    # ((200 - 151 + 1) // 2, (240 - 151 + 1) // 2) = (25, 45), resized to 100.
+    image = _edges_image(200, 240)
+    out = pp.preprocess_image(_inputs(image)[kind], False, 100).numpy()
+    expected = _tf1_bicubic(image[25:176, 45:196], 100)
+    np.testing.assert_array_equal(out, expected)
+    # Fed to the model (and to the teacher, which uses this path) unclipped.
+    assert out.min() < -10.0 and out.max() > 265.0
+
+
+def test_train_224_without_augment_keeps_the_overshoot():
+    image = tf.constant(_edges_image(200, 240))
+    outs = [pp.preprocess_image(image, True, 100, seed=seed).numpy() for seed in range(4)]
+    for out in outs:
+        assert out.min() < 0.0 and out.max() > 255.0
+    assert not np.array_equal(outs[0], np.round(outs[0]))  # not truncated to uint8 either
+
+
+def _capture_randaugment(monkeypatch):
+    """Replaces RandAugment by the identity, recording the images it receives."""
+    seen = []
+
+    def identity(image, *args, **kwargs):
+        seen.append(image.numpy())
+        return image
+
+    monkeypatch.setattr(pp.randaugment, "distort_image_with_randaugment", identity)
+    return seen
+
+
+def test_train_224_randaugment_gets_clipped_uint8(monkeypatch):
+    image = tf.constant(_edges_image(200, 240))
+    seen = _capture_randaugment(monkeypatch)
+    for seed in range(3):
+        plain = pp.preprocess_image(image, True, 100, seed=seed).numpy()
+        augmented = pp.preprocess_image(image, True, 100, augment_name="v1", seed=seed).numpy()
+        # Same crop and flip draws: RandAugment sees the un-augmented image
+        # clipped to 0..255 and truncated, and nothing else changes afterwards.
+        received = seen[-1]
+        assert received.dtype == np.uint8
+        np.testing.assert_array_equal(received, np.clip(plain, 0, 255).astype(np.uint8))
+        np.testing.assert_array_equal(augmented, received.astype(np.float32))
+        assert received.min() == 0 and received.max() == 255  # the overshoot was clipped
+    assert len(seen) == 3
 
 
 def test_train_224_seeded_is_deterministic(big_image):
@@ -151,7 +225,7 @@ def test_train_224_in_tf_data(big_image):
     ds = ds.map(lambda b: pp.preprocess_image(b, True, 224, augment_name="v1", randaug_mag=10))
     outs = list(ds)
     for out in outs:
-        _check_range(out, 224)
+        _check_uint8_values(out, 224)
     assert len({o.numpy().tobytes() for o in outs}) == 3
 
 
@@ -179,9 +253,25 @@ def test_small_eval_is_the_image_as_is():
         np.testing.assert_array_equal(out.numpy(), image.astype(np.float32))
 
 
-def test_small_eval_resizes_other_sizes():
-    out = pp.preprocess_image(tf.constant(_random_image(28, 28)), False, 32, small_image=True)
-    _check_range(out, 32)
+def test_small_eval_resizes_other_sizes_unclipped():
+    image = _edges_image(28, 28)
+    out = pp.preprocess_image(tf.constant(image), False, 32, small_image=True).numpy()
+    np.testing.assert_array_equal(out, _tf1_bicubic(image, 32))
+    assert out.min() < 0.0 and out.max() > 255.0
+
+
+def test_small_train_clips_only_for_randaugment(monkeypatch):
+    image = _edges_image(28, 28)
+    resized = _tf1_bicubic(image, 32)
+    plain = pp.preprocess_image(
+        tf.constant(image), True, 32, small_image=True, random_flip=False, seed=0
+    ).numpy()
+    assert plain.min() < 0.0 and plain.max() > 255.0
+    seen = _capture_randaugment(monkeypatch)
+    pp.preprocess_image(tf.constant(image), True, 32, small_image=True, augment_name="v1", seed=0)
+    (received,) = seen
+    assert received.dtype == np.uint8
+    np.testing.assert_array_equal(received, np.clip(resized, 0, 255).astype(np.uint8))
 
 
 def test_small_train_without_augment_is_padded_crop():
@@ -191,7 +281,7 @@ def test_small_train_without_augment_is_padded_crop():
         out = pp.preprocess_image(
             tf.constant(image), True, 32, small_image=True, random_flip=False, seed=seed
         )
-        _check_range(out, 32)
+        _check_uint8_values(out, 32)  # a 32x32 uint8 source stays integral
         found = _find_in_padded(out.numpy().astype(np.uint8), image)
         assert found, "not a crop of the reflect-padded image"
         offsets.update(found)
@@ -242,7 +332,7 @@ def test_small_train_v1_shapes_and_tf_data():
     )
     outs = list(ds)
     for out in outs:
-        _check_range(out, 32)
+        _check_uint8_values(out, 32)
     assert len({o.numpy().tobytes() for o in outs}) == 4
 
 

@@ -343,23 +343,78 @@ def test_color(run, factor):
     np.testing.assert_array_equal(out, _np_blend(degenerate, image, factor))
 
 
-def _np_smooth(image):
-    kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.int64)
-    pixels = image.astype(np.int64)
-    out = image.copy()
-    height, width = image.shape[:2]
-    for y in range(1, height - 1):
-        for x in range(1, width - 1):
-            patch = pixels[y - 1 : y + 2, x - 1 : x + 2]
-            out[y, x] = np.einsum("ij,ijc->c", kernel, patch) // 13
-    return out
+def _published_blend(image1, image2, factor):
+    """The published `blend`, op for op (Python float factor)."""
+    if factor == 0.0:
+        return tf.convert_to_tensor(image1)
+    if factor == 1.0:
+        return tf.convert_to_tensor(image2)
+    image1 = tf.cast(image1, tf.float32)
+    image2 = tf.cast(image2, tf.float32)
+    temp = image1 + factor * (image2 - image1)
+    if 0.0 < factor < 1.0:
+        return tf.cast(temp, tf.uint8)
+    return tf.cast(tf.clip_by_value(temp, 0.0, 255.0), tf.uint8)
+
+
+def _published_sharpness(image, factor):
+    """Oracle: the published `sharpness`, written out with the same TF ops."""
+    orig_image = tf.constant(image)
+    image = tf.expand_dims(tf.cast(orig_image, tf.float32), 0)
+    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32, shape=[3, 3, 1, 1]) / 13.0
+    kernel = tf.tile(kernel, [1, 1, 3, 1])
+    degenerate = tf.nn.depthwise_conv2d(image, kernel, [1, 1, 1, 1], padding="VALID")
+    degenerate = tf.clip_by_value(degenerate, 0.0, 255.0)
+    degenerate = tf.squeeze(tf.cast(degenerate, tf.uint8), [0])
+    mask = tf.ones_like(degenerate)
+    padded_mask = tf.pad(mask, [[1, 1], [1, 1], [0, 0]])
+    padded_degenerate = tf.pad(degenerate, [[1, 1], [1, 1], [0, 0]])
+    result = tf.where(tf.equal(padded_mask, 1), padded_degenerate, orig_image)
+    return _published_blend(result, orig_image, factor).numpy()
 
 
 @pytest.mark.parametrize("factor", FACTORS)
 def test_sharpness(run, factor):
     image = _random_image(seed=9)
     out = run(lambda x: ra.sharpness(x, factor), image)
-    np.testing.assert_array_equal(out, _np_blend(_np_smooth(image), image, factor))
+    np.testing.assert_array_equal(out, _published_sharpness(image, factor))
+
+
+def test_sharpness_matches_published_op_bit_exact(run):
+    rs = np.random.RandomState(21)
+    mismatches = 0
+    for trial in range(40):
+        height, width = rs.randint(3, 41, size=2)
+        # Smooth, noisy and piecewise-flat content: flat areas produce sums that
+        # are exact multiples of 13, where float32 rounding matters.
+        kind = trial % 3
+        if kind == 0:
+            image = rs.randint(0, 256, (height, width, 3))
+        elif kind == 1:
+            image = rs.randint(0, 256, (1, 1, 3)) + rs.randint(-2, 3, (height, width, 3))
+        else:
+            image = np.repeat(rs.randint(0, 256, (height, 1, 3)), width, axis=1)
+        image = np.clip(image, 0, 255).astype(np.uint8)
+        factor = float(rs.choice([0.0, 1.0, rs.uniform(0.0, 1.0), rs.uniform(1.0, 5.0)]))
+        out = run(lambda x, f=factor: ra.sharpness(x, f), image)
+        want = _published_sharpness(image, factor)
+        mismatches += int(np.sum(out != want))
+    assert mismatches == 0
+
+
+def test_sharpness_truncates_float_weights_like_published():
+    # A flat image of 3: every interior sum is 13 * 3 = 39, but with float32
+    # weights 1/13 and 5/13 the convolution gives 2.9999998, which truncates to
+    # 2 (integer arithmetic, floor(39 / 13), would give 3). Borders stay 3.
+    flat = np.full((4, 5, 3), 3, np.uint8)
+    smoothed = ra.sharpness(tf.constant(flat), 0.0).numpy()
+    expected = flat.copy()
+    expected[1:-1, 1:-1] = 2
+    np.testing.assert_array_equal(smoothed, expected)
+    # Factor 2 extrapolates away from the smoothed image: 2 + 2 * (3 - 2) = 4.
+    np.testing.assert_array_equal(ra.sharpness(tf.constant(flat), 2.0).numpy()[1:-1, 1:-1], 4)
+    # Some flat values survive unchanged (4 * 13 = 52 is computed exactly).
+    np.testing.assert_array_equal(ra.sharpness(tf.constant(flat + 1), 0.0).numpy(), flat + 1)
 
 
 # ---------------------------------------------------------------------------

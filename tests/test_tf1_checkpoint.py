@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+import checkpoints
 import convert_ckpt
 import efficientnet_builder
 import tf1_checkpoint
@@ -238,7 +239,7 @@ def test_b0_loads_ema_by_default_and_raw_when_opting_out(b0, b0_model):
     model = b0_model
     assert tf1_checkpoint.is_tf1_checkpoint(b0.prefix)
     # A directory works like the prefix, through the loader every flag uses.
-    train_lib.load_ema_weights(model, b0.dir, "--teacher_model_path")
+    checkpoints.load_ema_weights(model, b0.dir, "--teacher_model_path")
     np.testing.assert_allclose(logits(model, b0.images), b0.ema_logits, rtol=1e-5, atol=1e-5)
 
     report = tf1_checkpoint.load_tf1_checkpoint(model, b0.prefix, use_ema=False)
@@ -280,7 +281,7 @@ def test_wrong_model_names_first_mismatching_variable(b0, b1, b0_model):
     before = [w.numpy() for w in model.weights]
     # B1's second block is an unexpanded 16->16 block; B0's expands 16->96.
     with pytest.raises(ValueError, match=r"'efficientnet-b1/blocks_1/conv2d/kernel' has shape"):
-        train_lib.load_ema_weights(model, b1.prefix, "--init_model_path")
+        checkpoints.load_ema_weights(model, b1.prefix, "--init_model_path")
     for w, value in zip(model.weights, before, strict=True):
         np.testing.assert_array_equal(w.numpy(), value)  # nothing half-loaded
 
@@ -295,8 +296,8 @@ def test_directory_without_checkpoint_state_file(b0, b0_model, tmp_path):
     for name in os.listdir(b0.dir):
         if name.startswith("model.ckpt"):
             shutil.copy(os.path.join(b0.dir, name), tmp_path / name)
-    assert train_lib.resolve_checkpoint(str(tmp_path)) == str(tmp_path / "model.ckpt")
-    train_lib.load_ema_weights(b0_model, str(tmp_path))
+    assert checkpoints.resolve_checkpoint(str(tmp_path)) == str(tmp_path / "model.ckpt")
+    checkpoints.load_ema_weights(b0_model, str(tmp_path))
     np.testing.assert_allclose(logits(b0_model, b0.images), b0.ema_logits, rtol=1e-5, atol=1e-5)
 
 
@@ -312,7 +313,7 @@ def test_missing_variable_is_named(b0, b0_model, tmp_path):
 def test_other_class_count_fails_unless_fine_tuning(b0, tmp_path):
     model = build("efficientnet-b0", num_classes=7)
     with pytest.raises(ValueError, match=r"'efficientnet-b0/head/dense/kernel' has shape"):
-        train_lib.load_ema_weights(model, b0.prefix, "--teacher_model_path")
+        checkpoints.load_ema_weights(model, b0.prefix, "--teacher_model_path")
 
     # --init_model_path skips the head and loads everything else.
     config = train_lib.TrainConfig(
@@ -356,20 +357,20 @@ def test_convert_tf1_checkpoint_to_model_dir(b0, tmp_path, capsys):
     assert "efficientnet-b0, 10 classes" in printed
     assert f"{len(b0.model.weights)} loaded, EMA" in printed
 
-    description = train_lib.read_model_description(out)
+    description = checkpoints.read_model_description(out)
     assert description["model_name"] == "efficientnet-b0"
     assert description["num_classes"] == NUM_CLASSES and description["image_size"] == SIZE
     with open(os.path.join(out, train_lib.FLAGS_FILE)) as f:
         recorded = json.load(f)
     assert recorded["task_name"] == "imagenet" and recorded["converted_weights"] == "ema"
 
-    model = train_lib.create_model(description)
-    train_lib.load_ema_weights(model, out, "--model_dir")
+    model = checkpoints.create_model(description)
+    checkpoints.load_ema_weights(model, out, "--model_dir")
     np.testing.assert_allclose(logits(model, b0.images), b0.ema_logits, rtol=1e-5, atol=1e-5)
 
     # This project's own checkpoints also skip a mismatched head for fine-tuning.
     seven = build("efficientnet-b0", num_classes=7)
-    train_lib.load_ema_weights(seven, out, "--init_model_path", skip_mismatched_head=True)
+    checkpoints.load_ema_weights(seven, out, "--init_model_path", skip_mismatched_head=True)
     np.testing.assert_array_equal(
         seven.get_layer("top_conv").kernel.numpy(), b0.ema["top_conv/kernel"]
     )
@@ -377,7 +378,7 @@ def test_convert_tf1_checkpoint_to_model_dir(b0, tmp_path, capsys):
     raw_dir = str(tmp_path / "raw")
     summary = convert_ckpt.convert(b0.prefix, raw_dir, use_ema=False, input_image_size=SIZE)
     assert summary["weights"] == "raw" and summary["num_variables"] == len(b0.model.weights)
-    train_lib.load_ema_weights(model, raw_dir)
+    checkpoints.load_ema_weights(model, raw_dir)
     np.testing.assert_allclose(logits(model, b0.images), b0.raw_logits, rtol=1e-5, atol=1e-5)
 
     with pytest.raises(FileExistsError):
@@ -418,8 +419,8 @@ def test_convert_keras_weights_file(tmp_path):
     )
     assert summary["num_variables"] == len(build("efficientnet-b0").weights)
 
-    model = train_lib.create_model(train_lib.read_model_description(out))
-    train_lib.load_ema_weights(model, out, "--model_dir")
+    model = checkpoints.create_model(checkpoints.read_model_description(out))
+    checkpoints.load_ema_weights(model, out, "--model_dir")
     raw = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
     # Keras' EfficientNet rescales and normalizes inside; feed ours what its stem sees.
     stem_input = keras.Model(app.input, app.get_layer("stem_conv_pad").input)(raw)

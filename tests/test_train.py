@@ -229,14 +229,14 @@ def test_student_with_on_the_fly_teacher(teacher, tiny_data, tmp_path):
     )
     state = train_lib.TrainState(config, STRATEGY)
     state.restore_or_initialize()
-    teacher_before = [w.numpy().copy() for w in state.teacher.weights]
-    for a, b in zip(t_state.ema_model.weights, state.teacher.weights, strict=True):
+    teacher_before = [w.numpy().copy() for w in state.teacher.model.weights]
+    for a, b in zip(t_state.ema_model.weights, state.teacher.model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     train_lib.train(config, STRATEGY, state=state)
     assert state.step == 4
-    for a, b in zip(teacher_before, state.teacher.weights, strict=True):
+    for a, b in zip(teacher_before, state.teacher.model.weights, strict=True):
         np.testing.assert_array_equal(a, b.numpy())
-    assert not state.teacher.trainable_weights
+    assert not state.teacher.model.trainable_weights
 
 
 def test_student_from_stored_probabilities(tiny_data, tmp_path):
