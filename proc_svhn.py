@@ -7,7 +7,10 @@ Output under `--output_dir`:
 
 dev is 4,000 images of a seed-0 shuffle of the 73,257 training images, the
 other 69,257 form train; test is the test set; the 531,131 "extra" images are
-the unlabeled data. With the `.mat` source (or TFDS, whose `id` feature keeps
+the unlabeled data. As in the published preprocessing, the unlabeled records
+keep their true label + 1 in `image/class/label` (0 would mean "unknown"):
+training never reads it, but the filter reports how accurate the teacher's
+pseudo labels are. With the `.mat` source (or TFDS, whose `id` feature keeps
 the `.mat` order) train, dev and extra hold the same images in the same shards
 and order as the published preprocessing. `--full_train_data` keeps all
 73,257 images in train and, as published, makes dev a copy of test; the files
@@ -26,6 +29,7 @@ Usage:
 import json
 import os
 import re
+import sys
 import typing
 
 import numpy as np
@@ -46,6 +50,9 @@ UNLABELED_SUBSET = "extra"
 SVHN_MAT_SPLITS = ("train", "test", "extra")
 SVHN_NUM_DEV = 4000
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+# Recorded in the settings file: data written when the unlabeled records held
+# 0 in image/class/label is then rewritten by a re-run.
+UNLABELED_LABELS = "true class + 1"
 
 
 class Split(typing.NamedTuple):
@@ -53,7 +60,8 @@ class Split(typing.NamedTuple):
 
     Attributes:
       images: uint8 array [N, H, W, 3]; may be a view of a larger array.
-      labels: int array [N] of 0-based classes (ignored for unlabeled data).
+      labels: int array [N] of 0-based classes; unlabeled records store them
+        as class + 1 in `image/class/label` (-1: unknown, stored as 0).
       order: indices into `images` in the order they are written; the subset
         is `images[order]`, so a shuffle costs no copy of the images.
     """
@@ -138,7 +146,7 @@ def _serialized_records(images, labels, subset, num_classes, jpeg_quality):
     for image, label in zip(images, labels, strict=True):
         jpeg = utils.encode_jpeg(image, quality=jpeg_quality)
         if subset == UNLABELED_SUBSET:
-            example = utils.unlabeled_example(jpeg, num_classes)
+            example = utils.unlabeled_example(jpeg, num_classes, int(label))
         else:
             example = utils.labeled_example(jpeg, label)
         yield example.SerializeToString()
@@ -251,7 +259,12 @@ def process(
     Returns:
       {subset: number of images}, read back from dataset_info.json if skipped.
     """
-    settings = dict(settings, num_shards=dict(num_shards), jpeg_quality=jpeg_quality)
+    settings = dict(
+        settings,
+        num_shards=dict(num_shards),
+        jpeg_quality=jpeg_quality,
+        unlabeled_labels=UNLABELED_LABELS,
+    )
     if not overwrite and output_complete(output_dir, num_shards, settings):
         logging.info(
             "Complete output already in %s (%s present); skipping. Pass --overwrite to rewrite.",
@@ -301,7 +314,7 @@ def load_mat_split(path):
     try:
         data = scipy.io.loadmat(path)
     except Exception as e:  # SciPy raises several types for damaged files.
-        raise ValueError(f"Cannot read {path} as a .mat file: {e}") from e
+        raise ValueError(f"Cannot read {path} as a .mat file (truncated or corrupt?): {e}") from e
     if "X" not in data or "y" not in data:
         raise ValueError(f"{path} has no 'X' and 'y' arrays; found {sorted(data)}.")
     x, y = data["X"], np.asarray(data["y"]).reshape(-1)
@@ -520,6 +533,15 @@ def main(argv):
     fl = flags.FLAGS
     if fl.task_name != "svhn":
         raise app.UsageError(f"proc_svhn.py only writes svhn, got --task_name={fl.task_name}.")
+    try:
+        _process_from_flags(fl)
+    except (ValueError, OSError) as e:
+        # The loaders name the file; a traceback would only bury the message.
+        logging.error("%s", e)
+        sys.exit(f"proc_svhn.py: error: {e}")
+
+
+def _process_from_flags(fl):
     process_svhn(
         fl.output_dir,
         source=fl.source,

@@ -86,13 +86,22 @@ def labeled_example(image_bytes, label):
     )
 
 
-def unlabeled_example(image_bytes, num_classes):
-    """A raw unlabeled record: the labeled keys plus zero placeholders."""
+def unlabeled_example(image_bytes, num_classes, label=-1):
+    """A raw unlabeled record: the labeled keys plus zero placeholders.
+
+    Args:
+      image_bytes: the encoded image.
+      num_classes: length of the all-zero placeholder `probabilities`.
+      label: the 0-based true class when it is known (SVHN's and MNIST's
+        unlabeled images, as the published SVHN preprocessing kept it), stored
+        as label + 1 in `image/class/label`; -1 (unknown) is stored as 0.
+        Training never reads it; the filter measures pseudo-label accuracy.
+    """
     return tf.train.Example(
         features=tf.train.Features(
             feature={
                 "image/encoded": bytes_feature(image_bytes),
-                "image/class/label": int64_feature(0),
+                "image/class/label": int64_feature(int(label) + 1 if label >= 0 else 0),
                 "probabilities": float_feature(np.zeros([num_classes], np.float32)),
                 "label": int64_feature(0),
                 "prob": float_feature(0.0),

@@ -1,5 +1,6 @@
 """Tests of filter_unlabel_data: binning, threshold selection, balancing, files."""
 
+import hashlib
 import math
 import os
 import subprocess
@@ -24,7 +25,32 @@ def probs_for(label, top, num_classes=NUM_CLASSES):
     return vector
 
 
-def write_predictions(dirs, shard, num_shards, probs, num_workers):
+def checkpoint(name, step=100, use_ema=True):
+    """The provenance that predict_label.py records for checkpoint `name` at `step`."""
+    return {
+        "checkpoint": f"/ckpt/{name}/ckpt-{step}",
+        "global_step": step,
+        "fingerprint": hashlib.sha256(f"{name}-{step}".encode()).hexdigest(),
+        "use_ema": use_ema,
+        "model": {"model_name": "efficientnet-b0", "num_classes": NUM_CLASSES},
+    }
+
+
+TEACHER = checkpoint("teacher")
+
+
+def write_info(dirs, shard, num_shards, worker, image_num, provenance=TEACHER):
+    """An info file as predict_label.py writes it; provenance None: the old {"image_num"} layout."""
+    info = {"image_num": image_num}
+    if provenance is not None:
+        input_file = fud.input_path(dirs.get("in", ""), "extra", shard, num_shards)
+        info["provenance"] = dict(provenance, input_file=input_file, input_records=image_num)
+        if os.path.exists(input_file):
+            info["provenance"]["input_bytes"] = os.path.getsize(input_file)
+    utils.write_json(utils.info_path(dirs["info"], shard, num_shards, worker), info)
+
+
+def write_predictions(dirs, shard, num_shards, probs, num_workers, provenance=TEACHER):
     """Writes prediction and info files as `num_workers` prediction workers would."""
     for worker in range(num_workers):
         part = probs[worker::num_workers]
@@ -32,37 +58,53 @@ def write_predictions(dirs, shard, num_shards, probs, num_workers):
             utils.prediction_path(dirs["pred"], shard, num_shards, worker),
             (utils.prediction_example(p).SerializeToString() for p in part),
         )
-        utils.write_json(
-            utils.info_path(dirs["info"], shard, num_shards, worker), {"image_num": len(part)}
-        )
+        write_info(dirs, shard, num_shards, worker, len(part), provenance)
 
 
-def make_dataset(tmp_path, num_shards, images_per_shard, num_workers, seed=0, class_weights=None):
+def make_dataset(
+    tmp_path,
+    num_shards,
+    images_per_shard,
+    num_workers,
+    seed=0,
+    class_weights=None,
+    provenance=TEACHER,
+    true_labels=None,
+):
     """Raw unlabeled shards and their predictions.
 
+    Args:
+      true_labels: None: the records' image/class/label is 0 (unknown); a
+        float p: the true class is the predicted one with probability p,
+        else another, stored as class + 1 as proc_svhn.py does.
+
     Returns:
-      (dirs, truth): truth maps each JPEG to (shard, probabilities).
+      (dirs, truth): truth maps each JPEG to (shard, probabilities), plus
+      its true class (or -1) when `true_labels` is set.
     """
     rng = np.random.default_rng(seed)
     dirs = {name: str(tmp_path / name) for name in ("in", "pred", "info", "prelim", "out")}
     class_weights = class_weights or [0.55, 0.3, 0.1, 0.05]
     truth = {}
     for shard in range(num_shards):
-        images, probs = [], []
+        records, probs = [], []
         for _ in range(images_per_shard):
             image = utils.encode_jpeg(rng.integers(0, 256, [8, 8, 3]))
             label = rng.choice(NUM_CLASSES, p=class_weights)
             # Few distinct confidences, so that bins hold several images and a
             # class's count jumps past num_image; 0.3 and 1.0 are bin edges.
             top = rng.choice([0.3, 0.45, 0.6, 0.8, 0.95, 1.0])
-            images.append(image)
             probs.append(probs_for(label, top))
-            truth[image] = (shard, probs[-1])
+            true = -1
+            if true_labels is not None:
+                true = label if rng.random() < true_labels else (label + 1) % NUM_CLASSES
+            records.append(utils.unlabeled_example(image, NUM_CLASSES, true))
+            truth[image] = (shard, probs[-1]) if true_labels is None else (shard, probs[-1], true)
         utils.write_tfrecord(
             fud.input_path(dirs["in"], "extra", shard, num_shards),
-            (utils.unlabeled_example(im, NUM_CLASSES).SerializeToString() for im in images),
+            (r.SerializeToString() for r in records),
         )
-        write_predictions(dirs, shard, num_shards, probs, num_workers)
+        write_predictions(dirs, shard, num_shards, probs, num_workers, provenance)
     assert len(truth) == num_shards * images_per_shard, "JPEGs must be unique to trace records"
     return dirs, truth
 
@@ -71,11 +113,12 @@ def read_records(path):
     return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
 
 
-def run_both_passes(dirs, num_shards, num_image, *, total_replicas=1, **kwargs):
+def run_pass1(dirs, num_shards, *, total_replicas=1, shards=None):
+    """Pass 1 as main() runs it, provenance included."""
     tasks = [-1] if total_replicas == 1 else list(range(total_replicas))
-    for shard in range(num_shards):
+    for shard in range(num_shards) if shards is None else shards:
         for task in tasks:
-            task_id, counts = fud.compute_prelim_stats(
+            result = fud.count_shard(
                 dirs["pred"],
                 dirs["info"],
                 shard,
@@ -84,7 +127,14 @@ def run_both_passes(dirs, num_shards, num_image, *, total_replicas=1, **kwargs):
                 task=task,
                 total_replicas=total_replicas,
             )
-            fud.write_prelim_stats(dirs["prelim"], shard, task_id, counts)
+            fud.write_prelim_stats(
+                dirs["prelim"], shard, result.task_id, result.counts, result.provenance
+            )
+
+
+def run_both_passes(dirs, num_shards, num_image, *, total_replicas=1, **kwargs):
+    tasks = [-1] if total_replicas == 1 else list(range(total_replicas))
+    run_pass1(dirs, num_shards, total_replicas=total_replicas)
     stats = []
     for shard in range(num_shards):
         for task in tasks:
@@ -117,7 +167,7 @@ def check_record(example, truth):
     label = feature["label"].int64_list.value[0]
     prob = feature["prob"].float_list.value[0]
     assert image in truth, "output image is not one of the inputs"
-    shard, true_probs = truth[image]
+    shard, true_probs = truth[image][:2]
     np.testing.assert_array_equal(probs, true_probs)
     assert label == np.argmax(probs)
     assert prob == probs[label]
@@ -295,7 +345,27 @@ def test_in_graph_decisions_match_numpy(tmp_path):
     uniforms = rng.random(n)
     selection = fud.Selection(threshold_idx, rates, max_prob, num_classes, 1, 1)
     images = [b"img%d" % i for i in range(n)]
-    inputs = [utils.unlabeled_example(im, num_classes).SerializeToString() for im in images]
+    # True classes: unknown (-1), the pseudo label, another class, and out of range.
+    true = rng.integers(-1, num_classes, n)
+    true[:100] = np.argmax(probs[:100], axis=1)
+    true[100:110] = num_classes + 3
+    inputs = [
+        utils.unlabeled_example(im, num_classes, t).SerializeToString()
+        for im, t in zip(images, true, strict=True)
+    ]
+    del inputs[110:]
+    # Records without the key count as unknown, as label 0 does.
+    inputs += [
+        tf.train.Example(
+            features=tf.train.Features(feature={"image/encoded": utils.bytes_feature(im)})
+        ).SerializeToString()
+        for im in images[110:120]
+    ]
+    inputs += [
+        utils.unlabeled_example(im, num_classes, t).SerializeToString()
+        for im, t in zip(images[120:], true[120:], strict=True)
+    ]
+    true[110:120] = -1
     preds = [utils.prediction_example(p).SerializeToString() for p in probs]
     out = fud._decide_fn(selection, with_images=True)(
         tf.constant(inputs), tf.constant(preds), tf.constant(uniforms)
@@ -321,6 +391,18 @@ def test_in_graph_decisions_match_numpy(tmp_path):
     np.testing.assert_array_equal(out["before"], np.bincount(labels[passed], minlength=4))
     np.testing.assert_array_equal(out["after"], np.bincount(labels, copies, minlength=4))
     assert out["image_bytes"] == sum(len(images[i]) for i in kept)
+    known = (true >= 0) & (true < num_classes)
+    correct = known & (true == labels)
+    for key, weights in (("true_before", np.ones(n, np.int64)), ("true_after", copies)):
+        np.testing.assert_array_equal(
+            out[key],
+            [
+                np.bincount(labels, weights * known, minlength=4),
+                np.bincount(labels, weights * correct, minlength=4),
+            ],
+        )
+    assert out["true_invalid"] == 10
+    assert correct.sum() > 100 and (known & ~correct).any(), "data must exercise both cases"
 
     bad = probs.copy()
     bad[7, 1] = np.nan
@@ -360,6 +442,7 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
         top_probs[int(np.argmax(probs))].append(probs.max())
     selected = reference_selection(top_probs, num_image, min_threshold)
     threshold = utils.read_json(os.path.join(dirs["out"], "threshold.json"))
+    assert threshold.pop("provenance") == fud._parse_provenance(TEACHER, "")
     assert {int(c): tuple(v) for c, v in threshold.items()} == selected
     assert any(n < num_image for _, n in selected.values()), "data must exercise upsampling"
     assert any(n > num_image for _, n in selected.values()), "data must exercise downsampling"
@@ -405,6 +488,19 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
     final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     assert final["total_cnt"] == int(per_class.sum())
     assert final["cat_count"] == {str(c): int(n) for c, n in enumerate(per_class)}
+    # Every output file, listed with its real size and record count.
+    assert final["num_shards"] == num_shards and final["total_replicas"] == 1
+    expected_files = {}
+    for shard in range(num_shards):
+        path = utils.filtered_path(dirs["out"], 0, shard, num_shards)
+        expected_files[os.path.basename(path)] = {
+            "num_records": len(read_records(path)),
+            "num_bytes": os.path.getsize(path),
+        }
+    assert final["files"] == expected_files
+    assert sum(f["num_records"] for f in final["files"].values()) == final["total_cnt"]
+    assert final["provenance"]["checkpoint"] == TEACHER["checkpoint"]
+    assert "pseudo_label_accuracy" not in final  # the records carry no true labels
     total_sum = utils.read_json(os.path.join(dirs["prelim"], "total_counts_sum.json"))
     assert total_sum["0"][0][1] == len(top_probs[0])  # everything has prob >= 0.00
     samples = os.listdir(os.path.join(dirs["out"], "samples"))
@@ -432,14 +528,6 @@ def test_end_to_end_use_all_with_two_filter_tasks(tmp_path):
 def test_pass_two_is_deterministic(tmp_path):
     dirs, _ = make_dataset(tmp_path, 2, 30, num_workers=1)
     run_both_passes(dirs, 2, 12)
-
-    def snapshot(root):
-        files = {}
-        for parent, _, names in os.walk(root):
-            for name in names:
-                with open(os.path.join(parent, name), "rb") as f:
-                    files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
-        return files
 
     first = snapshot(dirs["out"])
     assert "data/train-0-00001-of-00002" in first and "stats/final_stats.json" in first
@@ -498,20 +586,68 @@ def test_missing_shard_stats_are_listed(tmp_path):
     assert not os.path.exists(os.path.join(dirs["out"], "data"))
 
 
+def run_script(args, script="filter_unlabel_data.py"):
+    """Runs a filter entry point as a subprocess in the repository."""
+    return subprocess.run(
+        [sys.executable, script, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
+        timeout=300,
+    )
+
+
+def cli_args(dirs, num_shards, **flags):
+    args = {
+        "input_dir": dirs["in"],
+        "prediction_dir": dirs["pred"],
+        "info_dir": dirs["info"],
+        "prelim_stats_dir": dirs["prelim"],
+        "output_dir": dirs["out"],
+        "file_prefix": "extra",
+        "num_shards": num_shards,
+        "num_label_classes": NUM_CLASSES,
+    }
+    args.update(flags)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+def snapshot(root):
+    """{relative path: bytes} of every file under root."""
+    files = {}
+    for parent, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(parent, name), "rb") as f:
+                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
+    return files
+
+
+def test_scripts_run_both_passes(tmp_path):
+    """filter_unlabel_data.py (both passes) and its published name filter_unlabel.py exit 0."""
+    dirs, truth = make_dataset(tmp_path, 2, 10, num_workers=1)
+    pass1 = run_script(cli_args(dirs, 2, shard_id="0,1", only_get_stats=1))
+    assert pass1.returncode == 0, pass1.stderr[-3000:]
+    for shard in range(2):
+        saved = utils.read_json(fud.prelim_stats_path(dirs["prelim"], shard, 0))
+        assert saved["provenance"]["fingerprint"] == TEACHER["fingerprint"]
+    pass2 = run_script(cli_args(dirs, 2, shard_id="0,1", num_image=3))
+    assert pass2.returncode == 0, pass2.stderr[-3000:]
+    records = read_records(utils.filtered_path(dirs["out"], 0, 0, 2))
+    assert records and all(check_record(r, truth) for r in records)
+    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    assert sorted(final["files"]) == ["train-0-00000-of-00002", "train-0-00001-of-00002"]
+
+    # The published script name: same flags, same files.
+    alias = dict(dirs, out=str(tmp_path / "out_alias"))
+    result = run_script(cli_args(alias, 2, shard_id="1,0", num_image=3), "filter_unlabel.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert snapshot(alias["out"]) == snapshot(dirs["out"])
+
+
 def test_main_runs_both_passes(tmp_path):
     dirs, truth = make_dataset(tmp_path, 1, 10, num_workers=1)
-    common = [
-        "filter_unlabel_data.py",
-        f"--input_dir={dirs['in']}",
-        f"--prediction_dir={dirs['pred']}",
-        f"--info_dir={dirs['info']}",
-        f"--prelim_stats_dir={dirs['prelim']}",
-        f"--output_dir={dirs['out']}",
-        "--file_prefix=extra",
-        "--num_shards=1",
-        f"--num_label_classes={NUM_CLASSES}",
-        "--num_image=3",
-    ]
+    common = ["filter_unlabel_data.py", *cli_args(dirs, 1, num_image=3)]
     for argv in (common + ["--only_get_stats=1"], common):
         with flagsaver.flagsaver():
             fud.FLAGS(argv)
@@ -574,7 +710,8 @@ def test_one_call_handles_a_list_of_shards(tmp_path):
 
 
 def test_pass_two_count_mismatches_name_the_file(tmp_path):
-    dirs, _ = make_dataset(tmp_path, 1, 6, num_workers=2)
+    # Old info files (no input size to compare with): the counts tell.
+    dirs, _ = make_dataset(tmp_path, 1, 6, num_workers=2, provenance=None)
     run_both_passes(dirs, 1, 3)
     input_file = fud.input_path(dirs["in"], "extra", 0, 1)
     output_file = utils.filtered_path(dirs["out"], 0, 0, 1)

@@ -1,8 +1,11 @@
 """proc_imagenet.py on mocked TFDS imagenet2012 and on a few image files."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -83,3 +86,100 @@ def test_unlabeled_images_keep_jpeg_and_convert_others(tmp_path):
     assert decoded.shape == (10, 12, 3)
     assert np.abs(decoded.astype(int) - png_image).max() < 20
     assert all(len(r["probabilities"].float_list.value) == 1000 for r in records)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "proc_imagenet.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def image_folder(path, num_images=5):
+    path.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(num_images):
+        (path / f"img{i}.JPEG").write_bytes(utils.encode_jpeg(rng.integers(0, 255, (12, 16, 3))))
+    return path
+
+
+def test_script_writes_unlabeled_images(tmp_path):
+    src = image_folder(tmp_path / "images")
+    out = tmp_path / "proc"
+    result = run_script(
+        "--skip_labeled",
+        f"--unlabeled_glob={src}/*.JPEG",
+        f"--output_dir={out}",
+        "--num_unlabeled_shards=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = data_input.unlabeled_files(str(out / "unlabeled"))
+    records = [r for f in files for r in read(f)]
+    assert len(files) == 2 and len(records) == 5
+    # Unknown true class: image/class/label 0.
+    assert {r["image/class/label"].int64_list.value[0] for r in records} == {0}
+
+
+@pytest.mark.parametrize("damage", ["not an image", "truncated JPEG"])
+def test_script_names_a_file_that_is_not_an_image(tmp_path, damage):
+    src = image_folder(tmp_path / "images")
+    out = tmp_path / "proc"
+    assert proc_imagenet.write_unlabeled_images(f"{src}/*", str(out), num_shards=3) == 5
+    earlier = {f: open(f, "rb").read() for f in data_input.unlabeled_files(str(out / "unlabeled"))}
+    bad = src / "img3.JPEG"  # among the JPEGs, after some good ones
+    if damage == "truncated JPEG":
+        bad.write_bytes((src / "img0.JPEG").read_bytes()[:200])
+    else:
+        bad.write_bytes(b"GIF89a, but not really an image")
+    result = run_script(
+        "--skip_labeled",
+        f"--unlabeled_glob={src}/*",
+        f"--output_dir={out}",
+        "--num_unlabeled_shards=3",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"proc_imagenet.py: error: {bad} is not a decodable image (")
+    assert "Traceback" not in result.stderr
+    # Nothing half-written: the earlier shards are unchanged, no temporary files.
+    assert sorted(os.listdir(out / "unlabeled")) == sorted(os.path.basename(f) for f in earlier)
+    for path, data in earlier.items():
+        assert open(path, "rb").read() == data
+
+
+def test_empty_or_unreadable_image_files_are_named(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{empty} is not a decodable image"):
+        proc_imagenet.image_file_record(str(empty))
+    with pytest.raises(ValueError, match=f"Cannot read image file {tmp_path}"):
+        proc_imagenet.image_file_record(str(tmp_path))  # a folder
+
+
+def test_streamed_writer_replaces_outputs_only_when_complete(tmp_path):
+    out = tmp_path / "proc"
+    paths = [utils.unlabeled_shard_path(str(out), i, 2) for i in range(2)]
+    proc_imagenet.write_streamed(iter([b"a", b"b", b"c"]), paths, 3)
+    stale = utils.unlabeled_shard_path(str(out), 0, 5)
+    utils.write_tfrecord(stale, [b"old"])
+
+    def failing():
+        yield b"x"
+        yield b"y"
+        raise ValueError("source broke")
+
+    with pytest.raises(ValueError, match="source broke"):
+        proc_imagenet.write_streamed(failing(), paths, 3)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(paths)] == [b"a", b"b", b"c"]
+    assert sorted(os.listdir(out / "unlabeled")) == sorted(
+        os.path.basename(p) for p in paths + [stale]
+    )
+    with pytest.raises(RuntimeError, match="the source ended at 2"):
+        proc_imagenet.write_streamed(iter([b"x", b"y"]), paths, 3)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(paths)] == [b"a", b"b", b"c"]

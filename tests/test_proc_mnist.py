@@ -137,7 +137,8 @@ def test_idx_source_splits(idx_dir, mnist_data, tmp_path):
             assert np.abs(image[..., 0].astype(int) - image[..., 2]).max() <= 3
             i = match(image, sources)
             ids[subset].append(i)
-            assert label == (0 if subset == "extra" else labels[i] + 1)
+            # Unlabeled records keep the true label + 1 too (0 would be "unknown").
+            assert label == labels[i] + 1
     # Disjoint, and together every training image exactly once.
     everything = ids["train"] + ids["dev"] + ids["extra"]
     assert sorted(everything) == list(range(NUM_TRAIN))
@@ -332,3 +333,79 @@ def test_script_main(idx_dir, tmp_path):
     with open(out / task_info.DATASET_INFO_FILE) as f:
         assert json.load(f) == {"train": 50, "dev": 50, "test": NUM_TEST, "extra": NUM_TRAIN - 100}
     assert os.path.exists(out / "unlabeled" / "extra-00001-of-00002")
+
+
+def snapshot(root):
+    files = {}
+    for parent, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(parent, name), "rb") as f:
+                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
+    return files
+
+
+def damaged_wheel(cache, damage, mnist_data):
+    if damage == "not a zip":
+        os.makedirs(cache)
+        with open(os.path.join(cache, proc_mnist.WHEEL_NAME), "wb") as f:
+            f.write(b"PK this is no zip file")
+        return
+    payload = mnist_pickle(mnist_data, num_valid=50)
+    if damage == "truncated pkl.gz":
+        path = write_fake_wheel(cache, b"")
+        with zipfile.ZipFile(path, "w") as wheel:
+            wheel.writestr(proc_mnist.WHEEL_PICKLE_PATH, gzip.compress(payload)[:-200])
+    else:  # a pickle whose bytes are damaged, inside an intact gzip
+        write_fake_wheel(cache, payload[:40] + b"\xff" * 64 + payload[104:])
+
+
+@pytest.mark.parametrize(
+    "source, damage, named, reason",
+    [
+        ("wheel", "not a zip", proc_mnist.WHEEL_NAME, "is not a wheel"),
+        ("wheel", "truncated pkl.gz", proc_mnist.WHEEL_PICKLE_PATH, "truncated"),
+        ("wheel", "damaged pickle", proc_mnist.WHEEL_PICKLE_PATH, "mnist.pkl.gz"),
+        ("idx", "truncated idx .gz", "train-images-idx3-ubyte.gz", "truncated"),
+    ],
+)
+def test_script_names_a_corrupt_source_file(
+    idx_dir, mnist_data, tmp_path, source, damage, named, reason
+):
+    """A broken source stops the script with the file's name; an earlier output is unchanged."""
+    out = tmp_path / "out"
+    proc_mnist.process_mnist(
+        str(out),
+        source="idx",
+        raw_data_dir=idx_dir,
+        labeled_per_class=2,
+        num_dev=20,
+        num_shards=SHARDS,
+    )
+    earlier = snapshot(out)
+    cache, raw = tmp_path / "cache", tmp_path / "raw"
+    shutil.copytree(idx_dir, raw)
+    if source == "wheel":
+        damaged_wheel(str(cache), damage, mnist_data)
+    else:
+        path = raw / "train-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:-300])
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "proc_mnist.py"),
+            f"--source={source}",
+            f"--cache_dir={cache}",
+            f"--raw_data_dir={raw}",
+            f"--output_dir={out}",
+            "--labeled_per_class=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("proc_mnist.py: error: ") and "Traceback" not in result.stderr
+    assert named in message and reason in message
+    assert snapshot(out) == earlier

@@ -141,7 +141,9 @@ def test_mat_unlabeled_records(mat_dir, tmp_path):
     assert sorted(index_of(im) for im, _, _ in extra) == list(range(30))
     for image, label, example in extra:
         feature = example.features.feature
-        assert label == 0
+        # As published: the true label + 1 (training never reads it; the
+        # filter reports the accuracy of the pseudo labels with it).
+        assert label == source["extra"][1][index_of(image)] + 1
         assert list(feature["probabilities"].float_list.value) == [0.0] * 10
         assert feature["label"].int64_list.value[0] == 0
         assert feature["prob"].float_list.value[0] == 0.0
@@ -267,3 +269,50 @@ def test_script_main(mat_dir, tmp_path):
     with open(out / task_info.DATASET_INFO_FILE) as f:
         assert json.load(f) == {"train": 35, "dev": 5, "test": 20, "extra": 30}
     assert os.path.exists(out / "unlabeled" / "extra-00001-of-00002")
+
+
+def snapshot(root):
+    files = {}
+    for parent, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(parent, name), "rb") as f:
+                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
+    return files
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "proc_svhn.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [("garbage", "Cannot read"), ("truncated", "truncated or corrupt")],
+)
+def test_script_names_a_corrupt_mat_file(mat_dir, tmp_path, damage, reason):
+    """A broken .mat stops the script with its name; an earlier output stays as it was."""
+    raw, _ = mat_dir
+    broken = tmp_path / "raw"
+    broken.mkdir()
+    for split in proc_svhn.SVHN_MAT_SPLITS:
+        with open(os.path.join(raw, f"{split}_32x32.mat"), "rb") as f:
+            data = f.read()
+        if split == "extra":
+            data = b"MATLAB 5.0 MAT-file, garbage" * 9 if damage == "garbage" else data[:-100]
+        (broken / f"{split}_32x32.mat").write_bytes(data)
+    out = tmp_path / "out"
+    run_mat(out, raw)
+    earlier = snapshot(out)
+    result = run_script(
+        "--source=mat", f"--raw_data_dir={broken}", f"--output_dir={out}", "--num_dev=3"
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"proc_svhn.py: error: Cannot read {broken}/extra_32x32.mat")
+    assert reason in message and "Traceback" not in result.stderr
+    assert snapshot(out) == earlier

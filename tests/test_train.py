@@ -388,3 +388,28 @@ def test_train_and_evaluate_alternates(tiny_data, tmp_path):
             if any(v.tag == "dev/top_1_accuracy" for v in event.summary.value):
                 steps.add(event.step)
     assert steps == {3, 6}
+
+
+def test_fix_layer_num_freezes_stem_and_first_blocks_in_training(tiny_data, tmp_path):
+    """--fix_layer_num=1: stem and block 0 keep their weights; the rest trains."""
+    config = tiny_config(tmp_path, tiny_data, train_steps=2, iterations_per_loop=2)
+    config.fix_layer_num = 1
+    state = train_lib.TrainState(config, STRATEGY)
+    state.restore_or_initialize()
+    frozen_layers = [
+        layer
+        for layer in state.model.layers
+        if layer.weights and (layer.name.startswith("stem_") or layer.name.startswith("block1a_"))
+    ]
+    assert frozen_layers and not any(layer.trainable for layer in frozen_layers)
+    frozen = {w.path: w.numpy().copy() for layer in frozen_layers for w in layer.weights}
+    trainable_ids = {id(v) for v in state.model.trainable_variables}
+    assert not any(id(w) in trainable_ids for layer in frozen_layers for w in layer.weights)
+    head = state.model.get_layer("predictions").kernel.numpy().copy()
+    train_lib.train(config, STRATEGY, state=state)
+    for layer in frozen_layers:
+        for w in layer.weights:
+            np.testing.assert_array_equal(w.numpy(), frozen[w.path])
+    assert not np.array_equal(head, state.model.get_layer("predictions").kernel.numpy())
+    # Weight decay covers only what trains.
+    assert {id(v) for v in state.decay_vars} <= trainable_ids
