@@ -554,3 +554,42 @@ def test_convert_ckpt_exit_status_and_garbage_h5(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Converted keras weights" in out.stdout
     assert os.path.getmtime(tmp_path / "converted" / "model_params.txt") >= started - 1
+
+
+def test_reassign_records_its_checkpoint_and_refuses_another(two_checkpoints, tiny_data, tmp_path):
+    a, b = two_checkpoints
+    rng = np.random.default_rng(2)
+    filtered = tmp_path / "filtered"
+    examples = [
+        utils.pseudo_labeled_example(
+            utils.encode_jpeg(class_image(i % 10, rng)), np.eye(NUM_CLASSES)[0]
+        )
+        for i in range(5)
+    ]
+    write_records(str(filtered / "train-0-00000-of-00001"), examples)
+    config = tiny_config(a, str(filtered))
+
+    def reassign(checkpoint, **kwargs):
+        return predict_label.run_prediction(
+            config,
+            STRATEGY,
+            predict_ckpt_path=checkpoint,
+            output_dir=str(tmp_path / "out"),
+            info_dir=None,
+            num_shards=1,
+            shard_id="0",
+            reassign_label=True,
+            file_prefix="train",
+            **kwargs,
+        )
+
+    assert reassign(a) == {0: 5}
+    record = utils.read_json(str(tmp_path / "out" / "provenance" / "train-0-00000-of-00001.json"))
+    assert record["provenance"]["checkpoint"] == os.path.join(a, "ckpt-2")
+    assert record["provenance"]["input_records"] == 5
+    before = snapshot(tmp_path / "out")
+    assert reassign(a) == {0: None}
+    with pytest.raises(ValueError, match="was made by the checkpoint .*--overwrite"):
+        reassign(b)
+    assert snapshot(tmp_path / "out") == before
+    assert reassign(b, overwrite=True) == {0: 5}
