@@ -56,6 +56,8 @@ TRAIN_SETTINGS = (
     "moving_average_decay",
     "init_model_path",
     "num_train_images",
+    "seed",
+    "deterministic",
 )
 
 

@@ -2,10 +2,13 @@
 
 A tiny EfficientNet (width/depth 0.1), a few training steps per model and one
 noisy-student round: teacher -> predict -> filter (both passes) -> student ->
-loop_report.py. Checks every step's outputs, results.json and summary.png, and
-that a re-run skips the finished steps.
+loop_report.py. Checks every step's outputs, results.json and summary.png,
+that SEED reaches every training run and the filter, and that a re-run skips
+the finished steps. Also checks bench/demo_seeds_report.py (the summary of
+bench/bench_demo_seeds.sh) on made-up results.
 """
 
+import importlib.util
 import json
 import os
 import struct
@@ -17,6 +20,7 @@ import pytest
 from conftest import NUM_CLASSES, ROOT, write_labeled_subset, write_unlabeled
 
 NUM_UNLABELED_SHARDS = 2
+SEED = 7
 STEPS = ["round0_teacher", "round1_predict", "round1_filter1", "round1_filter2", "round1_student"]
 
 
@@ -29,6 +33,7 @@ def tiny_env(data_dir, out_dir):
         DATA_DIR=data_dir,
         OUT=out_dir,
         ROUNDS="1",
+        SEED=str(SEED),
         NUM_SHARDS=str(NUM_UNLABELED_SHARDS),
         NUM_WORKERS="2",
         # Every image is kept: a 4-step teacher is far from confident.
@@ -115,6 +120,34 @@ def test_every_step_writes_its_outputs(loop_run):
         assert os.path.getsize(os.path.join(out, "logs", f"{step}.log")) > 0
 
 
+def test_seed_reaches_every_step(loop_run):
+    _, out, _ = loop_run
+    for model_dir in ("round0_teacher", "round1_student"):
+        with open(os.path.join(out, model_dir, "FLAGS.json")) as f:
+            flags_json = json.load(f)
+        assert flags_json["seed"] == SEED, model_dir
+        assert flags_json["deterministic"] is True, model_dir
+    logs = os.path.join(out, "round1_pseudo", "logs")
+    for prefix in ("predict", "filter-pass1", "filter-pass2"):
+        names = [f for f in os.listdir(logs) if f.startswith(prefix + "-worker")]
+        assert names, f"no {prefix} worker log"
+        for name in names:
+            with open(os.path.join(logs, name)) as f:
+                calls = [line for line in f if line.startswith("=== ")]
+            assert calls and all(f"--seed={SEED} " in c for c in calls), (name, calls)
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    assert results["settings"]["seed"] == str(SEED)
+    assert results["settings"]["training"]["round1_student"]["seed"] == SEED
+
+
+def test_bad_seed_fails_fast(tmp_path):
+    env = tiny_env(str(tmp_path), str(tmp_path / "out"))
+    env["SEED"] = "x1"
+    proc = run_loop(env)
+    assert proc.returncode != 0 and "SEED=x1" in proc.stderr
+
+
 def test_results_json_is_well_formed(loop_run):
     _, out, proc = loop_run
     with open(os.path.join(out, "results.json")) as f:
@@ -183,3 +216,85 @@ def test_missing_data_fails_fast(tmp_path):
 def test_scripts_parse(script):
     path = os.path.join(ROOT, "local_scripts", "mnist", script)
     assert subprocess.run(["bash", "-n", path]).returncode == 0
+
+
+def _load_seeds_report():
+    path = os.path.join(ROOT, "bench", "demo_seeds_report.py")
+    spec = importlib.util.spec_from_file_location("demo_seeds_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_loop_output(path, seed, test_top1, dev_top1, wall):
+    os.makedirs(path)
+    rounds = [
+        {
+            "round": r,
+            "role": "teacher" if r == 0 else "student",
+            "test_top_1": t,
+            "dev_top_1": d,
+            "train_top_1": 1.0,
+            "num_pseudo_labeled": 0 if r == 0 else 500,
+        }
+        for r, (t, d) in enumerate(zip(test_top1, dev_top1, strict=True))
+    ]
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump({"rounds": rounds, "wall_seconds": wall, "settings": {"seed": str(seed)}}, f)
+
+
+def test_seeds_report(tmp_path, capsys):
+    report_lib = _load_seeds_report()
+    dirs = []
+    for seed, (test, wall) in enumerate(
+        [((0.980, 0.986, 0.988), 800.0), ((0.985, 0.990, 0.9895), 850.0)]
+    ):
+        dirs.append(str(tmp_path / f"seed{seed}"))
+        _fake_loop_output(dirs[-1], seed, test, (0.97, 0.98, 0.98), wall)
+    output = str(tmp_path / "bench.json")
+    report_lib.main(["--output", output] + dirs)
+    with open(output) as f:
+        report = json.load(f)
+    assert report["seeds"] == [0, 1]
+    seed0 = report["per_seed"][0]["rounds"]
+    assert seed0[1]["test_error"] == pytest.approx(0.014)
+    assert seed0[1]["test_error_vs_teacher"] == pytest.approx(0.7)
+    assert seed0[1]["dev_error_vs_teacher"] == pytest.approx(2 / 3)
+    round1 = report["summary"][1]
+    assert round1["test_error"]["mean"] == pytest.approx(0.012)
+    assert round1["test_error"]["std"] == pytest.approx(np.std([0.014, 0.010], ddof=1))
+    assert round1["test_error_vs_teacher"]["mean"] == pytest.approx((0.7 + 10 / 15) / 2)
+    assert report["wall_seconds"]["mean"] == pytest.approx(825.0)
+    goals = report["goals"]
+    assert goals["round1_test_error_vs_teacher"]["met"]
+    assert goals["seconds_per_run"]["met"]
+    # Seed 1 loses 0.05 points in round 2: within 0.1.
+    assert goals["round2_vs_round1_points"]["met"]
+    table = capsys.readouterr().out
+    assert "mean±std (n=2)" in table and "MISSED" not in table
+
+
+def test_seeds_report_missed_goal_and_missing_seed(tmp_path):
+    report_lib = _load_seeds_report()
+    run = str(tmp_path / "seed0")
+    _fake_loop_output(run, 0, (0.980, 0.982, 0.979), (0.97, 0.98, 0.98), 1000.0)
+    report = report_lib.build_report([run])
+    assert not report["goals"]["round1_test_error_vs_teacher"]["met"]
+    assert not report["goals"]["round2_vs_round1_points"]["met"]
+    assert not report["goals"]["seconds_per_run"]["met"]
+    with pytest.raises(SystemExit, match="results.json is missing"):
+        report_lib.main(["--output", str(tmp_path / "x.json"), str(tmp_path / "none")])
+
+
+def test_bench_script_rejects_bad_seeds():
+    env = dict(os.environ, SEEDS="0 a", PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", "bench/bench_demo_seeds.sh"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "'a' is not a non-negative integer" in proc.stderr
+    assert (
+        subprocess.run(
+            ["bash", "-n", os.path.join(ROOT, "bench", "bench_demo_seeds.sh")]
+        ).returncode
+        == 0
+    )

@@ -21,6 +21,9 @@
 #   DATA_DIR           prepared data [data/mnist/proc; data/mnist/proc_<n>pc
 #                      for other LABELED_PER_CLASS]
 #   OUT                outputs [output/mnist_demo; output/mnist_demo_<n>pc]
+#   SEED               seed of every training, prediction and filter call;
+#                      with DETERMINISTIC=1 a run is bit-reproducible [0]
+#                      (see loop.sh; the labeled subset does not depend on it)
 #   PYTHON_BIN         Python used to create .venv [python3]
 #   SKIP_INSTALL       1: use the current .venv as is, no pip [0]
 # Settings of the models and steps: local_scripts/mnist/defaults.sh.

@@ -38,6 +38,13 @@
 #   INIT_STUDENT  1: each student starts from its teacher's weights
 #                 (--init_model_path); 0: from scratch [the task's defaults.sh
 #                 (mnist: 1), else 0]
+#   SEED          random seed of the whole run: passed as --seed to every
+#                 main.py call (teacher, prediction, students; weights, dropout,
+#                 stochastic depth, shuffles, RandAugment) and to the filter
+#                 (its sampling and shuffling) [0]
+#   DETERMINISTIC 1: also --deterministic=True, so a run with the same SEED,
+#                 data and settings is bit-reproducible; 0: faster
+#                 non-deterministic kernels, SEED still seeds every draw [1]
 #   TEACHER_ARGS  extra flags for the teacher's main.py calls (word-split) []
 #   STUDENT_ARGS  extra flags for the students' main.py calls (word-split) []
 #   PYTHON        interpreter [.venv/bin/python if present, else python]
@@ -70,6 +77,16 @@ task_setting() {
 }
 
 INIT_STUDENT="$(task_setting INIT_STUDENT 0)"
+SEED="${SEED:-0}"
+DETERMINISTIC="${DETERMINISTIC:-1}"
+[[ "${SEED}" =~ ^[0-9]+$ ]] || die "SEED=${SEED}: expected a non-negative integer."
+[[ "${DETERMINISTIC}" == 0 || "${DETERMINISTIC}" == 1 ]] ||
+  die "DETERMINISTIC=${DETERMINISTIC}: expected 0 or 1."
+# Flags of every main.py call; the filter only takes --seed.
+SEED_FLAGS=(--seed="${SEED}")
+if [[ "${DETERMINISTIC}" == 1 ]]; then
+  SEED_FLAGS+=(--deterministic=True)
+fi
 read -ra TEACHER_EXTRA <<<"${TEACHER_ARGS:-}"
 read -ra STUDENT_EXTRA <<<"${STUDENT_ARGS:-}"
 
@@ -119,11 +136,11 @@ check_trained() {
   [[ -f "$1/eval_results.json" ]] || die "$1 has no eval_results.json after training (see ${OUT}/logs)."
 }
 
-echo "Noisy Student on ${TASK_NAME}: teacher + ${ROUNDS} round(s) in ${OUT}"
+echo "Noisy Student on ${TASK_NAME}: teacher + ${ROUNDS} round(s) in ${OUT} (SEED=${SEED}, DETERMINISTIC=${DETERMINISTIC})"
 echo "round 0: teacher"
 TEACHER_DIR="${OUT}/round0_teacher"
 run_step round0_teacher env MODEL_DIR="${TEACHER_DIR}" \
-  bash "${STEPS}/train_teacher.sh" "${TEACHER_EXTRA[@]}"
+  bash "${STEPS}/train_teacher.sh" "${SEED_FLAGS[@]}" "${TEACHER_EXTRA[@]}"
 check_trained "${TEACHER_DIR}"
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -131,11 +148,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
   pseudo="${OUT}/round${round}_pseudo"
   student="${OUT}/round${round}_student"
   run_step "round${round}_predict" env TEACHER_CKPT="${TEACHER_DIR}" UNLABEL_DIR="${UNLABEL_DIR}" \
-    DATA_ROOT="${pseudo}" LOG_DIR="${pseudo}/logs" bash "${STEPS}/predict.sh"
+    DATA_ROOT="${pseudo}" LOG_DIR="${pseudo}/logs" bash "${STEPS}/predict.sh" "${SEED_FLAGS[@]}"
   run_step "round${round}_filter1" env UNLABEL_DIR="${UNLABEL_DIR}" DATA_ROOT="${pseudo}" \
-    LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 1
+    LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 1 --seed="${SEED}"
   run_step "round${round}_filter2" env UNLABEL_DIR="${UNLABEL_DIR}" DATA_ROOT="${pseudo}" \
-    LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 0
+    LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 0 --seed="${SEED}"
   final_stats="${pseudo}/filter_data/stats/final_stats.json"
   if [[ -f "${final_stats}" ]] && grep -Eq '"total_cnt": *0([^0-9]|$)' "${final_stats}"; then
     die "round ${round}: no unlabeled image passed the confidence threshold (${final_stats});" \
@@ -147,7 +164,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     init=(--init_model_path="${TEACHER_DIR}")
   fi
   run_step "round${round}_student" env UNLABEL_DIR="${pseudo}/filter_data/data" \
-    MODEL_DIR="${student}" bash "${STEPS}/run_offline.sh" "${init[@]}" "${STUDENT_EXTRA[@]}"
+    MODEL_DIR="${student}" bash "${STEPS}/run_offline.sh" "${init[@]}" "${SEED_FLAGS[@]}" "${STUDENT_EXTRA[@]}"
   check_trained "${student}"
   TEACHER_DIR="${student}"
 done
@@ -155,5 +172,6 @@ done
 "${PYTHON}" loop_report.py --output_dir="${OUT}" --rounds="${ROUNDS}" \
   --setting="task_name=${TASK_NAME}" --setting="data_dir=${DATA_DIR}" \
   --setting="unlabel_dir=${UNLABEL_DIR}" --setting="init_student=${INIT_STUDENT}" \
+  --setting="seed=${SEED}" --setting="deterministic=${DETERMINISTIC}" \
   --setting="num_image=$(task_setting NUM_IMAGE "default of ${STEPS}/filter_unlabel.sh")" \
   --setting="min_threshold=$(task_setting MIN_THRESHOLD "default of ${STEPS}/filter_unlabel.sh")"
