@@ -1,5 +1,6 @@
 #!/bin/bash
-# Noisy Student on real data, on a CPU, in about ten minutes:
+# Noisy Student on real data, on a CPU (times measured on a 2-core machine:
+# docs/mnist_demo.md):
 #
 #   bash local_scripts/mnist/demo.sh
 #
