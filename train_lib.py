@@ -388,6 +388,7 @@ class TrainState:
         self.decay_vars = weight_decay_variables(self.model)
         # (global step, metrics averaged over the loop call) of each loop call.
         self.history = []
+        self.train_files = None
         self.train_iterator = None
         self.train_loop = None
 
@@ -686,9 +687,13 @@ def training_files(config):
     return label_files, unlabel_files
 
 
-def make_distributed_train_dataset(config, strategy, teacher_image_size=None, start_step=0):
-    """The distributed training dataset of `config`, for a run starting at `start_step`."""
-    label_files, unlabel_files = training_files(config)
+def make_distributed_train_dataset(
+    config, strategy, label_files, unlabel_files, teacher_image_size=None, start_step=0
+):
+    """The distributed training dataset of `config`, for a run starting at `start_step`.
+
+    `label_files` and `unlabel_files` are `training_files(config)`.
+    """
     if config.unlabel_data_dir and not config.unlabel_ratio:
         logging.warning("--unlabel_data_dir is set but --unlabel_ratio is 0: not used.")
     if config.train_batch_size % strategy.num_replicas_in_sync:
@@ -833,20 +838,24 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         return state
     if config.unlabel_ratio and not config.unlabel_data_dir:
         raise ValueError("--unlabel_ratio > 0 needs --unlabel_data_dir.")
-    label_files, unlabel_files = training_files(config)
-    if config.unlabel_ratio and state.teacher is None:
-        if config.check_filter_stats:
-            check_filter_output_complete(config.unlabel_data_dir)
-        check_stored_probabilities(unlabel_files, config.num_label_classes)
     if state.train_iterator is None:
-        # Built once per TrainState: train_and_evaluate calls train() again after
-        # every eval, and neither the input pipeline nor the compiled loop
-        # should be rebuilt then.
+        # Built (and the inputs checked) once per TrainState: train_and_evaluate
+        # calls train() again after every eval, and neither the file listing,
+        # the input checks, the input pipeline nor the compiled loop should be
+        # redone then.
+        state.train_files = training_files(config)
+        if config.unlabel_ratio and state.teacher is None:
+            if config.check_filter_stats:
+                check_filter_output_complete(config.unlabel_data_dir)
+            check_stored_probabilities(state.train_files[1], config.num_label_classes)
         teacher_size = state.teacher.image_size if state.teacher is not None else None
-        dataset = make_distributed_train_dataset(config, strategy, teacher_size, state.step)
+        dataset = make_distributed_train_dataset(
+            config, strategy, *state.train_files, teacher_size, state.step
+        )
         state.train_iterator = iter(dataset)
         state.train_loop = make_train_loop(config, state)
     iterator, train_loop = state.train_iterator, state.train_loop
+    label_files, unlabel_files = state.train_files
     if summary_writer is None:
         summary_writer = make_summary_writer(config.model_dir, state.is_chief)
     replicas = strategy.num_replicas_in_sync
