@@ -149,6 +149,20 @@ def _resolve(value, found, what, source):
     return value
 
 
+def _inspect_source(input_path):
+    """(kind, prefix or file, model name, classes) of a TF1 checkpoint or Keras weights file."""
+    if is_keras_weights_file(input_path):
+        return ("keras", input_path, *inspect_keras_file(input_path))
+    prefix = checkpoints.resolve_checkpoint(input_path, "--input_path")
+    if not tf1_checkpoint.is_tf1_checkpoint(prefix):
+        raise ValueError(
+            f"{prefix} is not a TF1 EfficientNet checkpoint (if it was written by this "
+            "project, use it directly)."
+        )
+    ckpt_info = tf1_checkpoint.checkpoint_info(prefix)
+    return "tf1", prefix, ckpt_info.model_name, ckpt_info.num_classes
+
+
 def convert(
     input_path,
     output_dir,
@@ -185,20 +199,7 @@ def convert(
     if tf.io.gfile.isdir(output_dir) and tf.train.latest_checkpoint(output_dir):
         raise FileExistsError(f"{output_dir} already holds a checkpoint; choose a new directory.")
     info = task_info.get_task_info(task_name)
-    if is_keras_weights_file(input_path):
-        kind = "keras"
-        found_name, found_classes = inspect_keras_file(input_path)
-        prefix = input_path
-    else:
-        prefix = checkpoints.resolve_checkpoint(input_path, "--input_path")
-        if not tf1_checkpoint.is_tf1_checkpoint(prefix):
-            raise ValueError(
-                f"{prefix} is not a TF1 EfficientNet checkpoint (if it was written by this "
-                "project, use it directly)."
-            )
-        kind = "tf1"
-        ckpt_info = tf1_checkpoint.checkpoint_info(prefix)
-        found_name, found_classes = ckpt_info.model_name, ckpt_info.num_classes
+    kind, prefix, found_name, found_classes = _inspect_source(input_path)
     model_name = _resolve(model_name, found_name, "model_name", input_path)
     if kind == "keras" and found_classes is None:
         # A notop file: the head stays freshly initialized.

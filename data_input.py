@@ -1,4 +1,4 @@
-"""tf.data input pipelines for labeled, unlabeled and evaluation data (SPEC §7).
+"""tf.data input pipelines for labeled, unlabeled and evaluation data (docs/method.md, "Record formats").
 
 Training batches come as one dict per replica:
   images:          [B + U, H, W, 3] float32 0..255, labeled images first,
@@ -13,6 +13,7 @@ image is counted exactly once and no batch is dropped.
 """
 
 import contextlib
+import functools
 import math
 import os
 
@@ -264,6 +265,55 @@ def augment_name_for_unlabeled(augment_name, unl_aug):
     return None if name in (None, "", "none", "None") else name
 
 
+def _seeded_records(files, input_context, cache, shuffle_buffer, seed, stream):
+    """Records of `files`, shuffled and repeated forever, each zipped with its element seed."""
+    ds = _record_dataset(files, input_context, shuffle=True, cache=cache, seed=seed)
+    ds = ds.shuffle(shuffle_buffer, seed=seed).repeat()
+    return tf.data.Dataset.zip((ds, element_seeds(seed, stream)))
+
+
+def _unlabeled_fn(preprocess_student, num_classes, teacher_image_size, small_image_model):
+    """Map function of the unlabeled records: the student's view, stored targets, teacher's view.
+
+    The image is decoded once, so the student's noisy view and the teacher's
+    clean view (eval preprocessing at the teacher's size, when a teacher runs
+    on the fly) come from the same pixels.
+    """
+
+    def unlabeled_fn(serialized, element_seed):
+        image_bytes, label, probs = parse_unlabeled(serialized, num_classes)
+        image = preprocessing.decode_image(image_bytes)
+        out = {
+            "image": preprocess_student(image, seed=element_seed),
+            "label": label,
+            "probs": probs,
+        }
+        if teacher_image_size:
+            out["teacher_image"] = preprocessing.preprocess_image(
+                image,
+                is_training=False,
+                image_size=teacher_image_size,
+                small_image=small_image_model,
+            )
+        return out
+
+    return unlabeled_fn
+
+
+def _merge_batches(labeled, unlabeled):
+    """One student batch: labeled images first, then the unlabeled ones."""
+    images, labels = labeled
+    out = {
+        "images": tf.concat([images, unlabeled["image"]], axis=0),
+        "labels": labels,
+        "unl_labels": unlabeled["label"],
+        "unl_probs": unlabeled["probs"],
+    }
+    if "teacher_image" in unlabeled:
+        out["teacher_images"] = unlabeled["teacher_image"]
+    return out
+
+
 def make_train_dataset(
     input_context,
     *,
@@ -315,31 +365,24 @@ def make_train_dataset(
     Returns:
       A `tf.data.Dataset` of per-replica batch dicts (see module docstring).
     """
-    is_training = not remove_aug
-
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-
-    def preprocess(image, augment, element_seed):
-        return preprocessing.preprocess_image(
-            image,
-            is_training=is_training,
-            image_size=image_size,
-            small_image=small_image_model,
-            augment_name=augment,
-            randaug_mag=randaug_mag,
-            randaug_layer=randaug_layer,
-            cutout_op=cutout_op,
-            random_flip=random_flip,
-            seed=element_seed,
-        )
+    preprocess = functools.partial(
+        preprocessing.preprocess_image,
+        is_training=not remove_aug,
+        image_size=image_size,
+        small_image=small_image_model,
+        randaug_mag=randaug_mag,
+        randaug_layer=randaug_layer,
+        cutout_op=cutout_op,
+        random_flip=random_flip,
+    )
 
     def labeled_fn(serialized, element_seed):
         image_bytes, label = parse_labeled(serialized, num_classes)
-        return preprocess(image_bytes, augment_name, element_seed), label
+        return preprocess(image_bytes, augment_name=augment_name, seed=element_seed), label
 
-    lab = _record_dataset(label_files, input_context, shuffle=True, cache=cache, seed=seed)
-    lab = lab.shuffle(shuffle_buffer, seed=seed).repeat()
-    lab = tf.data.Dataset.zip((lab, element_seeds(seed, 2 * pipeline_id)))
+    # Labeled and unlabeled images draw from distinct seed streams per pipeline.
+    lab = _seeded_records(label_files, input_context, cache, shuffle_buffer, seed, 2 * pipeline_id)
     lab = lab.map(labeled_fn, num_parallel_calls=AUTOTUNE)
     lab = lab.batch(per_replica_batch_size, drop_remainder=True)
 
@@ -350,53 +393,20 @@ def make_train_dataset(
     if not unlabel_files:
         raise ValueError("unlabel_ratio > 0 needs unlabeled files (--unlabel_data_dir).")
     unl_batch = unlabeled_batch_size(per_replica_batch_size, unlabel_ratio, label_data_sample_prob)
-    unl_augment = augment_name_for_unlabeled(augment_name, unl_aug)
-
-    def unlabeled_fn(serialized, element_seed):
-        image_bytes, label, probs = parse_unlabeled(serialized, num_classes)
-        # Decode once: the student's noisy view and the teacher's clean view
-        # come from the same pixels.
-        image = preprocessing.decode_image(image_bytes)
-        out = {
-            "image": preprocess(image, unl_augment, element_seed),
-            "label": label,
-            "probs": probs,
-        }
-        if teacher_image_size:
-            out["teacher_image"] = preprocessing.preprocess_image(
-                image,
-                is_training=False,
-                image_size=teacher_image_size,
-                small_image=small_image_model,
-            )
-        return out
-
-    unl = _record_dataset(unlabel_files, input_context, shuffle=True, cache=cache, seed=seed)
-    unl = unl.shuffle(shuffle_buffer, seed=seed).repeat()
-    unl = tf.data.Dataset.zip((unl, element_seeds(seed, 2 * pipeline_id + 1)))
+    unl = _seeded_records(
+        unlabel_files, input_context, cache, shuffle_buffer, seed, 2 * pipeline_id + 1
+    )
+    student_view = functools.partial(
+        preprocess, augment_name=augment_name_for_unlabeled(augment_name, unl_aug)
+    )
+    unlabeled_fn = _unlabeled_fn(student_view, num_classes, teacher_image_size, small_image_model)
     unl = unl.map(unlabeled_fn, num_parallel_calls=AUTOTUNE)
     unl = unl.batch(unl_batch, drop_remainder=True)
 
-    def merge(lab_batch, unl_batch_dict):
-        images, labels = lab_batch
-        out = {
-            "images": tf.concat([images, unl_batch_dict["image"]], axis=0),
-            "labels": labels,
-            "unl_labels": unl_batch_dict["label"],
-            "unl_probs": unl_batch_dict["probs"],
-        }
-        if teacher_image_size:
-            out["teacher_images"] = unl_batch_dict["teacher_image"]
-        return out
-
-    ds = tf.data.Dataset.zip((lab, unl)).map(merge, num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.zip((lab, unl)).map(_merge_batches, num_parallel_calls=AUTOTUNE)
     logging.info(
-        "Train input: %d labeled + %d unlabeled images per replica and step, %d labeled and "
-        "%d unlabeled files.",
-        per_replica_batch_size,
-        unl_batch,
-        len(label_files),
-        len(unlabel_files),
+        "Train input: %d labeled + %d unlabeled images per replica and step, from %d + %d files.",
+        *(per_replica_batch_size, unl_batch, len(label_files), len(unlabel_files)),
     )
     return ds.prefetch(AUTOTUNE)
 

@@ -295,6 +295,36 @@ def _batch_norm(name, momentum, epsilon, sync_batch_norm):
     )
 
 
+def _conv_bn(x, filters, kernel_size, prefix, batch_norm, strides=1, activation=True):
+    """Convolution without bias, batch norm, then swish unless `activation` is False.
+
+    The layers are named `{prefix}conv`, `{prefix}bn` and `{prefix}activation`,
+    Keras' names, on which weight conversion relies.
+
+    Args:
+      x: Keras tensor.
+      filters: output channels.
+      kernel_size: convolution kernel size.
+      prefix: layer name prefix, e.g. "stem_" or "block2a_expand_".
+      batch_norm: (momentum, epsilon, sync_batch_norm) of `_batch_norm`.
+      strides: convolution stride; 'same' padding.
+      activation: whether swish follows the batch norm.
+    """
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=CONV_KERNEL_INITIALIZER,
+        name=f"{prefix}conv",
+    )(x)
+    x = _batch_norm(f"{prefix}bn", *batch_norm)(x)
+    if activation:
+        x = layers.Activation("swish", name=f"{prefix}activation")(x)
+    return x
+
+
 def _block_letters(index):
     """0 -> "a", 25 -> "z", 26 -> "ba", ...: Keras' block naming, kept valid past 26."""
     letters = ""
@@ -342,17 +372,10 @@ def mb_conv_block(
       Keras tensor [N, H / strides, W / strides, output_filters].
     """
     filters = input_filters * expand_ratio
+    batch_norm = (bn_momentum, bn_epsilon, sync_batch_norm)
     x = inputs
     if expand_ratio != 1:
-        x = layers.Conv2D(
-            filters,
-            1,
-            use_bias=False,
-            kernel_initializer=CONV_KERNEL_INITIALIZER,
-            name=f"{name}expand_conv",
-        )(x)
-        x = _batch_norm(f"{name}expand_bn", bn_momentum, bn_epsilon, sync_batch_norm)(x)
-        x = layers.Activation("swish", name=f"{name}expand_activation")(x)
+        x = _conv_bn(x, filters, 1, f"{name}expand_", batch_norm)
 
     # 'same' padding equals Keras' explicit ZeroPadding + 'valid' (correct_pad)
     # whenever the spatial size is known when Keras builds its model, for even
@@ -365,7 +388,7 @@ def mb_conv_block(
         depthwise_initializer=CONV_KERNEL_INITIALIZER,
         name=f"{name}dwconv",
     )(x)
-    x = _batch_norm(f"{name}bn", bn_momentum, bn_epsilon, sync_batch_norm)(x)
+    x = _batch_norm(f"{name}bn", *batch_norm)(x)
     x = layers.Activation("swish", name=f"{name}activation")(x)
 
     if 0 < se_ratio <= 1:
@@ -388,14 +411,7 @@ def mb_conv_block(
         )(se)
         x = layers.Multiply(name=f"{name}se_excite")([x, se])
 
-    x = layers.Conv2D(
-        output_filters,
-        1,
-        use_bias=False,
-        kernel_initializer=CONV_KERNEL_INITIALIZER,
-        name=f"{name}project_conv",
-    )(x)
-    x = _batch_norm(f"{name}project_bn", bn_momentum, bn_epsilon, sync_batch_norm)(x)
+    x = _conv_bn(x, output_filters, 1, f"{name}project_", batch_norm, activation=False)
 
     if strides == 1 and input_filters == output_filters:
         if stochastic_depth_rate > 0:
@@ -447,17 +463,8 @@ def efficientnet(
         sync_batch_norm=sync_batch_norm,
     )
     images = keras.Input(shape=(None, None, 3), name="images")
-    x = layers.Conv2D(
-        stem_filters,
-        3,
-        strides=2,
-        padding="same",
-        use_bias=False,
-        kernel_initializer=CONV_KERNEL_INITIALIZER,
-        name="stem_conv",
-    )(images)
-    x = _batch_norm("stem_bn", batch_norm_momentum, batch_norm_epsilon, sync_batch_norm)(x)
-    x = layers.Activation("swish", name="stem_activation")(x)
+    batch_norm = (batch_norm_momentum, batch_norm_epsilon, sync_batch_norm)
+    x = _conv_bn(images, stem_filters, 3, "stem_", batch_norm, strides=2)
 
     num_blocks = sum(stage.repeats for stage in stages)
     block_index = 0
@@ -480,15 +487,7 @@ def efficientnet(
             )
             block_index += 1
 
-    x = layers.Conv2D(
-        head_filters,
-        1,
-        use_bias=False,
-        kernel_initializer=CONV_KERNEL_INITIALIZER,
-        name="top_conv",
-    )(x)
-    x = _batch_norm("top_bn", batch_norm_momentum, batch_norm_epsilon, sync_batch_norm)(x)
-    x = layers.Activation("swish", name="top_activation")(x)
+    x = _conv_bn(x, head_filters, 1, "top_", batch_norm)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout_rate > 0:
         x = layers.Dropout(dropout_rate, name="top_dropout")(x)

@@ -1,4 +1,4 @@
-"""Training and evaluation of teachers and noisy students (SPEC §6).
+"""Training and evaluation of teachers and noisy students (docs/method.md, "Training").
 
 Everything here takes plain arguments or a `TrainConfig`; only `main.py`
 reads flags. The pieces, in the order a run uses them:
@@ -36,7 +36,7 @@ LR_DECAY_FACTOR = 0.97
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Resolved settings of a training or evaluation run (flag names of SPEC §3).
+    """Resolved settings of a training or evaluation run (named as the published flags).
 
     `main.py` fills it from flags after resolving task defaults; tests build
     it directly.
@@ -84,7 +84,7 @@ class TrainConfig:
     steps_per_eval: int = 3000
     eval_subsets: tuple = ("validation",)
     use_ema: bool = True
-    use_bfloat16: bool = False
+    use_bfloat16: bool = True
     seed: int = 0
     check_filter_stats: bool = True
     fix_layer_num: int = -1
@@ -105,7 +105,7 @@ class TrainConfig:
 
 
 def create_strategy(use_tpu=False, tpu=None, tpu_zone=None, gcp_project=None):
-    """Picks the distribution strategy (SPEC §2).
+    """Picks the distribution strategy.
 
     TPUStrategy with `use_tpu`; MultiWorkerMirroredStrategy when TF_CONFIG
     names several workers; MirroredStrategy for several local GPUs; the
@@ -205,7 +205,7 @@ def set_precision(use_bfloat16):
 
 
 class NoisyStudentLearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup, then staircase exponential decay (SPEC §6)."""
+    """Linear warmup, then staircase exponential decay."""
 
     def __init__(self, scaled_lr, steps_per_epoch, decay_epochs, start_from_step=0):
         self.scaled_lr = float(scaled_lr)
@@ -233,7 +233,7 @@ class NoisyStudentLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def create_learning_rate_fn(config):
-    """The learning-rate schedule of `config` (SPEC §6)."""
+    """The learning-rate schedule of `config` (docs/method.md, "Training")."""
     real_batch = config.train_batch_size * config.label_data_sample_prob
     scaled_lr = config.base_learning_rate * real_batch / 256.0
     if config.final_base_lr:
@@ -271,7 +271,7 @@ def unlabeled_targets(
     stored_probs=None,
     stored_labels=None,
 ):
-    """Targets for the unlabeled images (SPEC §6).
+    """Targets for the unlabeled images (docs/method.md, "Training").
 
     Hard (temp == -1): the teacher's argmax (or the stored label) one-hot,
     label-smoothed. Soft: softmax(teacher_logits / T), or, from stored
@@ -339,7 +339,7 @@ class RMSpropTF1(keras.optimizers.RMSprop):
 
 
 def create_optimizer(learning_rate):
-    """RMSProp(decay 0.9, momentum 0.9, epsilon 1e-3) as published (SPEC §6)."""
+    """RMSProp(decay 0.9, momentum 0.9, epsilon 1e-3) as published."""
     return RMSpropTF1(learning_rate=learning_rate, rho=0.9, momentum=0.9, epsilon=1e-3)
 
 
@@ -560,8 +560,20 @@ def load_teacher(config, strategy):
 # Training step and loop.
 
 
+# The training metrics `compute_losses` returns: the labeled ones always, the
+# unlabeled ones with --unlabel_ratio > 0. The train loop sums them over steps
+# before the first step has run, so it needs their names up front.
+LABELED_METRICS = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
+UNLABELED_METRICS = ("unl/acc_to_dump", "unl/pred_prob", "ext/loss")
+
+
+def metric_names(config):
+    """Names of the training metrics `compute_losses` returns for `config`."""
+    return LABELED_METRICS + (UNLABELED_METRICS if config.unlabel_ratio else ())
+
+
 def compute_losses(config, state, batch, training=True):
-    """Forward pass and the loss of one replica's batch (SPEC §6).
+    """Forward pass and the loss of one replica's batch (docs/method.md, "Training").
 
     Returns:
       (total loss, metrics dict); both per replica, not yet divided by the
@@ -621,6 +633,9 @@ def compute_losses(config, state, batch, training=True):
     loss = data_loss + config.weight_decay * l2_regularization(state.decay_vars)
     metrics["train/data_loss"] = data_loss
     metrics["train/loss"] = loss
+    if set(metrics) != set(metric_names(config)):
+        # Checked once, when the step is traced.
+        raise AssertionError(f"compute_losses returned {sorted(metrics)}, not metric_names().")
     return loss, metrics
 
 
@@ -635,14 +650,6 @@ def train_step(config, state, batch):
     grads = tape.gradient(scaled_loss, state.model.trainable_variables)
     state.optimizer.apply_gradients(zip(grads, state.model.trainable_variables, strict=True))
     return metrics
-
-
-def metric_names(config):
-    """Names of the training metrics `compute_losses` returns for `config`."""
-    names = ["lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss"]
-    if config.unlabel_ratio:
-        names += ["unl/acc_to_dump", "unl/pred_prob", "ext/loss"]
-    return names
 
 
 def make_train_loop(config, state):

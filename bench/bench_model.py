@@ -49,7 +49,7 @@ def parse_args(argv=None):
 
 def make_steps(model):
     """Returns compiled (train_step, infer_step) functions for `model`."""
-    # Same optimizer settings as the training code (SPEC §6).
+    # Same optimizer settings as the training code (docs/method.md, "Training").
     optimizer = keras.optimizers.RMSprop(learning_rate=1e-3, rho=0.9, momentum=0.9, epsilon=1e-3)
     optimizer.build(model.trainable_variables)
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny generated datasets in the SPEC §7 layout."""
+"""Shared fixtures: tiny generated datasets in the layout of docs/method.md, "Record formats"."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Training, evaluation, resume, noisy-student losses and the math of SPEC §6."""
+"""Training, evaluation, resume, noisy-student losses and the math of docs/method.md, "Training"."""
 
 import json
 import math
@@ -246,9 +246,10 @@ def test_student_from_stored_probabilities(tiny_data, tmp_path):
     rng = np.random.default_rng(1)
     from conftest import class_image
 
-    records = []
+    records, stored = [], []
     for i in range(30):
         probs = rng.dirichlet(np.ones(NUM_CLASSES)).astype(np.float32)
+        stored.append(probs)
         records.append(
             utils.pseudo_labeled_example(
                 utils.encode_jpeg(class_image(i % 10, rng)), probs
@@ -262,10 +263,26 @@ def test_student_from_stored_probabilities(tiny_data, tmp_path):
         iterations_per_loop=2,
         unlabel_data_dir=str(unl_dir / "data"),
         unlabel_ratio=1,
-        teacher_softmax_temp=1.0,
+        teacher_softmax_temp=0.5,
     )
     state = train_lib.train(config, STRATEGY)
     assert state.step == 2
+    # The batches the student trained on carry the stored probabilities of
+    # the records they hold, and its targets are p^(1/T) renormalized.
+    written = np.stack(stored)
+    dataset = train_lib.make_distributed_train_dataset(
+        config, STRATEGY, *train_lib.training_files(config)
+    )
+    batch = next(iter(dataset))
+    assert batch["unl_probs"].shape == (16, NUM_CLASSES)
+    for row in batch["unl_probs"].numpy():
+        assert np.isclose(written, row, rtol=1e-6).all(axis=1).any()
+    targets = train_lib.unlabeled_targets(
+        NUM_CLASSES, config.label_smoothing, 0.5, stored_probs=batch["unl_probs"]
+    ).numpy()
+    squared = batch["unl_probs"].numpy() ** 2
+    np.testing.assert_allclose(targets, squared / squared.sum(-1, keepdims=True), rtol=1e-5)
+    assert state.history and "ext/loss" in state.history[-1][1]
 
 
 def test_mirrored_strategy_matches_single_device():
