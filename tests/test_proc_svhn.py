@@ -3,19 +3,18 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.io
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import forbid_call, run_script, shard_flags, snapshot
 
+import dataset_writer
 import proc_svhn
 import task_info
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {"train": 40, "test": 20, "extra": 30}
 SHARDS = {"train": 3, "dev": 2, "test": 2, "extra": 4}
 NUM_DEV = 8
@@ -68,7 +67,7 @@ def read_records(paths):
 
 
 def read_subset(out, subset, num_shards):
-    return read_records(proc_svhn.shard_paths(str(out), subset, num_shards))
+    return read_records(dataset_writer.shard_paths(str(out), subset, num_shards))
 
 
 def index_of(image):
@@ -82,13 +81,20 @@ def mat_dir(tmp_path_factory):
     return str(folder), write_mat_files(str(folder))
 
 
-def run_mat(out, raw, **kwargs):
-    args = dict(source="mat", raw_data_dir=raw, num_dev=NUM_DEV, num_shards=SHARDS)
-    args.update(kwargs)
-    return proc_svhn.process_svhn(str(out), **args)
+def run_svhn(
+    out, raw_data_dir=None, tfds_data_dir=None, num_shards=SHARDS, overwrite=False, **settings
+):
+    """process_svhn with `settings` as SvhnSettings fields."""
+    writer = dataset_writer.WriterOptions(num_shards=num_shards, overwrite=overwrite)
+    settings = proc_svhn.SvhnSettings(**settings)
+    return proc_svhn.process_svhn(str(out), settings, writer, raw_data_dir, tfds_data_dir)
 
 
-def test_mat_source_writes_spec_layout(mat_dir, tmp_path):
+def run_mat(out, raw, num_dev=NUM_DEV, **kwargs):
+    return run_svhn(out, source="mat", raw_data_dir=raw, num_dev=num_dev, **kwargs)
+
+
+def test_mat_source_writes_the_layout(mat_dir, tmp_path):
     raw, source = mat_dir
     counts = run_mat(tmp_path, raw)
     expected = {"train": 40 - NUM_DEV, "dev": NUM_DEV, "test": 20, "extra": 30}
@@ -153,11 +159,8 @@ def test_mat_unlabeled_records(mat_dir, tmp_path):
 def test_rerun_skips_and_settings_change_rewrites(mat_dir, tmp_path, monkeypatch):
     raw, _ = mat_dir
     first = run_mat(tmp_path, raw)
-
-    def fail(*args, **kwargs):
-        raise AssertionError("the data should not be loaded when the output is complete")
-
-    monkeypatch.setattr(proc_svhn, "load_svhn_mat", fail)
+    # The output is complete: the data is not even loaded.
+    forbid_call(monkeypatch, proc_svhn, "load_svhn_mat")
     assert run_mat(tmp_path, raw) == first
     with pytest.raises(AssertionError):
         run_mat(tmp_path, raw, overwrite=True)
@@ -195,9 +198,7 @@ def test_full_train_data_uses_test_as_dev(mat_dir, tmp_path):
 def test_missing_mat_file_is_named(tmp_path):
     write_mat_files(str(tmp_path), {"train": 12, "test": 5})
     with pytest.raises(FileNotFoundError, match="extra_32x32.mat"):
-        proc_svhn.process_svhn(
-            str(tmp_path / "out"), source="mat", raw_data_dir=str(tmp_path), num_dev=2
-        )
+        run_mat(tmp_path / "out", str(tmp_path), num_dev=2, num_shards=None)
 
 
 def test_corrupt_mat_file(tmp_path):
@@ -225,13 +226,7 @@ def test_tfds_source_restores_mat_order(tmp_path):
         )
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-        counts = proc_svhn.process_svhn(
-            str(tmp_path),
-            source="tfds",
-            tfds_data_dir=str(tmp_path / "tfds"),
-            num_dev=4,
-            num_shards=SHARDS,
-        )
+        counts = run_svhn(tmp_path, source="tfds", tfds_data_dir=str(tmp_path / "tfds"), num_dev=4)
     assert counts == {"train": 20, "dev": 4, "test": 10, "extra": 12}
     perm = np.random.RandomState(0).permutation(24)
     dev = read_subset(tmp_path, "dev", 2)
@@ -243,51 +238,27 @@ def test_tfds_source_restores_mat_order(tmp_path):
 def test_tfds_source_random_mock_data(tmp_path):
     # Random ids (no .mat order to restore): TFDS order is kept.
     with tfds.testing.mock_data(num_examples=12):
-        counts = proc_svhn.process_svhn(str(tmp_path), source="tfds", num_dev=3, num_shards=SHARDS)
+        counts = run_svhn(tmp_path, source="tfds", num_dev=3)
     assert counts == {"train": 9, "dev": 3, "test": 12, "extra": 12}
     labels = [label for _, label, _ in read_subset(tmp_path, "train", 3)]
     assert all(1 <= label <= 10 for label in labels)
 
 
+def run_mat_script(raw, out, *args):
+    """proc_svhn.py --source=mat on the .mat files in `raw`, writing to `out`."""
+    return run_script(
+        "proc_svhn.py", "--source=mat", f"--raw_data_dir={raw}", f"--output_dir={out}", *args
+    )
+
+
 def test_script_main(mat_dir, tmp_path):
     raw, _ = mat_dir
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        os.path.join(REPO, "proc_svhn.py"),
-        "--source=mat",
-        f"--raw_data_dir={raw}",
-        f"--output_dir={out}",
-        "--num_dev=5",
-        "--num_train_shards=2",
-        "--num_dev_shards=1",
-        "--num_test_shards=1",
-        "--num_extra_shards=2",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    result = run_mat_script(raw, out, "--num_dev=5", *shard_flags(train=2, dev=1, test=1, extra=2))
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / task_info.DATASET_INFO_FILE) as f:
         assert json.load(f) == {"train": 35, "dev": 5, "test": 20, "extra": 30}
     assert os.path.exists(out / "unlabeled" / "extra-00001-of-00002")
-
-
-def snapshot(root):
-    files = {}
-    for parent, _, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(parent, name), "rb") as f:
-                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
-    return files
-
-
-def run_script(*args):
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "proc_svhn.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
@@ -308,9 +279,7 @@ def test_script_names_a_corrupt_mat_file(mat_dir, tmp_path, damage, reason):
     out = tmp_path / "out"
     run_mat(out, raw)
     earlier = snapshot(out)
-    result = run_script(
-        "--source=mat", f"--raw_data_dir={broken}", f"--output_dir={out}", "--num_dev=3"
-    )
+    result = run_mat_script(broken, out, "--num_dev=3")
     assert result.returncode == 1, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith(f"proc_svhn.py: error: Cannot read {broken}/extra_32x32.mat")
