@@ -27,7 +27,6 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-import checkpoints
 import preprocessing
 import train_lib
 import utils
@@ -124,13 +123,7 @@ def load_model_for_export(config):
       A `checkpoints.LoadedModel`.
     """
     with _Float32Policy():
-        return checkpoints.load_model(
-            config.model_dir,
-            what="--model_dir",
-            default_task_name=config.task_name,
-            fallback_description=train_lib.student_description(config),
-            use_ema=config.use_ema,
-        )
+        return train_lib.load_model_dir(config)
 
 
 def export(config, export_dir):

@@ -468,68 +468,48 @@ def rotate(image, degrees, replace=FILL_VALUE):
     return _projective_transform(image, transform, replace)
 
 
-def shear_x(image, level, replace=FILL_VALUE):
-    """Shears along x: output (x, y) reads input (x + level * y, y).
+def _sheared_or_translated(image, amount, index, replace):
+    """The identity transform with `amount` at position `index` of its 8 coefficients.
+
+    Coefficients [a0, a1, a2, b0, b1, b2, c0, c1] map output (x, y) to input
+    ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1:
+    index 1 shears along x, 3 along y, 2 translates along x, 5 along y.
 
     Args:
       image: uint8 [H, W, 3] image.
-      level: float scalar shear coefficient.
+      amount: float scalar shear coefficient or number of pixels.
+      index: which coefficient `amount` replaces.
       replace: fill value of uncovered pixels, an int or three ints.
 
     Returns:
-      The sheared uint8 image.
+      The transformed uint8 image.
     """
-    level = tf.cast(level, tf.float32)
-    return _projective_transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
+    transform = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    transform[index] = tf.cast(amount, tf.float32)
+    return _projective_transform(image, transform, replace)
+
+
+def shear_x(image, level, replace=FILL_VALUE):
+    """Shears along x: output (x, y) reads input (x + level * y, y)."""
+    return _sheared_or_translated(image, level, 1, replace)
 
 
 def shear_y(image, level, replace=FILL_VALUE):
-    """Shears along y: output (x, y) reads input (x, y + level * x).
-
-    Args:
-      image: uint8 [H, W, 3] image.
-      level: float scalar shear coefficient.
-      replace: fill value of uncovered pixels, an int or three ints.
-
-    Returns:
-      The sheared uint8 image.
-    """
-    level = tf.cast(level, tf.float32)
-    return _projective_transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], replace)
+    """Shears along y: output (x, y) reads input (x, y + level * x)."""
+    return _sheared_or_translated(image, level, 3, replace)
 
 
 def translate_x(image, pixels, replace=FILL_VALUE):
     """Shifts content left by `pixels` (right when negative), like PIL's translate.
 
     Output (x, y) reads input (x + pixels, y).
-
-    Args:
-      image: uint8 [H, W, 3] image.
-      pixels: float scalar number of pixels.
-      replace: fill value of uncovered pixels, an int or three ints.
-
-    Returns:
-      The translated uint8 image.
     """
-    pixels = tf.cast(pixels, tf.float32)
-    return _projective_transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
+    return _sheared_or_translated(image, pixels, 2, replace)
 
 
 def translate_y(image, pixels, replace=FILL_VALUE):
-    """Shifts content up by `pixels` (down when negative).
-
-    Output (x, y) reads input (x, y + pixels).
-
-    Args:
-      image: uint8 [H, W, 3] image.
-      pixels: float scalar number of pixels.
-      replace: fill value of uncovered pixels, an int or three ints.
-
-    Returns:
-      The translated uint8 image.
-    """
-    pixels = tf.cast(pixels, tf.float32)
-    return _projective_transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0], replace)
+    """Shifts content up by `pixels` (down when negative): output (x, y) reads (x, y + pixels)."""
+    return _sheared_or_translated(image, pixels, 5, replace)
 
 
 # ---------------------------------------------------------------------------

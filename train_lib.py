@@ -520,6 +520,37 @@ def teacher_fallback_description(config):
     )
 
 
+def load_checkpoint(config, path, what, fallback_description, strategy=None):
+    """`checkpoints.load_model` of `path` for a run of `config` (its task and --use_ema).
+
+    Args:
+      config: the run's `TrainConfig`.
+      path: a checkpoint prefix or model_dir.
+      what: the flag that named `path`, for messages.
+      fallback_description: the description to build when the checkpoint has
+        no model_params.txt (e.g. an unpacked published TF1 checkpoint).
+      strategy: build the variables in this strategy's scope (default: none).
+
+    Returns:
+      A `checkpoints.LoadedModel`.
+    """
+    return checkpoints.load_model(
+        path,
+        what=what,
+        default_task_name=config.task_name,
+        fallback_description=fallback_description,
+        use_ema=config.use_ema,
+        strategy=strategy,
+    )
+
+
+def load_model_dir(config, strategy=None):
+    """The network of `config.model_dir` (eval, export): from its model_params.txt, else the flags."""
+    return load_checkpoint(
+        config, config.model_dir, "--model_dir", student_description(config), strategy
+    )
+
+
 def load_teacher(config, strategy):
     """The frozen on-the-fly teacher: its network, size and normalization from its checkpoint.
 
@@ -532,13 +563,12 @@ def load_teacher(config, strategy):
     """
     if not config.teacher_model_path:
         raise FileNotFoundError("--teacher_model_name is set but --teacher_model_path is not.")
-    teacher = checkpoints.load_model(
+    teacher = load_checkpoint(
+        config,
         config.teacher_model_path,
-        what="--teacher_model_path",
-        default_task_name=config.task_name,
-        fallback_description=teacher_fallback_description(config),
-        use_ema=config.use_ema,
-        strategy=strategy,
+        "--teacher_model_path",
+        teacher_fallback_description(config),
+        strategy,
     )
     name = teacher.description["model_name"]
     if config.teacher_model_name and name != config.teacher_model_name:
@@ -1032,14 +1062,7 @@ def evaluate(config, strategy, state=None):
     the flags.
     """
     if state is None:
-        loaded = checkpoints.load_model(
-            config.model_dir,
-            what="--model_dir",
-            default_task_name=config.task_name,
-            fallback_description=student_description(config),
-            use_ema=config.use_ema,
-            strategy=strategy,
-        )
+        loaded = load_model_dir(config, strategy)
         model, description = loaded.model, loaded.description
         step = checkpoints.checkpoint_step(loaded.prefix)
     else:

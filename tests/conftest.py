@@ -34,38 +34,45 @@ def class_image(label, rng, size=IMAGE_SIZE):
     return image
 
 
-def write_labeled_subset(data_dir, subset, num_images, num_files, rng):
+def _write_class_images(shard_path, make_example, num_images, num_files, rng):
+    """Writes `num_images` class images (labels cycling through the classes, shuffled)."""
     import utils
 
     labels = np.arange(num_images) % NUM_CLASSES
     rng.shuffle(labels)
     examples = [
-        utils.labeled_example(utils.encode_jpeg(class_image(int(lab), rng)), int(lab))
-        for lab in labels
+        make_example(utils.encode_jpeg(class_image(int(lab), rng)), int(lab)) for lab in labels
     ]
     for shard in range(num_files):
         utils.write_tfrecord(
-            utils.labeled_shard_path(data_dir, subset, shard, num_files),
+            shard_path(shard, num_files),
             (e.SerializeToString() for e in examples[shard::num_files]),
         )
     return labels
+
+
+def write_labeled_subset(data_dir, subset, num_images, num_files, rng):
+    import utils
+
+    return _write_class_images(
+        lambda shard, n: utils.labeled_shard_path(data_dir, subset, shard, n),
+        utils.labeled_example,
+        num_images,
+        num_files,
+        rng,
+    )
 
 
 def write_unlabeled(data_dir, num_images, num_files, rng, prefix="extra"):
     import utils
 
-    labels = np.arange(num_images) % NUM_CLASSES
-    rng.shuffle(labels)
-    examples = [
-        utils.unlabeled_example(utils.encode_jpeg(class_image(int(lab), rng)), NUM_CLASSES)
-        for lab in labels
-    ]
-    for shard in range(num_files):
-        utils.write_tfrecord(
-            utils.unlabeled_shard_path(data_dir, shard, num_files, prefix),
-            (e.SerializeToString() for e in examples[shard::num_files]),
-        )
-    return labels
+    return _write_class_images(
+        lambda shard, n: utils.unlabeled_shard_path(data_dir, shard, n, prefix),
+        lambda image, _label: utils.unlabeled_example(image, NUM_CLASSES),
+        num_images,
+        num_files,
+        rng,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -109,25 +109,19 @@ def test_posterize(run, bits, mask):
 # Geometric ops.
 
 
-@pytest.mark.parametrize("pixels", [2, -1, 5])
-def test_translate_x(run, pixels):
-    image = _pattern(4, 5)
-    out = run(lambda x: ra.translate_x(x, pixels), image)
+@pytest.mark.parametrize("axis, pixels", [("x", 2), ("x", -1), ("x", 5), ("y", 3), ("y", -2)])
+def test_translate(run, axis, pixels):
+    """Along x: output (x, y) reads (x + pixels, y); along y: (x, y + pixels)."""
+    image = _pattern(4, 5) if axis == "x" else _pattern(5, 4)
+    op = ra.translate_x if axis == "x" else ra.translate_y
+    # An int amount along x, a float along y: both are accepted.
+    out = run(lambda x: op(x, pixels if axis == "x" else float(pixels)), image)
     expected = np.full_like(image, 128)
-    for x in range(5):
-        if 0 <= x + pixels < 5:
-            expected[:, x] = image[:, x + pixels]
-    np.testing.assert_array_equal(out, expected)
-
-
-@pytest.mark.parametrize("pixels", [3, -2])
-def test_translate_y(run, pixels):
-    image = _pattern(5, 4)
-    out = run(lambda x: ra.translate_y(x, float(pixels)), image)
-    expected = np.full_like(image, 128)
-    for y in range(5):
-        if 0 <= y + pixels < 5:
-            expected[y] = image[y + pixels]
+    moved = np.moveaxis(expected, 1, 0) if axis == "x" else expected
+    source = np.moveaxis(image, 1, 0) if axis == "x" else image
+    for i in range(len(moved)):
+        if 0 <= i + pixels < len(moved):
+            moved[i] = source[i + pixels]
     np.testing.assert_array_equal(out, expected)
 
 
@@ -155,29 +149,21 @@ def test_rotate_fills_corners(run):
     np.testing.assert_array_equal(out[4, 4], [0, 0, 0])
 
 
-@pytest.mark.parametrize("level", [1.0, -1.0, 2.0])
-def test_shear_x(run, level):
-    image = _pattern(4, 6)
-    out = run(lambda x: ra.shear_x(x, level), image)
+@pytest.mark.parametrize(
+    "axis, level", [("x", 1.0), ("x", -1.0), ("x", 2.0), ("y", 1.0), ("y", -1.0)]
+)
+def test_shear(run, axis, level):
+    """Shear along x: output (x, y) reads (x + level y, y); along y: (x, y + level x)."""
+    height, width = (4, 6) if axis == "x" else (6, 4)
+    image = _pattern(height, width)
+    op = ra.shear_x if axis == "x" else ra.shear_y
+    out = run(lambda x: op(x, level), image)
     expected = np.full_like(image, 128)
-    for y in range(4):
-        for x in range(6):
-            source_x = x + int(level) * y
-            if 0 <= source_x < 6:
-                expected[y, x] = image[y, source_x]
-    np.testing.assert_array_equal(out, expected)
-
-
-@pytest.mark.parametrize("level", [1.0, -1.0])
-def test_shear_y(run, level):
-    image = _pattern(6, 4)
-    out = run(lambda x: ra.shear_y(x, level), image)
-    expected = np.full_like(image, 128)
-    for y in range(6):
-        for x in range(4):
-            source_y = y + int(level) * x
-            if 0 <= source_y < 6:
-                expected[y, x] = image[source_y, x]
+    for y in range(height):
+        for x in range(width):
+            source = (y, x + int(level) * y) if axis == "x" else (y + int(level) * x, x)
+            if 0 <= source[0] < height and 0 <= source[1] < width:
+                expected[y, x] = image[source]
     np.testing.assert_array_equal(out, expected)
 
 
