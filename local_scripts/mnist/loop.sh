@@ -61,6 +61,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source local_scripts/common.sh
+show_help_if_asked "$@"
 use_venv_python
 
 TASK_NAME="${TASK_NAME:-mnist}"
@@ -81,7 +82,7 @@ DETERMINISTIC="${DETERMINISTIC:-1}"
 # Flags of every main.py call; the filter only takes --seed.
 SEED_FLAGS=(--seed="${SEED}")
 if [[ "${DETERMINISTIC}" == 1 ]]; then
-  SEED__FLAGS_ONCE+=(--deterministic=True)
+  SEED_FLAGS+=(--deterministic=True)
 fi
 read -ra TEACHER_EXTRA <<<"${TEACHER_ARGS:-}"
 read -ra STUDENT_EXTRA <<<"${STUDENT_ARGS:-}"

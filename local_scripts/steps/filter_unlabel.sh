@@ -21,7 +21,7 @@
 #                 threshold.json, samples/)
 #
 # Variables (the task's defaults.sh sets those shown without a default):
-#   UNLABEL_DIR           unlabeled records [$DATA_DIR/unlabeled]
+#   UNLABEL_DIR           unlabeled records [$RAW_UNLABEL_DIR = $DATA_DIR/unlabeled]
 #   FILE_PREFIX           name prefix of the unlabeled files [extra]
 #   NUM_SHARDS            number of unlabeled files
 #   NUM_CLASSES           number of classes
@@ -42,8 +42,8 @@
 source local_scripts/steps/settings.sh
 
 show_help_if_asked "$@"
-ONLY_GET_STATS="${1:-}"
-[[ "${ONLY_GET_STATS}" == 0 || "${ONLY_GET_STATS}" == 1 ]] ||
+only_get_stats="${1:-}"
+[[ "${only_get_stats}" == 0 || "${only_get_stats}" == 1 ]] ||
   die "usage: $0 1|0 [flags...]  (1: pass 1, statistics; 0: pass 2, filtered data)"
 shift
 UNLABEL_DIR="${UNLABEL_DIR:-${RAW_UNLABEL_DIR}}"
@@ -53,7 +53,7 @@ if [[ -n "${EXTRA_FLAGS:-}" ]]; then
 fi
 require_dir "${DATA_ROOT}/predict_label" DATA_ROOT "Run ${TASK_SCRIPTS}/predict.sh first."
 require_dir "${DATA_ROOT}/info" DATA_ROOT "Run ${TASK_SCRIPTS}/predict.sh first."
-if ((ONLY_GET_STATS == 0)); then
+if ((only_get_stats == 0)); then
   require_shards "${UNLABEL_DIR}" "${FILE_PREFIX}" "${NUM_SHARDS}" UNLABEL_DIR
   require_stats "${DATA_ROOT}/prelim_stats" "${NUM_SHARDS}" \
     "Run pass 1 first: bash ${TASK_SCRIPTS}/filter_unlabel.sh 1"
@@ -65,7 +65,7 @@ setup_workers cpu
 
 # A shard is done when its output exists (used to name the failed shards).
 shard_done() {
-  if ((ONLY_GET_STATS)); then
+  if ((only_get_stats)); then
     [[ -f "$(printf '%s/prelim_stats/prelim_stats_%05d_0.json' "${DATA_ROOT}" "$1")" ]]
   else
     [[ -f "$(printf '%s/filter_data/stats/stats_%05d_0.json' "${DATA_ROOT}" "$1")" ]]
@@ -78,8 +78,8 @@ python_command filter_unlabel_data.py --input_dir="${UNLABEL_DIR}" --file_prefix
   --prelim_stats_dir="${DATA_ROOT}/prelim_stats" --output_dir="${DATA_ROOT}/filter_data" \
   --num_shards="${NUM_SHARDS}" --task=0 --num_label_classes="${NUM_CLASSES}" \
   --min_threshold="${MIN_THRESHOLD}" --num_image="${NUM_IMAGE}" \
-  --only_get_stats="${ONLY_GET_STATS}" "${FLAG_WORDS[@]}" "$@"
-run_sharded "filter-pass$((2 - ONLY_GET_STATS))" list "${NUM_SHARDS}" "${PY_COMMAND[@]}"
-if ((ONLY_GET_STATS == 0)) && ! dry_run; then
+  --only_get_stats="${only_get_stats}" "${FLAG_WORDS[@]}" "$@"
+run_sharded "filter-pass$((2 - only_get_stats))" list "${NUM_SHARDS}" "${PY_COMMAND[@]}"
+if ((only_get_stats == 0)) && ! dry_run; then
   echo "Filtered data: ${DATA_ROOT}/filter_data/data; counts: ${DATA_ROOT}/filter_data/stats/final_stats.json"
 fi

@@ -17,7 +17,7 @@
 #   REASSIGN_MODEL        its architecture, used if it has no model_params.txt
 #                         [MODEL_FLAGS' --model_name]
 #   DATA_ROOT             prediction root
-#   INPUT_DIR             filtered records [$DATA_ROOT/filter_data/data]
+#   INPUT_DIR             filtered records [$FILTERED_DIR = $DATA_ROOT/filter_data/data]
 #   OUTPUT_DIR            relabeled records [$DATA_ROOT/reassign]
 #   NUM_SHARDS            number of filtered files
 #   LOG_DIR               worker logs [$DATA_ROOT/logs]

@@ -17,8 +17,9 @@
 #   MODEL_DIR             checkpoints; an existing run there is resumed
 #                         [teacher: $TEACHER_DIR, student: $STUDENT_DIR,
 #                         offline: $OFFLINE_STUDENT_DIR]
-#   UNLABEL_DIR           student: raw unlabeled records [$DATA_DIR/unlabeled];
-#                         offline: filtered records [$DATA_ROOT/filter_data/data]
+#   UNLABEL_DIR           student: raw unlabeled records [$RAW_UNLABEL_DIR =
+#                         $DATA_DIR/unlabeled]; offline: filtered records
+#                         [$FILTERED_DIR = $DATA_ROOT/filter_data/data]
 #   TEACHER_CKPT          student: teacher model_dir or checkpoint prefix
 #                         [$TEACHER_DIR]
 #   TEACHER_MODEL         student: teacher architecture, checked against the
@@ -26,7 +27,9 @@
 #   MODEL_FLAGS           architecture flags of both calls
 #   RUN_FLAGS             loop, checkpoint, logging and eval flags of both calls
 #   TEACHER_FLAGS         teacher: its training flags
-#   STUDENT_FLAGS         student, offline: their training flags
+#   STUDENT_FLAGS         student, offline: their training flags; when empty
+#                         the step stops with NO_STUDENT_FLAGS, the task's
+#                         reason (ImageNet: MODEL has no published flags)
 #   EVAL_AFTER_TRAINING   1: evaluate after training; 0: print how to
 #   EXTRA_FLAGS           the user's flags of every main.py call (word-split)
 #   TRAIN_FLAGS           the user's flags of the training and evaluation
