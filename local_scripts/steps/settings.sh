@@ -9,10 +9,11 @@
 # reassign.sh write below one prediction root, $DATA_ROOT.
 source local_scripts/common.sh
 
-# Name prefix of the unlabeled files, raw unlabeled records (the training
-# scripts' UNLABEL_DIR of an online student, predict.sh's and the filter's),
-# filtered records (run_offline.sh's UNLABEL_DIR, reassign.sh's INPUT_DIR),
-# the logs of the sharded steps, the teacher predict.sh and run.sh read.
+# FILE_PREFIX names the unlabeled files; RAW_UNLABEL_DIR holds them (the
+# default UNLABEL_DIR of predict.sh, the filter and an online student);
+# FILTERED_DIR holds the filter's output (the default UNLABEL_DIR of
+# run_offline.sh, INPUT_DIR of reassign.sh); TEACHER_CKPT is the model_dir
+# of the task's teacher.
 FILE_PREFIX="${FILE_PREFIX:-extra}"
 RAW_UNLABEL_DIR="${RAW_UNLABEL_DIR:-${DATA_DIR}/unlabeled}"
 # shellcheck disable=SC2034  # read by the step scripts

@@ -43,35 +43,36 @@ source local_scripts/steps/settings.sh
 train_role=$1
 shift
 show_help_if_asked "$@"
+[[ "${train_role}" == teacher ]] || [[ -n "${STUDENT_FLAGS:-}" ]] ||
+  die "${NO_STUDENT_FLAGS:-STUDENT_FLAGS is empty.}"
+require_dir "${DATA_DIR}" DATA_DIR "${DATA_HINT}"
 case "${train_role}" in
   teacher)
     MODEL_DIR="${MODEL_DIR:-${TEACHER_DIR}}"
     role_flags=TEACHER_FLAGS
+    unlabeled_flags=()
     ;;
-  student | offline)
+  student)
+    MODEL_DIR="${MODEL_DIR:-${STUDENT_DIR}}"
+    UNLABEL_DIR="${UNLABEL_DIR:-${RAW_UNLABEL_DIR}}"
+    require_dir "${UNLABEL_DIR}" UNLABEL_DIR
+    # Without a teacher the student would learn from meaningless targets (the
+    # published scripts then reached 9% accuracy without any error): stop here.
+    require_checkpoint "${TEACHER_CKPT}" TEACHER_CKPT "${TEACHER_HINT}"
     role_flags=STUDENT_FLAGS
-    [[ -n "${STUDENT_FLAGS:-}" ]] || die "${NO_STUDENT_FLAGS:-STUDENT_FLAGS is empty.}"
+    unlabeled_flags=(--unlabel_data_dir="${UNLABEL_DIR}" --teacher_model_path="${TEACHER_CKPT}")
+    if [[ -n "${TEACHER_MODEL}" ]]; then unlabeled_flags+=(--teacher_model_name="${TEACHER_MODEL}"); fi
+    ;;
+  offline)
+    MODEL_DIR="${MODEL_DIR:-${OFFLINE_STUDENT_DIR}}"
+    UNLABEL_DIR="${UNLABEL_DIR:-${FILTERED_DIR}}"
+    require_records "${UNLABEL_DIR}" train UNLABEL_DIR \
+      "Run ${TASK_SCRIPTS}/predict.sh, filter_unlabel.sh 1 and filter_unlabel.sh 0 first."
+    role_flags=STUDENT_FLAGS
+    unlabeled_flags=(--unlabel_data_dir="${UNLABEL_DIR}")
     ;;
   *) die "steps/train.sh: role ${train_role}: expected teacher, student or offline." ;;
 esac
-require_dir "${DATA_DIR}" DATA_DIR "${DATA_HINT}"
-unlabeled_flags=()
-if [[ "${train_role}" == student ]]; then
-  MODEL_DIR="${MODEL_DIR:-${STUDENT_DIR}}"
-  UNLABEL_DIR="${UNLABEL_DIR:-${RAW_UNLABEL_DIR}}"
-  require_dir "${UNLABEL_DIR}" UNLABEL_DIR
-  # Without a teacher the student would learn from meaningless targets (the
-  # published scripts then reached 9% accuracy without any error): stop here.
-  require_checkpoint "${TEACHER_CKPT}" TEACHER_CKPT "${TEACHER_HINT}"
-  unlabeled_flags=(--unlabel_data_dir="${UNLABEL_DIR}" --teacher_model_path="${TEACHER_CKPT}")
-  if [[ -n "${TEACHER_MODEL}" ]]; then unlabeled_flags+=(--teacher_model_name="${TEACHER_MODEL}"); fi
-elif [[ "${train_role}" == offline ]]; then
-  MODEL_DIR="${MODEL_DIR:-${OFFLINE_STUDENT_DIR}}"
-  UNLABEL_DIR="${UNLABEL_DIR:-${FILTERED_DIR}}"
-  require_records "${UNLABEL_DIR}" train UNLABEL_DIR \
-    "Run ${TASK_SCRIPTS}/predict.sh, filter_unlabel.sh 1 and filter_unlabel.sh 0 first."
-  unlabeled_flags=(--unlabel_data_dir="${UNLABEL_DIR}")
-fi
 
 words_of EXTRA_FLAGS TRAIN_FLAGS
 user_flags=("${FLAG_WORDS[@]}" "$@")
