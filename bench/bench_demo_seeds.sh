@@ -32,26 +32,20 @@
 # Environment (defaults in brackets):
 #   SEEDS          seeds to run, space-separated [0 1 2, or 0 .. N-1 when N is set]
 #   N              number of seeds when SEEDS is not set [3]
-#   ROUNDS         noisy-student rounds per seed [2]
+#   ROUNDS         noisy-student rounds per seed [defaults.sh: 2]
 #   OUT_ROOT       output folder [output/bench_demo_seeds]
-#   DATA_DIR       prepared data [data/mnist/proc]
+#   DATA_DIR       prepared data [defaults.sh: data/mnist/proc]
 #   DETERMINISTIC  passed to loop.sh [1]
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
 # Settings of the models and steps (MODEL_FLAGS, TEACHER_FLAGS,
-# STUDENT_FLAGS, INIT_STUDENT, NUM_IMAGE, ...) pass through to loop.sh, see
-# local_scripts/mnist/defaults.sh.
+# STUDENT_FLAGS, INIT_STUDENT, NUM_IMAGE, LABELED_PER_CLASS, ...) pass
+# through to prepro.sh and loop.sh, see local_scripts/mnist/defaults.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-die() {
-  echo "bench_demo_seeds.sh: error: $*" >&2
-  exit 1
-}
-
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
-fi
-export PYTHON
+source local_scripts/mnist/defaults.sh
+show_help_if_asked "$@"
+dry_run && die "DRY_RUN: see the commands of one seed with DRY_RUN=1 bash local_scripts/mnist/loop.sh."
+export PYTHON="${PYTHON:-python}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
 if [[ -z "${SEEDS:-}" ]]; then
@@ -64,14 +58,12 @@ read -ra SEED_LIST <<<"${SEEDS}"
 for s in "${SEED_LIST[@]}"; do
   [[ "${s}" =~ ^[0-9]+$ ]] || die "SEEDS=\"${SEEDS}\": '${s}' is not a non-negative integer."
 done
-ROUNDS="${ROUNDS:-2}"
 [[ "${ROUNDS}" =~ ^[0-9]+$ ]] || die "ROUNDS=${ROUNDS}: expected a number of rounds."
 OUT_ROOT="${OUT_ROOT:-output/bench_demo_seeds}"
-DATA_DIR="${DATA_DIR:-data/mnist/proc}"
 mkdir -p "${OUT_ROOT}"
 
 echo "== data (the same for every seed): ${DATA_DIR}"
-if ! DATA_DIR="${DATA_DIR}" LABELED_PER_CLASS="${LABELED_PER_CLASS:-100}" \
+if ! DATA_DIR="${DATA_DIR}" LABELED_PER_CLASS="${LABELED_PER_CLASS}" \
   bash local_scripts/mnist/prepro.sh >"${OUT_ROOT}/prepare_data.log" 2>&1; then
   tail -n 25 "${OUT_ROOT}/prepare_data.log" >&2
   die "data preparation failed (log: ${OUT_ROOT}/prepare_data.log)."

@@ -1,24 +1,35 @@
 # shellcheck shell=bash
-# Helpers shared by the driver scripts under local_scripts/<task>/. Sourced,
-# never run:   source "local_scripts/common.sh"
+# Helpers shared by the step scripts (local_scripts/steps/) and the drivers
+# of local_scripts/<task>/. Sourced, never run:   source local_scripts/common.sh
 #
-# Input checks (each exits with a message naming the variable to set):
+# Help and dry runs:
+#   show_help_if_asked ARG...          -h/--help first: prints the running
+#                                      script's header comment and exits 0
+#   run_command COMMAND...             runs COMMAND; DRY_RUN=1 prints it
+#   use_venv_python                    PYTHON=.venv/bin/python if unset and present
+# Input checks (each exits with a message naming the variable to set; with
+# DRY_RUN=1 each prints it as a warning and goes on):
 #   require_dir DIR VAR [HINT]         DIR exists
 #   require_checkpoint PATH VAR [HINT] PATH is a model_dir holding a checkpoint,
 #                                      or a checkpoint prefix (PATH.index)
 #   require_shards DIR PREFIX NUM_SHARDS VAR
 #                                      DIR/PREFIX-%05d-of-%05d exist for all shards
+#   require_records DIR PREFIX VAR HINT  DIR holds PREFIX-* files
 #   require_stats DIR NUM_SHARDS HINT  filter pass-1 statistics of all shards
+# Command lines:
+#   words_of VAR...                    FLAG_WORDS: the variables' values, word-split
+#   main_py_command FLAG...            PY_COMMAND: a main.py call, each flag once
+#   python_command SCRIPT FLAG...      PY_COMMAND: a Python script call, each flag once
 # Worker pool for sharded jobs (predict, filter, reassign):
 #   setup_workers any|cpu              reads GPUS / NUM_WORKERS (see below)
 #   run_sharded NAME MODE NUM_SHARDS COMMAND...
 #
 # Environment read here:
 #   PYTHON       interpreter [python]
-#   EXTRA_FLAGS  extra flags appended to every Python call (word-split), e.g.
-#                "--train_steps=1000 --use_bfloat16=True". Command-line
-#                arguments of the scripts are appended after them; the last
-#                value of a repeated flag wins.
+#   DRY_RUN      1: print the Python command lines instead of running them
+#                (sharded steps: one line per worker call, with its
+#                CUDA_VISIBLE_DEVICES and --shard_id); missing inputs are
+#                warnings; nothing is written [0]
 #   GPUS         comma list of GPU ids, one worker per id, each pinned with
 #                CUDA_VISIBLE_DEVICES=<id>, e.g. GPUS=0,1,2,3
 #   NUM_WORKERS  number of CPU workers (CUDA_VISIBLE_DEVICES empty)
@@ -27,11 +38,67 @@
 #   LOG_DIR      where run_sharded writes one log per worker (set by the
 #                calling script)
 
-PYTHON="${PYTHON:-python}"
+# The project's virtualenv, when there is one and PYTHON is not set (the MNIST
+# demo and its loop create and use it).
+use_venv_python() {
+  if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then
+    PYTHON=.venv/bin/python
+  fi
+}
 
 die() {
   echo "$(basename "$0"): error: $*" >&2
   exit 1
+}
+
+[[ "${DRY_RUN:-0}" == 0 || "${DRY_RUN}" == 1 ]] || die "DRY_RUN=${DRY_RUN}: expected 0 or 1."
+
+dry_run() {
+  [[ "${DRY_RUN:-0}" == 1 ]]
+}
+
+# A missing input stops a run; a dry run only reports it, so that it can show
+# every command of a pipeline whose earlier steps have not run yet.
+missing_input() {
+  if dry_run; then
+    echo "$(basename "$0"): warning: $* (DRY_RUN: going on)" >&2
+    return 0
+  fi
+  die "$@"
+}
+
+show_help_if_asked() {
+  [[ "${1:-}" == -h || "${1:-}" == --help ]] || return 0
+  # The scripts cd to the repository root first: a relative $0 is relative to
+  # where they were started, which the cd left in OLDPWD.
+  local script=$0
+  if [[ "${script}" != /* && -f "${OLDPWD:-}/${script}" ]]; then
+    script="${OLDPWD}/${script}"
+  fi
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${script}"
+  exit 0
+}
+
+# One line a shell can run again: words quoted only where the shell needs it.
+_print_command() {
+  local word sep=""
+  for word in "$@"; do
+    if [[ "${word}" =~ ^[][A-Za-z0-9_@%+=:,./-]+$ ]]; then
+      printf '%s%s' "${sep}" "${word}"
+    else
+      printf '%s%q' "${sep}" "${word}"
+    fi
+    sep=" "
+  done
+  echo
+}
+
+run_command() {
+  if dry_run; then
+    _print_command "$@"
+    return 0
+  fi
+  "$@"
 }
 
 # Paths such as gs://bucket/... cannot be checked from bash; Python checks
@@ -44,7 +111,7 @@ _is_remote() {
 require_dir() {
   local dir=$1 var=$2 hint=${3:-}
   _is_remote "${dir}" && return 0
-  [[ -d "${dir}" ]] || die "${var}: directory ${dir} does not exist.${hint:+ ${hint}}"
+  [[ -d "${dir}" ]] || missing_input "${var}: directory ${dir} does not exist.${hint:+ ${hint}}"
 }
 
 require_checkpoint() {
@@ -52,15 +119,13 @@ require_checkpoint() {
   _is_remote "${path}" && return 0
   if [[ -d "${path}" ]]; then
     # A model_dir: tf.train.latest_checkpoint needs the `checkpoint` index file.
-    if [[ -f "${path}/checkpoint" ]] && compgen -G "${path}/*.index" >/dev/null; then
-      return 0
-    fi
-    die "${var}=${path}: no checkpoint in this directory (expected the 'checkpoint' file" \
+    [[ -f "${path}/checkpoint" ]] && compgen -G "${path}/*.index" >/dev/null && return 0
+    missing_input "${var}=${path}: no checkpoint in this directory (expected the 'checkpoint' file" \
       "and ckpt-*.index files of a finished training run).${hint:+ ${hint}}"
+  elif [[ ! -f "${path}.index" ]]; then
+    missing_input "${var}=${path}: neither a model directory with a checkpoint nor a checkpoint" \
+      "prefix (no ${path}.index).${hint:+ ${hint}}"
   fi
-  [[ -f "${path}.index" ]] && return 0
-  die "${var}=${path}: neither a model directory with a checkpoint nor a checkpoint" \
-    "prefix (no ${path}.index).${hint:+ ${hint}}"
 }
 
 # Lists every missing input shard rather than letting each worker fail on
@@ -69,17 +134,30 @@ require_shards() {
   local dir=$1 prefix=$2 num_shards=$3 var=$4
   _require_count NUM_SHARDS "${num_shards}"
   _is_remote "${dir}" && return 0
-  require_dir "${dir}" "${var}"
+  [[ -d "${dir}" ]] || {
+    missing_input "${var}: directory ${dir} does not exist."
+    return 0
+  }
   local missing=() shard
   for ((shard = 0; shard < num_shards; shard++)); do
     [[ -f "$(printf '%s/%s-%05d-of-%05d' "${dir}" "${prefix}" "${shard}" "${num_shards}")" ]] ||
       missing+=("${shard}")
   done
   if ((${#missing[@]})); then
-    die "${#missing[@]} of ${num_shards} input shards missing in ${var}=${dir}" \
+    missing_input "${#missing[@]} of ${num_shards} input shards missing in ${var}=${dir}" \
       "($(printf '%s-%05d-of-%05d' "${prefix}" "${missing[0]}" "${num_shards}") ...;" \
       "shard ids $(_join , "${missing[@]:0:20}")$( ((${#missing[@]} > 20)) && echo ' ...')." \
       "Does NUM_SHARDS=${num_shards} match the input files?"
+  fi
+}
+
+require_records() {
+  local dir=$1 prefix=$2 var=$3 hint=$4
+  _is_remote "${dir}" && return 0
+  if [[ ! -d "${dir}" ]]; then
+    missing_input "${var}: directory ${dir} does not exist. ${hint}"
+  elif ! compgen -G "${dir}/${prefix}-*" >/dev/null; then
+    missing_input "${var}=${dir} holds no ${prefix}-* records. ${hint}"
   fi
 }
 
@@ -93,7 +171,7 @@ require_stats() {
     [[ -f "$(printf '%s/prelim_stats_%05d_0.json' "${dir}" "${shard}")" ]] || missing+=("${shard}")
   done
   if ((${#missing[@]})); then
-    die "pass-1 statistics missing for ${#missing[@]} of ${num_shards} shards in ${dir}:" \
+    missing_input "pass-1 statistics missing for ${#missing[@]} of ${num_shards} shards in ${dir}:" \
       "shard ids $(_join , "${missing[@]:0:50}")$( ((${#missing[@]} > 50)) && echo ' ...'). ${hint}"
   fi
 }
@@ -108,10 +186,66 @@ _join() {
   echo "$*"
 }
 
-# EXTRA: the EXTRA_FLAGS words followed by the given arguments.
-collect_extra_flags() {
-  read -ra EXTRA <<<"${EXTRA_FLAGS:-}"
-  EXTRA+=("$@")
+words_of() {
+  FLAG_WORDS=()
+  local var
+  local -a part
+  for var in "$@"; do
+    read -ra part <<<"${!var:-}"
+    FLAG_WORDS+=("${part[@]}")
+  done
+}
+
+# _FLAG_KEY: the name of the absl flag that WORD sets (--name=value, -name=value,
+# --name and --noname all set "name"); empty when WORD is no flag (a value
+# given as its own word, "--name value").
+_flag_key() {
+  _FLAG_KEY=""
+  [[ "$1" == -?* ]] || return 0
+  _FLAG_KEY=${1#-}
+  _FLAG_KEY=${_FLAG_KEY#-}
+  if [[ "${_FLAG_KEY}" == *=* ]]; then
+    _FLAG_KEY=${_FLAG_KEY%%=*}
+  else
+    _FLAG_KEY=${_FLAG_KEY#no}
+  fi
+}
+
+# _FLAGS_ONCE: the words WORD... with each flag kept only where it is given last, so
+# a script's settings, the user's variables and its arguments can name the
+# same flag and the Python call still gets it once, with the last value (the
+# one absl would use). A value given as its own word goes with its flag.
+_dedupe_flags() {
+  local -a words=("$@")
+  local -A last=()
+  local i keep=1
+  for i in "${!words[@]}"; do
+    _flag_key "${words[i]}"
+    if [[ -n "${_FLAG_KEY}" ]]; then last[${_FLAG_KEY}]=${i}; fi
+  done
+  _FLAGS_ONCE=()
+  for i in "${!words[@]}"; do
+    _flag_key "${words[i]}"
+    if [[ -n "${_FLAG_KEY}" ]]; then
+      keep=0
+      if [[ "${last[${_FLAG_KEY}]}" == "${i}" ]]; then keep=1; fi
+    fi
+    if ((keep)); then _FLAGS_ONCE+=("${words[i]}"); fi
+  done
+}
+
+python_command() {
+  local script=$1
+  shift
+  _dedupe_flags "$@"
+  # shellcheck disable=SC2034  # read by the caller
+  PY_COMMAND=("${PYTHON:-python}" "${script}" "${_FLAGS_ONCE[@]}")
+}
+
+# Every main.py call here runs off TPU in float32; arguments such as
+# --use_tpu=True --tpu=NAME --use_bfloat16=True replace these.
+main_py_command() {
+  python_command main.py --use_tpu=False --use_bfloat16=False --task_name="${TASK_NAME}" "$@"
 }
 
 # WORKER_DEVICES: one entry per worker, the CUDA_VISIBLE_DEVICES value it gets,
@@ -140,6 +274,17 @@ setup_workers() {
   fi
 }
 
+# The calls of one worker: its shard list once (MODE list) or one shard each.
+_worker_calls() {
+  local mode=$1 shards=$2
+  _WORKER_CALLS=()
+  if [[ "${mode}" == list ]]; then
+    _WORKER_CALLS=("${shards}")
+  else
+    IFS=, read -ra _WORKER_CALLS <<<"${shards}"
+  fi
+}
+
 # One background worker: runs its calls one after the other, records the
 # shards of failed calls in $failed, and on TERM stops its current call.
 _worker() {
@@ -148,16 +293,12 @@ _worker() {
   if [[ "${device}" != inherit ]]; then
     export CUDA_VISIBLE_DEVICES="${device}"
   fi
-  local calls=() child=
-  if [[ "${mode}" == list ]]; then
-    calls=("${shards}")
-  else
-    IFS=, read -ra calls <<<"${shards}"
-  fi
+  local child=
+  _worker_calls "${mode}" "${shards}"
   trap '[[ -n "${child}" ]] && kill "${child}" 2>/dev/null; exit 143' TERM
   : >"${log}"
   local ids
-  for ids in "${calls[@]}"; do
+  for ids in "${_WORKER_CALLS[@]}"; do
     echo "=== $(date '+%F %T') CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-<unset>} $* --shard_id=${ids}" >>"${log}"
     "$@" --shard_id="${ids}" >>"${log}" 2>&1 &
     child=$!
@@ -167,6 +308,23 @@ _worker() {
     child=
   done
   [[ ! -s "${failed}" ]]
+}
+
+# DRY_RUN: the command line of every call of every worker.
+_print_worker_calls() {
+  local mode=$1 w ids
+  shift
+  for w in "${!_WORKER_SHARDS[@]}"; do
+    _worker_calls "${mode}" "${_WORKER_SHARDS[w]}"
+    for ids in "${_WORKER_CALLS[@]}"; do
+      case "${WORKER_DEVICES[w]}" in
+        inherit) ;;
+        "") printf "CUDA_VISIBLE_DEVICES='' " ;;
+        *) printf 'CUDA_VISIBLE_DEVICES=%s ' "${WORKER_DEVICES[w]}" ;;
+      esac
+      _print_command "$@" --shard_id="${ids}"
+    done
+  done
 }
 
 # run_sharded NAME MODE NUM_SHARDS COMMAND...
@@ -187,16 +345,23 @@ run_sharded() {
   [[ "${mode}" == list || "${mode}" == each ]] || die "run_sharded: MODE must be list or each."
   _require_count NUM_SHARDS "${num_shards}"
   [[ -n "${LOG_DIR:-}" ]] || die "run_sharded: LOG_DIR is not set."
-  mkdir -p "${LOG_DIR}"
-  local num_workers=${#WORKER_DEVICES[@]}
-  local pids=() logs=() faileds=() worker_shards=() shards w s
+  local num_workers=${#WORKER_DEVICES[@]} shards w s
+  _WORKER_SHARDS=()
   for ((w = 0; w < num_workers && w < num_shards; w++)); do
     shards=()
     for ((s = w; s < num_shards; s += num_workers)); do shards+=("${s}"); done
+    _WORKER_SHARDS+=("$(_join , "${shards[@]}")")
+  done
+  if dry_run; then
+    _print_worker_calls "${mode}" "$@"
+    return 0
+  fi
+  mkdir -p "${LOG_DIR}"
+  local pids=() logs=() faileds=()
+  for w in "${!_WORKER_SHARDS[@]}"; do
     local log="${LOG_DIR}/${name}-worker${w}.log" failed="${LOG_DIR}/${name}-worker${w}.failed"
     rm -f "${failed}"
-    worker_shards+=("$(_join , "${shards[@]}")")
-    _worker "${WORKER_DEVICES[w]}" "${mode}" "${log}" "${failed}" "${worker_shards[w]}" "$@" &
+    _worker "${WORKER_DEVICES[w]}" "${mode}" "${log}" "${failed}" "${_WORKER_SHARDS[w]}" "$@" &
     pids+=($!)
     logs+=("${log}")
     faileds+=("${failed}")
@@ -219,7 +384,7 @@ run_sharded() {
     if [[ -s "${faileds[w]}" ]]; then
       mapfile -t -O "${#attempted[@]}" attempted <"${faileds[w]}"
     else # The worker itself died: all its shards are suspect.
-      IFS=, read -ra shards <<<"${worker_shards[w]}"
+      IFS=, read -ra shards <<<"${_WORKER_SHARDS[w]}"
       attempted+=("${shards[@]}")
     fi
   done

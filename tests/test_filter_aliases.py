@@ -8,10 +8,10 @@ test_scripts_run_both_passes.)
 """
 
 import os
-import subprocess
 
 import pytest
 from test_filter_unlabel_data import REPO, cli_args, make_dataset, run_script
+from test_scripts import run_bash
 
 
 def test_filter_alias_fails_like_the_real_script(tmp_path):
@@ -54,22 +54,14 @@ ALIASES = [
 ]
 
 
-def run_bash(script, env, *args, cwd=REPO):
-    return subprocess.run(
-        ["bash", os.path.join(REPO, script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize("alias, real", ALIASES)
 def test_offline_alias_fails_like_the_real_script(tmp_path, alias, real):
-    env = dict(os.environ, DATA_DIR=str(tmp_path / "missing"))
+    env = dict(DATA_DIR=str(tmp_path / "missing"))
     # From another folder too: the alias finds its target next to itself.
-    results = [run_bash(script, env, "--train_steps=5", cwd=tmp_path) for script in (alias, real)]
+    results = [
+        run_bash(os.path.join(REPO, script), env, "--train_steps=5", cwd=tmp_path)
+        for script in (alias, real)
+    ]
     assert results[0].returncode == results[1].returncode == 1
     assert results[0].stderr == results[1].stderr
     assert results[0].stderr.startswith(
@@ -88,7 +80,6 @@ def test_offline_alias_passes_arguments_and_environment(tmp_path, alias, real):
     python.write_text('#!/bin/bash\necho "python $*"\n')
     python.chmod(0o755)
     env = dict(
-        os.environ,
         PYTHON=str(python),
         DATA_DIR=str(data),
         UNLABEL_DIR=str(unlabeled),
@@ -97,7 +88,7 @@ def test_offline_alias_passes_arguments_and_environment(tmp_path, alias, real):
     )
     outputs = []
     for script in (alias, real):
-        result = run_bash(script, env, "--train_steps=5", "--seed=2")
+        result = run_bash(os.path.join(REPO, script), env, "--train_steps=5", "--seed=2", cwd=REPO)
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]
@@ -106,5 +97,6 @@ def test_offline_alias_passes_arguments_and_environment(tmp_path, alias, real):
     for command in commands:
         assert f"--label_data_dir={data}" in command
         assert command.endswith("--iterations_per_loop=3 --train_steps=5 --seed=2")
+        assert command.count("--iterations_per_loop=") == 1  # replaced, not repeated
     assert f"--unlabel_data_dir={unlabeled}" in commands[0]
     assert f"--model_dir={tmp_path / 'model'}" in commands[0]

@@ -11,6 +11,7 @@ bench/bench_demo_seeds.sh) on made-up results.
 import importlib.util
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import NUM_CLASSES, ROOT, write_labeled_subset, write_unlabeled
+from test_scripts import run_bash
 
 NUM_UNLABELED_SHARDS = 2
 SEED = 7
@@ -25,9 +27,7 @@ STEPS = ["round0_teacher", "round1_predict", "round1_filter1", "round1_filter2",
 
 
 def tiny_env(data_dir, out_dir):
-    env = dict(os.environ)
-    env.pop("EXTRA_FLAGS", None)
-    env.update(
+    return dict(
         PYTHON=sys.executable,
         TF_CPP_MIN_LOG_LEVEL="2",
         DATA_DIR=data_dir,
@@ -48,18 +48,10 @@ def tiny_env(data_dir, out_dir):
         STUDENT_FLAGS="--train_batch_size=8 --unlabel_ratio=2 --teacher_softmax_temp=1 "
         "--train_steps=4 --augment_name=v1 --randaug_mag=5",
     )
-    return env
 
 
 def run_loop(env):
-    return subprocess.run(
-        ["bash", "local_scripts/mnist/loop.sh"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_bash("local_scripts/mnist/loop.sh", env, cwd=ROOT, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +192,20 @@ def test_rerun_skips_finished_steps(loop_run):
     assert after["wall_seconds"] == before["wall_seconds"]
 
 
+def test_no_confident_image_stops_the_loop_with_the_filters_message(loop_run, tmp_path):
+    """A threshold no prediction reaches: the filter's own message ends the loop's output."""
+    env, out, _ = loop_run
+    copy = str(tmp_path / "out")
+    shutil.copytree(out, copy)
+    for step in ("round1_filter2", "round1_student"):
+        os.remove(os.path.join(copy, ".done", step))
+    proc = run_loop(dict(env, OUT=copy, MIN_THRESHOLD="0.99"))
+    assert proc.returncode == 1
+    assert "no image would be kept" in proc.stderr and "Lower --min_threshold" in proc.stderr
+    assert "step round1_filter2 failed" in proc.stderr
+    assert not os.path.exists(os.path.join(copy, ".done", "round1_filter2"))
+
+
 def test_missing_data_fails_fast(tmp_path):
     env = tiny_env(str(tmp_path / "nowhere"), str(tmp_path / "out"))
     proc = run_loop(env)
@@ -287,14 +293,8 @@ def test_seeds_report_missed_goal_and_missing_seed(tmp_path):
 
 
 def test_bench_script_rejects_bad_seeds():
-    env = dict(os.environ, SEEDS="0 a", PYTHON=sys.executable)
-    proc = subprocess.run(
-        ["bash", "bench/bench_demo_seeds.sh"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    env = dict(SEEDS="0 a", PYTHON=sys.executable)
+    proc = run_bash("bench/bench_demo_seeds.sh", env, cwd=ROOT)
     assert proc.returncode != 0 and "'a' is not a non-negative integer" in proc.stderr
-    assert (
-        subprocess.run(
-            ["bash", "-n", os.path.join(ROOT, "bench", "bench_demo_seeds.sh")]
-        ).returncode
-        == 0
-    )
+    bench_script = os.path.join(ROOT, "bench", "bench_demo_seeds.sh")
+    assert subprocess.run(["bash", "-n", bench_script]).returncode == 0

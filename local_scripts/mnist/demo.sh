@@ -17,10 +17,10 @@
 # Re-running skips every finished step (see loop.sh).
 #
 # Environment (defaults in brackets):
-#   LABELED_PER_CLASS  labeled digits per class [100]
-#   ROUNDS             noisy-student rounds [2]
+#   LABELED_PER_CLASS  labeled digits per class [defaults.sh: 100]
+#   ROUNDS             noisy-student rounds [defaults.sh: 2]
 #   DATA_DIR           prepared data [data/mnist/proc; data/mnist/proc_<n>pc
-#                      for other LABELED_PER_CLASS]
+#                      for another LABELED_PER_CLASS than the standard 100]
 #   OUT                outputs [output/mnist_demo; output/mnist_demo_<n>pc]
 #   SEED               seed of every training, prediction and filter call;
 #                      with DETERMINISTIC=1 a run is bit-reproducible [0]
@@ -31,15 +31,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-LABELED_PER_CLASS="${LABELED_PER_CLASS:-100}"
-if [[ "${LABELED_PER_CLASS}" == 100 ]]; then
-  DATA_DIR="${DATA_DIR:-data/mnist/proc}"
-  OUT="${OUT:-output/mnist_demo}"
-else
-  DATA_DIR="${DATA_DIR:-data/mnist/proc_${LABELED_PER_CLASS}pc}"
+data_dir_given="${DATA_DIR:-}"
+source local_scripts/mnist/defaults.sh
+if [[ "${LABELED_PER_CLASS}" != "${STANDARD_LABELED_PER_CLASS}" ]]; then
+  DATA_DIR="${data_dir_given:-${DATA_DIR}_${LABELED_PER_CLASS}pc}"
   OUT="${OUT:-output/mnist_demo_${LABELED_PER_CLASS}pc}"
 fi
-ROUNDS="${ROUNDS:-2}"
+OUT="${OUT:-output/mnist_demo}"
+show_help_if_asked "$@"
+dry_run && die "DRY_RUN: the demo installs and writes; see its commands with" \
+  "DRY_RUN=1 bash local_scripts/mnist/loop.sh (and prepro.sh)."
 
 echo "== 1. Python environment (.venv)"
 if [[ ! -x .venv/bin/python ]]; then
@@ -57,8 +58,7 @@ start=$(date +%s.%N)
 if ! DATA_DIR="${DATA_DIR}" LABELED_PER_CLASS="${LABELED_PER_CLASS}" \
   bash local_scripts/mnist/prepro.sh >"${OUT}/logs/prepare_data.log" 2>&1; then
   tail -n 25 "${OUT}/logs/prepare_data.log" >&2
-  echo "demo.sh: error: data preparation failed (log: ${OUT}/logs/prepare_data.log)." >&2
-  exit 1
+  die "data preparation failed (log: ${OUT}/logs/prepare_data.log)."
 fi
 # Keep the time of the run that wrote the data (a re-run only checks it).
 if [[ ! -f "${OUT}/.done/prepare_data" ]]; then

@@ -30,14 +30,17 @@
 #   logs/<step>.log             full output of each step
 #
 # Environment (defaults in brackets):
-#   TASK_NAME     mnist | svhn [mnist]
-#   ROUNDS        noisy-student rounds after the teacher [2]
+#   TASK_NAME     mnist | svhn [mnist]: the steps and settings are those of
+#                 local_scripts/$TASK_NAME/ (its defaults.sh)
+#   ROUNDS        noisy-student rounds after the teacher [the task's
+#                 defaults.sh]
 #   OUT           output folder [output/${TASK_NAME}_loop]
-#   DATA_DIR      labeled data of prepro.sh [data/${TASK_NAME}/proc]
+#   DATA_DIR      labeled data of prepro.sh [the task's defaults.sh:
+#                 data/${TASK_NAME}/proc]
 #   UNLABEL_DIR   raw unlabeled records [$DATA_DIR/unlabeled]
 #   INIT_STUDENT  1: each student starts from its teacher's weights
-#                 (--init_model_path); 0: from scratch [the task's defaults.sh
-#                 (mnist: 1), else 0]
+#                 (--init_model_path); 0: from scratch [the task's
+#                 defaults.sh: mnist 1, svhn 0]
 #   SEED          random seed of the whole run: passed as --seed to every
 #                 main.py call (teacher, prediction, students; weights, dropout,
 #                 stochastic depth, shuffles, RandAugment) and to the filter
@@ -48,35 +51,29 @@
 #   TEACHER_ARGS  extra flags for the teacher's main.py calls (word-split) []
 #   STUDENT_ARGS  extra flags for the students' main.py calls (word-split) []
 #   PYTHON        interpreter [.venv/bin/python if present, else python]
+#   DRY_RUN       1: print every step's commands instead of running them
+#                 (no markers, logs or report) [0]
 # The step scripts' own variables (MODEL_FLAGS, TEACHER_FLAGS, STUDENT_FLAGS,
-# NUM_SHARDS, NUM_IMAGE, MIN_THRESHOLD, GPUS, NUM_WORKERS, ... see
-# local_scripts/mnist/defaults.sh and the svhn scripts) pass through.
+# NUM_SHARDS, NUM_IMAGE, MIN_THRESHOLD, GPUS, NUM_WORKERS, TRAIN_FLAGS,
+# PREDICT_FLAGS, FILTER_FLAGS, EXTRA_FLAGS, ... see the task's defaults.sh
+# and local_scripts/steps/) pass through; EXTRA_FLAGS reaches every main.py
+# call, not the filter.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then
-  PYTHON=.venv/bin/python
-fi
 source local_scripts/common.sh
+show_help_if_asked "$@"
+use_venv_python
 
 TASK_NAME="${TASK_NAME:-mnist}"
-ROUNDS="${ROUNDS:-2}"
-OUT="${OUT:-output/${TASK_NAME}_loop}"
-DATA_DIR="${DATA_DIR:-data/${TASK_NAME}/proc}"
-UNLABEL_DIR="${UNLABEL_DIR:-${DATA_DIR}/unlabeled}"
 STEPS="local_scripts/${TASK_NAME}"
-
-# task_setting NAME DEFAULT: $NAME from the environment, else from the task's
-# defaults.sh (local_scripts/mnist/defaults.sh), else DEFAULT.
-task_setting() {
-  (
-    if [[ -z "${!1:-}" && -f "${STEPS}/defaults.sh" ]]; then
-      source "${STEPS}/defaults.sh"
-    fi
-    echo "${!1:-$2}"
-  )
-}
-
-INIT_STUDENT="$(task_setting INIT_STUDENT 0)"
+for step in defaults train_teacher predict filter_unlabel run_offline; do
+  [[ -f "${STEPS}/${step}.sh" ]] || die "TASK_NAME=${TASK_NAME}: no ${STEPS}/${step}.sh."
+done
+# shellcheck source=local_scripts/mnist/defaults.sh
+source "${STEPS}/defaults.sh"
+source local_scripts/steps/settings.sh
+OUT="${OUT:-output/${TASK_NAME}_loop}"
+UNLABEL_DIR="${UNLABEL_DIR:-${RAW_UNLABEL_DIR}}"
 SEED="${SEED:-0}"
 DETERMINISTIC="${DETERMINISTIC:-1}"
 [[ "${SEED}" =~ ^[0-9]+$ ]] || die "SEED=${SEED}: expected a non-negative integer."
@@ -91,26 +88,26 @@ read -ra TEACHER_EXTRA <<<"${TEACHER_ARGS:-}"
 read -ra STUDENT_EXTRA <<<"${STUDENT_ARGS:-}"
 
 [[ "${ROUNDS}" =~ ^[0-9]+$ ]] || die "ROUNDS=${ROUNDS}: expected a number of rounds (0, 1, 2, ...)."
-for step in train_teacher predict filter_unlabel run_offline; do
-  [[ -f "${STEPS}/${step}.sh" ]] || die "TASK_NAME=${TASK_NAME}: no ${STEPS}/${step}.sh."
-done
 require_dir "${DATA_DIR}" DATA_DIR "Write the data with ${STEPS}/prepro.sh."
 require_dir "${UNLABEL_DIR}" UNLABEL_DIR "Write the data with ${STEPS}/prepro.sh."
-mkdir -p "${OUT}/.done" "${OUT}/logs"
+dry_run || mkdir -p "${OUT}/.done" "${OUT}/logs"
 export TASK_NAME PYTHON DATA_DIR
-# EXTRA_FLAGS would reach every Python call of every step (the filter does
-# not take training flags): use TEACHER_ARGS / STUDENT_ARGS instead.
-unset EXTRA_FLAGS
 
 _now() {
   date +%s.%N
 }
 
 # run_step NAME COMMAND...: runs COMMAND unless NAME is done, logging to
-# $OUT/logs/NAME.log; on failure shows the end of the log and stops.
+# $OUT/logs/NAME.log; on failure shows the end of the log and stops. A dry
+# run shows the step's commands instead.
 run_step() {
   local name=$1
   shift
+  if dry_run; then
+    echo "# ${name}"
+    "$@"
+    return 0
+  fi
   local marker="${OUT}/.done/${name}" log="${OUT}/logs/${name}.log"
   if [[ -f "${marker}" ]]; then
     printf '  %-16s done earlier (%.0f s)\n' "${name}" "$(cat "${marker}")"
@@ -133,6 +130,7 @@ run_step() {
 
 # A finished training run has evaluated its last checkpoint.
 check_trained() {
+  dry_run && return 0
   [[ -f "$1/eval_results.json" ]] || die "$1 has no eval_results.json after training (see ${OUT}/logs)."
 }
 
@@ -149,16 +147,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
   student="${OUT}/round${round}_student"
   run_step "round${round}_predict" env TEACHER_CKPT="${TEACHER_DIR}" UNLABEL_DIR="${UNLABEL_DIR}" \
     DATA_ROOT="${pseudo}" LOG_DIR="${pseudo}/logs" bash "${STEPS}/predict.sh" "${SEED_FLAGS[@]}"
+  # When no image passes the threshold, pass 2 stops with the filter's own
+  # message (lower MIN_THRESHOLD or train the teacher longer); run_step shows it.
   run_step "round${round}_filter1" env UNLABEL_DIR="${UNLABEL_DIR}" DATA_ROOT="${pseudo}" \
     LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 1 --seed="${SEED}"
   run_step "round${round}_filter2" env UNLABEL_DIR="${UNLABEL_DIR}" DATA_ROOT="${pseudo}" \
     LOG_DIR="${pseudo}/logs" bash "${STEPS}/filter_unlabel.sh" 0 --seed="${SEED}"
-  final_stats="${pseudo}/filter_data/stats/final_stats.json"
-  if [[ -f "${final_stats}" ]] && grep -Eq '"total_cnt": *0([^0-9]|$)' "${final_stats}"; then
-    die "round ${round}: no unlabeled image passed the confidence threshold (${final_stats});" \
-      "lower MIN_THRESHOLD or train the teacher longer, then delete ${pseudo} and" \
-      "${OUT}/.done/round${round}_filter* and re-run."
-  fi
   init=()
   if [[ "${INIT_STUDENT}" == 1 ]]; then
     init=(--init_model_path="${TEACHER_DIR}")
@@ -169,9 +163,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
   TEACHER_DIR="${student}"
 done
 
-"${PYTHON}" loop_report.py --output_dir="${OUT}" --rounds="${ROUNDS}" \
+run_command "${PYTHON:-python}" loop_report.py --output_dir="${OUT}" --rounds="${ROUNDS}" \
   --setting="task_name=${TASK_NAME}" --setting="data_dir=${DATA_DIR}" \
   --setting="unlabel_dir=${UNLABEL_DIR}" --setting="init_student=${INIT_STUDENT}" \
   --setting="seed=${SEED}" --setting="deterministic=${DETERMINISTIC}" \
-  --setting="num_image=$(task_setting NUM_IMAGE "default of ${STEPS}/filter_unlabel.sh")" \
-  --setting="min_threshold=$(task_setting MIN_THRESHOLD "default of ${STEPS}/filter_unlabel.sh")"
+  --setting="num_image=${NUM_IMAGE}" --setting="min_threshold=${MIN_THRESHOLD}"

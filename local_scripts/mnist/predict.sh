@@ -1,25 +1,31 @@
 #!/bin/bash
 # Step 2 on MNIST: the teacher predicts class probabilities for every
-# unlabeled digit. This is local_scripts/svhn/predict.sh with TASK_NAME=mnist
-# and the MNIST paths of defaults.sh; finished shards are skipped.
+# unlabeled digit (local_scripts/steps/predict.sh); finished shards are
+# skipped.
+#
+#   bash local_scripts/mnist/predict.sh [flags...]
+#   DRY_RUN=1 bash local_scripts/mnist/predict.sh   # print the commands
 #
 # Reads   $UNLABEL_DIR/extra-%05d-of-%05d
 # Writes  $DATA_ROOT/predict_label/, $DATA_ROOT/info/
 #
-# Environment (defaults in brackets; see also defaults.sh):
+# Environment (defaults in brackets; settings in defaults.sh):
 #   TEACHER_CKPT   teacher model_dir or checkpoint prefix [ckpt/mnist/teacher]
-#   UNLABEL_DIR    unlabeled records [$DATA_DIR/unlabeled = data/mnist/proc/unlabeled]
-#   NUM_SHARDS     number of unlabeled files [4]
+#   TEACHER_MODEL  architecture, used if TEACHER_CKPT has no model_params.txt
+#                  [MODEL_FLAGS' --model_name]
+#   DATA_DIR       prepro.sh's output [data/mnist/proc]
+#   UNLABEL_DIR    unlabeled records [$DATA_DIR/unlabeled]
+#   NUM_SHARDS     number of unlabeled files [defaults.sh]
 #   DATA_ROOT      output root [data/mnist/predict]
-#   BATCH_SIZE     images per prediction batch [500]
-#   GPUS, NUM_WORKERS, PYTHON, EXTRA_FLAGS   see local_scripts/common.sh
-# Arguments are appended to every Python call.
+#   LOG_DIR        worker logs [$DATA_ROOT/logs]
+#   BATCH_SIZE     images per prediction batch [defaults.sh]
+#   PREDICT_FLAGS  your flags for the prediction calls
+#   EXTRA_FLAGS    your flags for every main.py call, before PREDICT_FLAGS
+#   GPUS, NUM_WORKERS, DRY_RUN   see local_scripts/common.sh
+#   PYTHON         interpreter [.venv/bin/python if present, else python]
+# Arguments are appended to every Python call; each flag reaches main.py
+# once, with the last value given.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source local_scripts/mnist/defaults.sh
-source local_scripts/common.sh
-
-TEACHER_CKPT="${TEACHER_CKPT:-ckpt/mnist/teacher}"
-UNLABEL_DIR="${UNLABEL_DIR:-${RAW_UNLABEL_DIR}}"
-export TASK_NAME TEACHER_CKPT UNLABEL_DIR FILE_PREFIX NUM_SHARDS DATA_ROOT BATCH_SIZE PYTHON
-exec bash local_scripts/svhn/predict.sh "$@"
+source local_scripts/steps/predict.sh "$@"

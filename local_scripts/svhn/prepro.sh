@@ -2,25 +2,24 @@
 # Writes SVHN as TFRecords: train/dev/test and unlabeled/extra shards plus
 # dataset_info.json under $DATA_DIR. Skips when the complete output exists.
 #
-# Environment (defaults in brackets):
+#   bash local_scripts/svhn/prepro.sh [flags...]
+#   DRY_RUN=1 bash local_scripts/svhn/prepro.sh   # print the command
+#
+# Environment (defaults in brackets; settings in defaults.sh):
 #   SOURCE         tfds | mat [tfds]: TFDS svhn_cropped, or the original
 #                  train/test/extra_32x32.mat files in $RAW_DATA_DIR.
 #   RAW_DATA_DIR   folder of the .mat files [data/svhn/raw]
 #   TFDS_DATA_DIR  TFDS data_dir [TFDS' default, ~/tensorflow_datasets]
 #   DATA_DIR       output folder [data/svhn/proc]
-#   PYTHON         interpreter [python]
+#   PYTHON, DRY_RUN   see local_scripts/common.sh
 # Extra arguments are passed to proc_svhn.py, e.g. --overwrite or
 # --full_train_data. Relative paths are relative to the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source local_scripts/svhn/defaults.sh
+source local_scripts/common.sh
+show_help_if_asked "$@"
 
-SOURCE="${SOURCE:-tfds}"
-RAW_DATA_DIR="${RAW_DATA_DIR:-data/svhn/raw}"
-DATA_DIR="${DATA_DIR:-data/svhn/proc}"
-
-args=(--task_name=svhn --source="${SOURCE}" --raw_data_dir="${RAW_DATA_DIR}" --output_dir="${DATA_DIR}")
-if [[ -n "${TFDS_DATA_DIR:-}" ]]; then
-  args+=(--tfds_data_dir="${TFDS_DATA_DIR}")
-fi
-
-"${PYTHON:-python}" proc_svhn.py "${args[@]}" "$@"
+python_command proc_svhn.py --task_name=svhn --source="${SOURCE}" --raw_data_dir="${RAW_DATA_DIR}" \
+  --output_dir="${DATA_DIR}" ${TFDS_DATA_DIR:+"--tfds_data_dir=${TFDS_DATA_DIR}"} "$@"
+run_command "${PY_COMMAND[@]}"

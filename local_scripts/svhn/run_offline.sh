@@ -5,58 +5,28 @@
 # settings as run.sh; the pseudo labels are the stored probabilities at
 # temperature 1.
 #
-# Environment (defaults in brackets):
-#   DATA_DIR      labeled data from prepro.sh [data/svhn/proc]
-#   UNLABEL_DIR   filtered records of filter_unlabel.sh 0, or the output of
-#                 reassign.sh [data/svhn/predict/filter_data/data]
-#   MODEL_DIR     student checkpoints [ckpt/exp_1_offline] (not run.sh's
-#                 ckpt/exp_1: a finished online run there would be resumed
-#                 and nothing trained); delete it to start over
-#   TASK_NAME     svhn, or mnist for the MNIST task in the same layout [svhn]
-#   PYTHON, EXTRA_FLAGS   see local_scripts/common.sh
+#   bash local_scripts/svhn/run_offline.sh [flags...]
+#   DRY_RUN=1 bash local_scripts/svhn/run_offline.sh   # print the commands
+#
+# Environment (defaults in brackets; settings in defaults.sh):
+#   DATA_DIR       labeled data from prepro.sh [data/svhn/proc]
+#   DATA_ROOT      prediction root of predict.sh [data/svhn/predict]
+#   UNLABEL_DIR    filtered records of filter_unlabel.sh 0, or the output of
+#                  reassign.sh [$DATA_ROOT/filter_data/data]
+#   MODEL_DIR      student checkpoints [ckpt/exp_1_offline] (not run.sh's
+#                  ckpt/exp_1: a finished online run there would be resumed
+#                  and nothing trained); delete it to start over
+#   TASK_NAME      svhn, or mnist for the MNIST task in the same layout [svhn]
+#   MODEL_FLAGS    architecture [--model_name=efficientnet-b0]
+#   RUN_FLAGS      loops and checkpoints [every 1000 steps]
+#   STUDENT_FLAGS  training flags [published, as run.sh]
+#   TRAIN_FLAGS    your flags for both Python calls (training, evaluation)
+#   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
+#   PYTHON, DRY_RUN   see local_scripts/common.sh
 # Arguments are appended to both Python calls, e.g. --train_steps=20000.
+# Each flag reaches main.py once, with the last value given.
 # Relative paths are relative to the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-source local_scripts/common.sh
-
-DATA_DIR="${DATA_DIR:-data/svhn/proc}"
-UNLABEL_DIR="${UNLABEL_DIR:-data/svhn/predict/filter_data/data}"
-MODEL_DIR="${MODEL_DIR:-ckpt/exp_1_offline}"
-TASK_NAME="${TASK_NAME:-svhn}"
-collect_extra_flags "$@"
-require_dir "${DATA_DIR}" DATA_DIR "Write the data with local_scripts/svhn/prepro.sh."
-require_dir "${UNLABEL_DIR}" UNLABEL_DIR \
-  "Run predict.sh, filter_unlabel.sh 1 and filter_unlabel.sh 0 first."
-_is_remote "${UNLABEL_DIR}" || compgen -G "${UNLABEL_DIR}/train-*" >/dev/null ||
-  die "UNLABEL_DIR=${UNLABEL_DIR} holds no train-* records; run filter_unlabel.sh 0 first."
-
-"${PYTHON}" main.py \
-  --model_name=efficientnet-b0 \
-  --use_tpu=False \
-  --use_bfloat16=False \
-  --task_name="${TASK_NAME}" \
-  --mode=train \
-  --train_batch_size=128 \
-  --iterations_per_loop=1000 \
-  --save_checkpoints_steps=1000 \
-  --unlabel_ratio=5 \
-  --teacher_softmax_temp=1 \
-  --augment_name=v1 \
-  --randaug_mag=5 \
-  --final_base_lr=0.0002 \
-  --weight_decay=1e-4 \
-  --label_data_dir="${DATA_DIR}" \
-  --unlabel_data_dir="${UNLABEL_DIR}" \
-  --model_dir="${MODEL_DIR}" \
-  "${EXTRA[@]}"
-
-"${PYTHON}" main.py \
-  --model_name=efficientnet-b0 \
-  --use_tpu=False \
-  --use_bfloat16=False \
-  --task_name="${TASK_NAME}" \
-  --mode=eval \
-  --label_data_dir="${DATA_DIR}" \
-  --model_dir="${MODEL_DIR}" \
-  "${EXTRA[@]}"
+source local_scripts/svhn/defaults.sh
+source local_scripts/steps/train.sh offline "$@"

