@@ -132,3 +132,13 @@ def teacher(tiny_data, tmp_path_factory):
     losses = [m["train/data_loss"] for _, m in state.history]
     results = train_lib.evaluate(config, strategy)
     return config, state, results, losses
+
+
+def snapshot(root):
+    """{relative path: bytes} of every file under root."""
+    files = {}
+    for parent, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(parent, name), "rb") as f:
+                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
+    return files
