@@ -11,6 +11,7 @@ filter_pipeline.py, on the constants defined here.
 import dataclasses
 import hashlib
 import json
+from typing import NamedTuple
 
 import numpy as np
 from absl import logging
@@ -509,21 +510,27 @@ def shard_stats_json(counts, *, num_input_images, output_file, num_records, num_
 # Final stats: the totals of every shard's stats file.
 
 
-@dataclasses.dataclass
-class ShardStats:
-    """What the final stats take from one pass-2 stats file: see read_shard_stats."""
+class ShardStats(NamedTuple):
+    """What the final stats take from one pass-2 stats file: see read_shard_stats.
+
+    Attributes:
+      where: the stats file, for messages.
+      shard: its shard.
+      counts: the ShardCounts it recorded (seen_bins are not recorded: zeros).
+      output_file: the basename of its data file.
+      num_bytes: the data file's size.
+      num_records: the records in it.
+      num_input_images: the images of the shard's task.
+      provenance: the checkpoint that predicted, or None.
+    """
 
     where: str
     shard: int
-    after: np.ndarray
-    before: np.ndarray
+    counts: ShardCounts
     output_file: str
     num_bytes: int
     num_records: int
     num_input_images: int
-    true_before: np.ndarray
-    true_after: np.ndarray
-    true_invalid: int
     provenance: dict | None
 
 
@@ -534,13 +541,20 @@ def _per_class(counts_json, num_classes):
     return counts
 
 
-def _true_label_counts(obj, num_classes):
-    before = np.zeros([2, num_classes], np.int64)
-    after = np.zeros([2, num_classes], np.int64)
-    for key, counts in (("before_filtering", before), ("after_balancing", after)):
-        for uid, (known, correct) in obj.get(key, {}).items():
-            counts[:, int(uid)] += [known, correct]
-    return before, after, int(obj.get("invalid", 0))
+def _recorded_counts(obj, num_classes):
+    """The ShardCounts of a pass-2 stats file's JSON object (KeyError etc. if malformed)."""
+    counts = ShardCounts(num_classes)
+    counts.after = _per_class(obj["after_balancing"], num_classes)
+    counts.before = _per_class(obj["before_balancing"], num_classes)
+    true_labels = obj.get("true_labels", {})
+    for key, rows in (
+        ("before_filtering", counts.true_before),
+        ("after_balancing", counts.true_after),
+    ):
+        for uid, (known, correct) in true_labels.get(key, {}).items():
+            rows[:, int(uid)] += [known, correct]
+    counts.true_invalid = int(true_labels.get("invalid", 0))
+    return counts
 
 
 def read_shard_stats(obj, num_classes, where, shard):
@@ -551,31 +565,16 @@ def read_shard_stats(obj, num_classes, where, shard):
         and the shard to filter again.
     """
     try:
-        after = _per_class(obj["after_balancing"], num_classes)
-        before = _per_class(obj["before_balancing"], num_classes)
+        counts = _recorded_counts(obj, num_classes)
         name, size = obj["output_file"], int(obj["num_output_bytes"])
         num_records = int(obj["num_output_records"])
+        num_input_images = int(obj.get("num_input_images", 0))
     except (KeyError, ValueError, TypeError, IndexError) as e:
         raise FilterError(
             f"stats file {where} lacks or has a malformed {e}; re-run pass 2 for shard {shard}"
         ) from e
-    true_before, true_after, true_invalid = _true_label_counts(
-        obj.get("true_labels", {}), num_classes
-    )
-    return ShardStats(
-        where=where,
-        shard=shard,
-        after=after,
-        before=before,
-        output_file=name,
-        num_bytes=size,
-        num_records=num_records,
-        num_input_images=int(obj.get("num_input_images", 0)),
-        true_before=true_before,
-        true_after=true_after,
-        true_invalid=true_invalid,
-        provenance=obj.get(PROVENANCE_KEY),
-    )
+    provenance = obj.get(PROVENANCE_KEY)
+    return ShardStats(where, shard, counts, name, size, num_records, num_input_images, provenance)
 
 
 def _accuracy_json(known, correct):
@@ -647,7 +646,7 @@ def final_stats(shard_stats, *, num_shards, num_filter_tasks, output_dir):
       FilterError: no shard wrote any record (the message names
         `output_dir`), or the shards come from different checkpoints.
     """
-    counts = sum(s.after for s in shard_stats)
+    counts = sum(s.counts.after for s in shard_stats)
     files = {
         s.output_file: {"num_records": s.num_records, "num_bytes": s.num_bytes} for s in shard_stats
     }
@@ -656,7 +655,7 @@ def final_stats(shard_stats, *, num_shards, num_filter_tasks, output_dir):
             f"no shard of {output_dir} kept any image ({len(files)} data files, all empty); "
             "lower --min_threshold or raise --num_image"
         )
-    _warn_lost_classes(counts, sum(s.before for s in shard_stats))
+    _warn_lost_classes(counts, sum(s.counts.before for s in shard_stats))
     provenance, _ = common_provenance(
         [(f"shard {s.shard} ({s.where})", s.provenance) for s in shard_stats],
         "the pass-2 stats",
@@ -674,11 +673,11 @@ def final_stats(shard_stats, *, num_shards, num_filter_tasks, output_dir):
         "files": files,
         PROVENANCE_KEY: provenance,
     }
-    true_before = sum(s.true_before for s in shard_stats)
-    num_invalid = sum(s.true_invalid for s in shard_stats)
+    true_before = sum(s.counts.true_before for s in shard_stats)
+    num_invalid = sum(s.counts.true_invalid for s in shard_stats)
     num_without = sum(s.num_input_images for s in shard_stats) - true_before[0].sum() - num_invalid
     accuracy = pseudo_label_accuracy(
-        true_before, sum(s.true_after for s in shard_stats), num_without, num_invalid
+        true_before, sum(s.counts.true_after for s in shard_stats), num_without, num_invalid
     )
     if accuracy is not None:
         final["pseudo_label_accuracy"] = accuracy

@@ -81,21 +81,27 @@ class FilterFiles:
     file_prefix: str = "train"
 
     def input_file(self, shard):
+        """The raw unlabeled records of `shard`."""
         return utils.shard_path(self.input_dir, self.file_prefix, shard, self.num_shards)
 
     def prediction_file(self, shard, worker):
+        """The predictions of one prediction worker for `shard`."""
         return utils.prediction_path(self.prediction_dir, shard, self.num_shards, worker)
 
     def info_file(self, shard, worker):
+        """The info file of one prediction worker for `shard`."""
         return utils.info_path(self.info_dir, shard, self.num_shards, worker)
 
     def prelim_stats_file(self, shard, task):
+        """Pass 1's counts of `shard` and `task`."""
         return utils.prelim_stats_path(self.prelim_stats_dir, shard, task)
 
     def stats_file(self, shard, task):
+        """Pass 2's stats of `shard` and `task`."""
         return utils.filter_stats_path(self.output_dir, shard, task)
 
     def filtered_file(self, shard, task):
+        """Pass 2's records of `shard` and `task`."""
         return utils.filtered_path(self.output_dir, task, shard, self.num_shards)
 
 
@@ -254,6 +260,7 @@ class ShardWork(NamedTuple):
     provenance: dict | None
 
     def num_images(self):
+        """The images of the task's prediction workers."""
         return sum(info.image_num for info in self.infos.values())
 
     def parts(self, files):

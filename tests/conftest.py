@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated datasets in the SPEC §7 layout."""
 
 import os
+import pathlib
 import sys
 
 import numpy as np
@@ -136,9 +137,5 @@ def teacher(tiny_data, tmp_path_factory):
 
 def snapshot(root):
     """{relative path: bytes} of every file under root."""
-    files = {}
-    for parent, _, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(parent, name), "rb") as f:
-                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
-    return files
+    root = pathlib.Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}

@@ -149,6 +149,29 @@ def test_decide_copies_respects_threshold_and_max_prob():
     assert copies.tolist() == [0, 1, 1, 1, 0]
 
 
+def decision_inputs(rng, probs):
+    """Raw unlabeled records of `probs`' images, and their true classes (-1: unknown)."""
+    n, num_classes = probs.shape
+    images = [b"img%d" % i for i in range(n)]
+    # True classes: unknown (-1), the pseudo label, another class, and out of range.
+    true = rng.integers(-1, num_classes, n)
+    true[:100] = np.argmax(probs[:100], axis=1)
+    true[100:110] = num_classes + 3
+    inputs = [
+        utils.unlabeled_example(im, num_classes, t).SerializeToString()
+        for im, t in zip(images, true, strict=True)
+    ]
+    # Records without the key count as unknown, as label 0 does.
+    inputs[110:120] = [
+        tf.train.Example(
+            features=tf.train.Features(feature={"image/encoded": utils.bytes_feature(im)})
+        ).SerializeToString()
+        for im in images[110:120]
+    ]
+    true[110:120] = -1
+    return images, inputs, true
+
+
 def test_in_graph_decisions_match_numpy(tmp_path):
     """BatchDecisions labels, bins and copies images exactly as the oracles do."""
     rng = np.random.default_rng(5)
@@ -171,28 +194,7 @@ def test_in_graph_decisions_match_numpy(tmp_path):
         stats_shards=1,
         num_filter_tasks=1,
     )
-    images = [b"img%d" % i for i in range(n)]
-    # True classes: unknown (-1), the pseudo label, another class, and out of range.
-    true = rng.integers(-1, num_classes, n)
-    true[:100] = np.argmax(probs[:100], axis=1)
-    true[100:110] = num_classes + 3
-    inputs = [
-        utils.unlabeled_example(im, num_classes, t).SerializeToString()
-        for im, t in zip(images, true, strict=True)
-    ]
-    del inputs[110:]
-    # Records without the key count as unknown, as label 0 does.
-    inputs += [
-        tf.train.Example(
-            features=tf.train.Features(feature={"image/encoded": utils.bytes_feature(im)})
-        ).SerializeToString()
-        for im in images[110:120]
-    ]
-    inputs += [
-        utils.unlabeled_example(im, num_classes, t).SerializeToString()
-        for im, t in zip(images[120:], true[120:], strict=True)
-    ]
-    true[110:120] = -1
+    images, inputs, true = decision_inputs(rng, probs)
     preds = [utils.prediction_example(p).SerializeToString() for p in probs]
     out = filter_pipeline.BatchDecisions(selection, with_images=True)(
         tf.constant(inputs), tf.constant(preds), tf.constant(uniforms)
