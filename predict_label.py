@@ -1,4 +1,4 @@
-r"""Pseudo labels: predict a teacher's probabilities on unlabeled shards (SPEC §7).
+r"""Pseudo labels: predict a teacher's probabilities on unlabeled shards.
 
 Called by `python main.py --mode=predict`. One process handles one or more
 shards (`--shard_id=3` or `--shard_id=0,4,8`); `--total_replicas` workers can
@@ -22,9 +22,15 @@ skipped, so an interrupted job re-runs only what is missing; outputs of
 another checkpoint or input are an error (checked for every shard before
 anything is written) unless `overwrite` is set. Records are serialized
 deterministically, so a re-run writes the same bytes.
+
+The files and their keys: docs/pseudo_labels.md, "Prediction files" and
+"Reassign". In the code, --total_replicas and --worker_id are
+`num_prediction_workers` and `prediction_worker`.
 """
 
+import dataclasses
 import os
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -32,33 +38,83 @@ from absl import logging
 
 import checkpoints
 import data_input
+import preprocessing
 import train_lib
 import utils
 
 PROVENANCE_DIR = "provenance"
 
 
-def input_path(data_dir, file_prefix, shard, num_shards, reassign=False, worker_id=0):
-    """The input file of a shard: raw `{prefix}-%05d-of-%05d` or filtered `{prefix}-{w}-...`."""
-    if reassign:
-        name = f"{file_prefix}-{worker_id:d}-{shard:05d}-of-{num_shards:05d}"
-    else:
-        name = f"{file_prefix}-{shard:05d}-of-{num_shards:05d}"
-    return os.path.join(data_dir, name)
+class ShardJob(NamedTuple):
+    """What one prediction worker does for one shard: its input and outputs.
+
+    Attributes:
+      shard: the shard id.
+      worker: the prediction worker (reassign: the filter task of the file name).
+      input_file: the records to predict.
+      output_file: the predictions, or the reassigned records.
+      record_file: the info file, or reassign's provenance file.
+      num_parts, part: the worker predicts input records part, part +
+        num_parts, part + 2 num_parts, ...; (1, 0), the whole file, for reassign.
+    """
+
+    shard: int
+    worker: int
+    input_file: str
+    output_file: str
+    record_file: str
+    num_parts: int
+    part: int
 
 
-def count_records(path, num_shards=1, shard_index=0):
-    ds = tf.data.TFRecordDataset(path)
-    if num_shards > 1:
-        ds = ds.shard(num_shards, shard_index)
-    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+    """Where a prediction run reads and writes (see the module docstring).
+
+    Attributes:
+      label_data_dir: the input shards.
+      file_prefix: their name prefix.
+      num_shards: the number of shards.
+      output_dir: receives the predictions (reassign: the relabeled records).
+      info_dir: receives the info files (not used by reassign).
+      num_prediction_workers: the workers that split each shard (--total_replicas).
+      prediction_worker: this worker, in [0, num_prediction_workers) (--worker_id).
+      reassign_label: relabel already-filtered records instead.
+    """
+
+    label_data_dir: str
+    file_prefix: str
+    num_shards: int
+    output_dir: str
+    info_dir: str
+    num_prediction_workers: int = 1
+    prediction_worker: int = 0
+    reassign_label: bool = False
+
+    def job(self, shard):
+        """The ShardJob of `shard` for this worker."""
+        worker = self.prediction_worker
+        if self.reassign_label:
+            src = utils.task_shard_path(
+                self.label_data_dir, self.file_prefix, worker, shard, self.num_shards
+            )
+            name = os.path.basename(src)
+            out_path = os.path.join(self.output_dir, name)
+            record_path = os.path.join(self.output_dir, PROVENANCE_DIR, name + ".json")
+            return ShardJob(shard, worker, src, out_path, record_path, 1, 0)
+        src = utils.shard_path(self.label_data_dir, self.file_prefix, shard, self.num_shards)
+        out_path = utils.prediction_path(self.output_dir, shard, self.num_shards, worker)
+        record_path = utils.info_path(self.info_dir, shard, self.num_shards, worker)
+        return ShardJob(
+            shard, worker, src, out_path, record_path, self.num_prediction_workers, worker
+        )
 
 
 def make_predict_fn(model, strategy, mean_rgb, stddev_rgb):
     """A tf.function mapping a padded global batch to per-replica (probabilities, mask)."""
 
     def replica_fn(batch):
-        images = (batch["images"] - tf.constant(mean_rgb)) / tf.constant(stddev_rgb)
+        images = preprocessing.normalize_image(batch["images"], mean_rgb, stddev_rgb)
         logits = tf.cast(model(images, training=False), tf.float32)
         return tf.nn.softmax(logits, axis=-1), batch["mask"]
 
@@ -98,20 +154,6 @@ def _split_fn(batch, num_replicas):
     return value_fn
 
 
-def shard_outputs(
-    *, output_dir, info_dir, label_data_dir, file_prefix, shard, num_shards, worker_id, reassign
-):
-    """(input file, output file, provenance file) of one shard (see the module docstring)."""
-    src = input_path(label_data_dir, file_prefix, shard, num_shards, reassign, worker_id)
-    if reassign:
-        out_path = os.path.join(output_dir, os.path.basename(src))
-        record_path = os.path.join(output_dir, PROVENANCE_DIR, os.path.basename(src) + ".json")
-    else:
-        out_path = utils.prediction_path(output_dir, shard, num_shards, worker_id)
-        record_path = utils.info_path(info_dir, shard, num_shards, worker_id)
-    return src, out_path, record_path
-
-
 def input_record(src):
     """What identifies an input shard cheaply: its path and size (records are added later)."""
     return {"input_file": src, "input_bytes": int(tf.io.gfile.stat(src).length)}
@@ -121,13 +163,14 @@ def describe_checkpoint(provenance):
     return f"{provenance.get('checkpoint')} (step {provenance.get('global_step')})"
 
 
-def shard_is_done(src, out_path, record_path, provenance, overwrite):
-    """Whether a shard's outputs exist and come from this checkpoint and input.
+def shard_is_done(job, provenance, overwrite):
+    """Whether a ShardJob's outputs exist and come from this checkpoint and input.
 
     Raises:
       ValueError: the outputs exist but come from another checkpoint or input
         (unless `overwrite`), naming both.
     """
+    out_path, record_path = job.output_file, job.record_file
     if not (tf.io.gfile.exists(out_path) and tf.io.gfile.exists(record_path)):
         return False
     if overwrite:
@@ -145,46 +188,56 @@ def shard_is_done(src, out_path, record_path, provenance, overwrite):
             f"--predict_ckpt_path {describe_checkpoint(provenance)}. Pass --overwrite to "
             "replace it, or use another --output_dir/--info_dir."
         )
-    current = input_record(src)
+    current = input_record(job.input_file)
     if (recorded.get("input_file"), recorded.get("input_bytes")) != (
         current["input_file"],
         current["input_bytes"],
     ):
         raise ValueError(
             f"{out_path} was made from {recorded.get('input_file')} "
-            f"({recorded.get('input_bytes')} bytes), but the input now is {src} "
+            f"({recorded.get('input_bytes')} bytes), but the input now is {job.input_file} "
             f"({current['input_bytes']} bytes). Pass --overwrite to predict it again, or use "
             "another --output_dir/--info_dir."
         )
     return True
 
 
-def predict_shard(
-    loaded,
-    strategy,
-    *,
-    src,
-    out_path,
-    record_path,
-    batch_size,
-    total_replicas=1,
-    worker_id=0,
-    reassign_label=False,
-    shard=0,
-):
-    """Predicts one shard (or this worker's part of it) with a `checkpoints.LoadedModel`.
+def _output_records(loaded, strategy, dataset, reassign_label, progress):
+    """Yields the serialized output records: predictions, or the reassigned records."""
+    for probs, batch, keep in predict_batches(
+        loaded.model, strategy, dataset, loaded.mean_rgb, loaded.stddev_rgb
+    ):
+        if reassign_label:
+            encoded = batch["encoded"].numpy()[keep]
+            for image_bytes, p in zip(encoded, probs, strict=True):
+                example = utils.pseudo_labeled_example(image_bytes, p)
+                yield example.SerializeToString(deterministic=True)
+        else:
+            for p in probs:
+                yield utils.prediction_example(p).SerializeToString(deterministic=True)
+        progress.update(len(probs))
+
+
+def predict_shard(loaded, strategy, job, *, provenance, batch_size, reassign_label=False):
+    """Predicts a ShardJob with a `checkpoints.LoadedModel`.
+
+    Args:
+      loaded: the network.
+      strategy: the distribution strategy.
+      job: the ShardJob.
+      provenance: `loaded.provenance()`, recorded next to the outputs.
+      batch_size: images per replica and step.
+      reassign_label: write relabeled records rather than predictions.
 
     Returns:
       Number of images predicted.
 
     Raises:
-      data_input.DataError: a record of `src` cannot be used, naming it.
+      data_input.DataError: a record of the input cannot be used, naming it.
     """
-    parts = 1 if reassign_label else total_replicas
-    part = 0 if reassign_label else worker_id
+    src = job.input_file
     with data_input.naming_bad_files(image_files=[src]):
-        total = count_records(src, parts, part)
-    replicas = strategy.num_replicas_in_sync
+        total = utils.count_records(src, job.num_parts, job.part)
     global_batch = train_lib.global_eval_batch_size(batch_size, strategy)
     dataset = data_input.make_eval_dataset(
         [src],
@@ -192,45 +245,30 @@ def predict_shard(
         image_size=loaded.image_size,
         small_image_model=loaded.small_image_model,
         labeled=False,
-        num_shards=parts,
-        shard_index=part,
+        num_shards=job.num_parts,
+        shard_index=job.part,
         keep_encoded=reassign_label,
     )
-    progress = utils.Progress(total, "images", prefix=f"shard {shard} worker {worker_id}: ")
+    progress = utils.Progress(total, "images", prefix=f"shard {job.shard} worker {job.worker}: ")
     logging.info(
         "Predicting %d images of %s (part %d of %d) on %d replicas -> %s",
         total,
         src,
-        part,
-        parts,
-        replicas,
-        out_path,
+        job.part,
+        job.num_parts,
+        strategy.num_replicas_in_sync,
+        job.output_file,
     )
-
-    def records():
-        for probs, batch, keep in predict_batches(
-            loaded.model, strategy, dataset, loaded.mean_rgb, loaded.stddev_rgb
-        ):
-            if reassign_label:
-                encoded = batch["encoded"].numpy()[keep]
-                for image_bytes, p in zip(encoded, probs, strict=True):
-                    example = utils.pseudo_labeled_example(image_bytes, p)
-                    yield example.SerializeToString(deterministic=True)
-            else:
-                for p in probs:
-                    yield utils.prediction_example(p).SerializeToString(deterministic=True)
-            progress.update(len(probs))
-
+    records = _output_records(loaded, strategy, dataset, reassign_label, progress)
     with data_input.naming_bad_files(image_files=[src]):
-        count = utils.write_tfrecord(out_path, records())
+        count = utils.write_tfrecord(job.output_file, records)
     progress.update(0, force=True)
     if count != total:
-        raise RuntimeError(f"Predicted {count} images but {src} part {part} has {total}.")
-    provenance = dict(loaded.provenance(), **input_record(src), input_records=total)
-    record = {"provenance": provenance}
+        raise RuntimeError(f"Predicted {count} images but {src} part {job.part} has {total}.")
+    record = {"provenance": dict(provenance, **input_record(src), input_records=total)}
     if not reassign_label:
         record["image_num"] = count
-    utils.write_json(record_path, record)
+    utils.write_json(job.record_file, record)
     return count
 
 
@@ -272,8 +310,8 @@ def run_prediction(
     info_dir,
     num_shards=128,
     shard_id="0",
-    total_replicas=1,
-    worker_id=0,
+    num_prediction_workers=1,
+    prediction_worker=0,
     reassign_label=False,
     file_prefix="train",
     overwrite=False,
@@ -283,52 +321,53 @@ def run_prediction(
     Every shard's existing outputs are checked before any is written; a
     shard already predicted by this checkpoint from this input is skipped
     (None), outputs of another checkpoint or input are an error unless
-    `overwrite`.
+    `overwrite`. `num_prediction_workers` and `prediction_worker` are the
+    flags --total_replicas and --worker_id.
     """
     if not output_dir:
         raise ValueError("--output_dir is required for --mode=predict.")
     if not reassign_label and not info_dir:
         raise ValueError("--info_dir is required for --mode=predict.")
-    if not 0 <= worker_id < total_replicas:
+    if not 0 <= prediction_worker < num_prediction_workers:
         raise ValueError(
-            f"--worker_id={worker_id} must lie in [0, --total_replicas={total_replicas})."
+            f"--worker_id={prediction_worker} must lie in "
+            f"[0, --total_replicas={num_prediction_workers})."
         )
     shards = utils.parse_shard_ids(shard_id, num_shards)
     loaded = load_prediction_model(config, strategy, predict_ckpt_path)
     provenance = loaded.provenance()
-    todo = {}
+    layout = ShardLayout(
+        config.label_data_dir,
+        file_prefix,
+        num_shards,
+        output_dir,
+        info_dir,
+        num_prediction_workers,
+        prediction_worker,
+        reassign_label,
+    )
+    todo = []
     for shard in shards:
-        src, out_path, record_path = shard_outputs(
-            output_dir=output_dir,
-            info_dir=info_dir,
-            label_data_dir=config.label_data_dir,
-            file_prefix=file_prefix,
-            shard=shard,
-            num_shards=num_shards,
-            worker_id=worker_id,
-            reassign=reassign_label,
-        )
-        if not tf.io.gfile.exists(src):
+        job = layout.job(shard)
+        if not tf.io.gfile.exists(job.input_file):
             raise FileNotFoundError(
-                f"Input shard {src} does not exist (check --label_data_dir, "
+                f"Input shard {job.input_file} does not exist (check --label_data_dir, "
                 "--file_prefix, --num_shards)."
             )
-        if shard_is_done(src, out_path, record_path, provenance, overwrite):
-            logging.info("Shard %d (worker %d): %s exists, skipping.", shard, worker_id, out_path)
+        if shard_is_done(job, provenance, overwrite):
+            logging.info(
+                "Shard %d (worker %d): %s exists, skipping.", shard, job.worker, job.output_file
+            )
             continue
-        todo[shard] = (src, out_path, record_path)
+        todo.append(job)
     counts = {shard: None for shard in shards}
-    for shard, (src, out_path, record_path) in todo.items():
-        counts[shard] = predict_shard(
+    for job in todo:
+        counts[job.shard] = predict_shard(
             loaded,
             strategy,
-            src=src,
-            out_path=out_path,
-            record_path=record_path,
+            job,
+            provenance=provenance,
             batch_size=config.eval_batch_size,
-            total_replicas=total_replicas,
-            worker_id=worker_id,
             reassign_label=reassign_label,
-            shard=shard,
         )
     return counts

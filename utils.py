@@ -15,18 +15,31 @@ import tensorflow as tf
 from absl import logging
 
 # ---------------------------------------------------------------------------
-# File names (SPEC §7). One function per layout so that writers and readers
-# cannot disagree.
+# File layouts (docs/method.md, "Record formats"; docs/pseudo_labels.md). One
+# function per layout so that writers and readers cannot disagree.
+
+
+def shard_path(data_dir, prefix, shard, num_shards):
+    """`{data_dir}/{prefix}-%05d-of-%05d`: the shard naming of every TFRecord set."""
+    return os.path.join(data_dir, f"{prefix}-{shard:05d}-of-{num_shards:05d}")
 
 
 def labeled_shard_path(data_dir, subset, shard, num_shards):
     """`{data_dir}/{subset}-%05d-of-%05d`."""
-    return os.path.join(data_dir, f"{subset}-{shard:05d}-of-{num_shards:05d}")
+    return shard_path(data_dir, subset, shard, num_shards)
 
 
 def unlabeled_shard_path(data_dir, shard, num_shards, prefix="extra"):
     """`{data_dir}/unlabeled/{prefix}-%05d-of-%05d`."""
-    return os.path.join(data_dir, "unlabeled", f"{prefix}-{shard:05d}-of-{num_shards:05d}")
+    return shard_path(os.path.join(data_dir, "unlabeled"), prefix, shard, num_shards)
+
+
+def task_shard_path(data_dir, prefix, task, shard, num_shards):
+    """`{data_dir}/{prefix}-{task}-%05d-of-%05d`: one filter task's part of a shard.
+
+    The filter writes these (`filtered_path`); reassign reads and rewrites them.
+    """
+    return shard_path(data_dir, f"{prefix}-{task:d}", shard, num_shards)
 
 
 def prediction_path(output_dir, shard, num_shards, worker):
@@ -41,7 +54,50 @@ def info_path(info_dir, shard, num_shards, worker):
 
 def filtered_path(output_dir, task, shard, num_shards):
     """`{output_dir}/data/train-%d-%05d-of-%05d`: filtered and balanced records."""
-    return os.path.join(output_dir, "data", f"train-{task:d}-{shard:05d}-of-{num_shards:05d}")
+    return task_shard_path(os.path.join(output_dir, "data"), "train", task, shard, num_shards)
+
+
+def prelim_stats_path(prelim_stats_dir, shard, task):
+    """`{prelim_stats_dir}/prelim_stats_%05d_%d.json`: the filter's pass-1 bins of a shard and task."""
+    return os.path.join(prelim_stats_dir, f"prelim_stats_{shard:05d}_{task:d}.json")
+
+
+def total_counts_path(prelim_stats_dir, cumulative=False):
+    """`{prelim_stats_dir}/total_counts.json`, or with `cumulative` `total_counts_sum.json`.
+
+    The pass-1 bins summed over all shards; cumulative: per class, the images
+    at or above each bin.
+    """
+    name = "total_counts_sum.json" if cumulative else "total_counts.json"
+    return os.path.join(prelim_stats_dir, name)
+
+
+def threshold_path(output_dir):
+    """`{output_dir}/threshold.json`: the filter's threshold and image count per class."""
+    return os.path.join(output_dir, "threshold.json")
+
+
+def num_image_across_cat_path(output_dir):
+    """`{output_dir}/num_image_across_cat.json`: the images kept over all classes, capped per class."""
+    return os.path.join(output_dir, "num_image_across_cat.json")
+
+
+def filter_stats_path(output_dir, shard, task):
+    """`{output_dir}/stats/stats_%05d_%d.json`: what pass 2 of the filter kept of a shard and task."""
+    return os.path.join(output_dir, "stats", f"stats_{shard:05d}_{task:d}.json")
+
+
+def final_stats_path(output_dir):
+    """`{output_dir}/stats/final_stats.json`: the filter's totals, once every shard is done."""
+    return os.path.join(output_dir, "stats", "final_stats.json")
+
+
+def count_records(path, num_parts=1, part=0):
+    """Records of a TFRecord file, or of its records part, part + num_parts, part + 2 num_parts, ..."""
+    dataset = tf.data.TFRecordDataset(path)
+    if num_parts > 1:
+        dataset = dataset.shard(num_parts, part)
+    return int(dataset.reduce(np.int64(0), lambda n, _: n + 1).numpy())
 
 
 def parse_shard_ids(shard_id, num_shards):
@@ -140,14 +196,15 @@ def pseudo_labeled_example(image_bytes, probabilities, label=None):
     )
 
 
-# Hand-written protobuf encoding of a pseudo-labeled record, for the filter's
-# hot loop. Building a tf.train.Example takes ~0.1 ms for 1000 probabilities
-# (one Python float per value); this writes the same message from the numpy
-# bytes in ~10 us. Wire format:
+# A pseudo-labeled record encoded by hand, in-graph for a whole batch, for the
+# filter's pass 2: building a tf.train.Example takes ~0.1 ms for 1000
+# probabilities (one Python float per value), and tf.io.encode_proto copies
+# the image once per nesting level and handles floats one by one (~0.3 ms per
+# record); joining precomputed pieces costs ~1.5 us per record. Wire format:
 # Example{features(1): Features{feature(1): map entry{key(1), value(2):
 # Feature{bytes_list(1) | float_list(2) | int64_list(3): List{value(1)}}}}},
-# list values packed.
-_BYTES_LIST, _FLOAT_LIST, _INT64_LIST = 0x0A, 0x12, 0x1A
+# list values packed, keys in sorted order.
+_FLOAT_LIST, _INT64_LIST = 0x12, 0x1A  # Feature field tags of float_list(2), int64_list(3)
 
 
 def _varint(value):
@@ -172,31 +229,6 @@ def _feature_entry(key, kind, payload):
     return parts, len(entry_header) + entry_size
 
 
-def serialize_pseudo_labeled(image_bytes, probabilities, label=None):
-    """`pseudo_labeled_example(...).SerializeToString()`, fast (same message, keys sorted)."""
-    probabilities = np.asarray(probabilities, "<f4")
-    if label is None:
-        label = int(np.argmax(probabilities))
-    label = int(label)
-    if label < 0:
-        raise ValueError(f"label must be >= 0, got {label}")
-    parts, size = [], 0
-    for key, kind, payload in (
-        (b"image/encoded", _BYTES_LIST, bytes(image_bytes)),
-        (b"label", _INT64_LIST, _varint(label)),
-        (b"prob", _FLOAT_LIST, probabilities[label].tobytes()),
-        (b"probabilities", _FLOAT_LIST, probabilities.tobytes()),
-    ):
-        entry_parts, entry_size = _feature_entry(key, kind, payload)
-        parts += entry_parts
-        size += entry_size
-    return b"".join([b"\n", _varint(size), *parts])
-
-
-# The same message built in-graph for a whole batch, for the filter's pass 2.
-# tf.io.encode_proto can build it too, but copies the image once per nesting
-# level and handles floats one by one (~0.3 ms per record with 1000 classes);
-# joining precomputed pieces costs ~1.5 us per record.
 _MAX_VARINT_BYTES = 5  # values < 2**35: any TF string length
 
 
@@ -243,8 +275,9 @@ def _tf_varints(values):
 class PseudoLabeledEncoder:
     """Serializes batches of pseudo-labeled records in-graph.
 
-    Calling it gives, for each row, exactly the bytes of
-    `serialize_pseudo_labeled(image, probabilities, label)`.
+    Calling it gives, for each row, a serialized tf.train.Example that parses
+    to `pseudo_labeled_example(image, probabilities, label)`, its features in
+    key order (tests/oracles.py builds the same bytes with protobuf).
 
     Args:
       num_classes: length of every probability vector.

@@ -40,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 
 import checkpoints  # noqa: E402
+import filter_stats  # noqa: E402
 import filter_unlabel_data  # noqa: E402
 import predict_label  # noqa: E402
 import preprocessing  # noqa: E402
@@ -101,27 +102,21 @@ def bench_predict(args, work_dir):
         ]
     )
     strategy = tf.distribute.get_strategy()
-    description = checkpoints.model_description("efficientnet-b0", 1000, False, {}, size)
-    ours = checkpoints.create_model(description)
+    description = checkpoints.model_description(
+        "efficientnet-b0", 1000, False, {}, size, task_name="imagenet"
+    )
+    # Untrained weights: the speed does not depend on them.
+    ours = checkpoints.LoadedModel(checkpoints.create_model(description), description, "none")
+    provenance = {"checkpoint": "none", "global_step": -1, "fingerprint": "none"}
     theirs = keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3))
+    out = os.path.join(work_dir, "pred")
+    job = predict_label.ShardLayout(data_dir, "extra", 1, out, out).job(0)
 
     def run_ours():
-        out = os.path.join(work_dir, "pred")
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         count = predict_label.predict_shard(
-            ours,
-            strategy,
-            task_name="imagenet",
-            image_size=size,
-            small_image_model=False,
-            label_data_dir=data_dir,
-            file_prefix="extra",
-            shard=0,
-            num_shards=1,
-            output_dir=out,
-            info_dir=out,
-            batch_size=batch,
+            ours, strategy, job, provenance=provenance, batch_size=batch
         )
         assert count == len(jpegs)
         return time.perf_counter() - start
@@ -165,9 +160,15 @@ def write_filter_inputs(root, num_records, num_classes, image_size, num_shards, 
         utils.encode_jpeg(smooth_image(rng, image_size, image_size), quality=95)
         for _ in range(min(num_records, 64))
     ]
-    input_dir = os.path.join(root, "unlabeled")
-    pred_dir = os.path.join(root, "pred")
-    stats_dir = os.path.join(root, "prelim")
+    files = filter_unlabel_data.FilterFiles(
+        input_dir=os.path.join(root, "unlabeled"),
+        prediction_dir=os.path.join(root, "pred"),
+        info_dir=os.path.join(root, "pred"),
+        prelim_stats_dir=os.path.join(root, "prelim"),
+        output_dir=os.path.join(root, "out"),
+        num_shards=num_shards,
+        file_prefix="extra",
+    )
     bounds = np.linspace(0, num_records, num_shards + 1).astype(int)
     for shard in range(num_shards):
         n = bounds[shard + 1] - bounds[shard]
@@ -175,9 +176,7 @@ def write_filter_inputs(root, num_records, num_classes, image_size, num_shards, 
             utils.unlabeled_example(jpegs[i % len(jpegs)], num_classes).SerializeToString()
             for i in range(n)
         )
-        utils.write_tfrecord(
-            filter_unlabel_data.input_path(input_dir, "extra", shard, num_shards), records
-        )
+        utils.write_tfrecord(files.input_file(shard), records)
         # Peaked softmax outputs, as a trained teacher gives.
         logits = rng.normal(0, 1, (n, num_classes)) + 6 * np.eye(num_classes)[
             rng.integers(num_classes, size=n)
@@ -185,15 +184,13 @@ def write_filter_inputs(root, num_records, num_classes, image_size, num_shards, 
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         utils.write_tfrecord(
-            utils.prediction_path(pred_dir, shard, num_shards, 0),
+            files.prediction_file(shard, 0),
             (utils.prediction_example(p).SerializeToString() for p in probs),
         )
-        utils.write_json(utils.info_path(pred_dir, shard, num_shards, 0), {"image_num": int(n)})
-        _, counts = filter_unlabel_data.compute_prelim_stats(
-            pred_dir, pred_dir, shard, num_shards, num_classes
-        )
-        filter_unlabel_data.write_prelim_stats(stats_dir, shard, 0, counts)
-    return input_dir, pred_dir, stats_dir
+        utils.write_json(files.info_file(shard, 0), {"image_num": int(n)})
+        prelim_stats = filter_unlabel_data.count_shard(files, shard, num_classes)
+        filter_unlabel_data.write_prelim_stats(files, shard, prelim_stats)
+    return files
 
 
 def plain_read_seconds(files):
@@ -224,36 +221,22 @@ def copy_seconds(files, output):
 def bench_filter_case(name, args, root, num_records, num_classes, image_size):
     num_shards = 2
     rng = np.random.default_rng(1)
-    input_dir, pred_dir, stats_dir = write_filter_inputs(
-        root, num_records, num_classes, image_size, num_shards, rng
-    )
+    filter_files = write_filter_inputs(root, num_records, num_classes, image_size, num_shards, rng)
     # About one copy per image: the output is as large as the input.
     num_image = max(1, int(0.8 * num_records / num_classes))
+    settings = filter_stats.BalancingSettings(num_image, min_threshold=0.3)
     shard = 0
-    files = [
-        filter_unlabel_data.input_path(input_dir, "extra", shard, num_shards),
-        utils.prediction_path(pred_dir, shard, num_shards, 0),
-    ]
-    num_input = sum(1 for _ in tf.data.TFRecordDataset(files[0]))
+    files = [filter_files.input_file(shard), filter_files.prediction_file(shard, 0)]
+    num_input = utils.count_records(files[0])
     mb = sum(os.path.getsize(f) for f in files) / 2**20
 
     def run_filter():
-        out = os.path.join(root, "out")
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(filter_files.output_dir, ignore_errors=True)
         start = time.perf_counter()
+        # As one pass-2 job of one shard: the selection, then the shard.
+        selection = filter_unlabel_data.select_for_balancing(filter_files, num_classes, settings)
         stats = filter_unlabel_data.filter_shard(
-            input_dir,
-            pred_dir,
-            pred_dir,
-            stats_dir,
-            out,
-            shard,
-            num_shards,
-            num_classes,
-            num_image,
-            min_threshold=0.3,
-            file_prefix="extra",
-            num_samples_per_class=0,
+            filter_files, shard, selection, num_samples_per_class=0
         )
         return time.perf_counter() - start, stats["num_output_records"]
 

@@ -9,18 +9,18 @@ test_scripts_run_both_passes.)
 
 import os
 
+import filter_helpers as fh
 import pytest
-from test_filter_unlabel_data import REPO, cli_args, make_dataset, run_script
 from test_scripts import run_bash
 
 
 def test_filter_alias_fails_like_the_real_script(tmp_path):
-    dirs, _ = make_dataset(tmp_path, 2, 4, num_workers=1)
+    dirs, _ = fh.make_dataset(tmp_path, 2, 4, num_workers=1)
     os.remove(os.path.join(dirs["in"], "extra-00001-of-00002"))
     dirs["prelim"] = str(tmp_path / "no_stats_here")
-    args = cli_args(dirs, 2, shard_id="1")
-    real = run_script(args)
-    alias = run_script(args, "filter_unlabel.py")
+    args = fh.cli_args(dirs, 2, shard_id="1")
+    real = fh.run_script(args)
+    alias = fh.run_script(args, "filter_unlabel.py")
     assert real.returncode == alias.returncode == 1
     message = real.stderr.strip().splitlines()[-1]
     assert message == alias.stderr.strip().splitlines()[-1]
@@ -31,7 +31,7 @@ def test_filter_alias_help_lists_the_published_flags():
     """--help of both names shows the same flags (absl exits 1 after printing help)."""
 
     def help_flags(script):
-        result = run_script(["--help"], script)
+        result = fh.run_script(["--help"], script)
         lines = result.stdout.splitlines()
         return result.returncode, [
             line.split(":")[0].replace("[no]", "") for line in lines if line.startswith("  --")
@@ -59,7 +59,7 @@ def test_offline_alias_fails_like_the_real_script(tmp_path, alias, real):
     env = dict(DATA_DIR=str(tmp_path / "missing"))
     # From another folder too: the alias finds its target next to itself.
     results = [
-        run_bash(os.path.join(REPO, script), env, "--train_steps=5", cwd=tmp_path)
+        run_bash(os.path.join(fh.REPO, script), env, "--train_steps=5", cwd=tmp_path)
         for script in (alias, real)
     ]
     assert results[0].returncode == results[1].returncode == 1
@@ -88,7 +88,9 @@ def test_offline_alias_passes_arguments_and_environment(tmp_path, alias, real):
     )
     outputs = []
     for script in (alias, real):
-        result = run_bash(os.path.join(REPO, script), env, "--train_steps=5", "--seed=2", cwd=REPO)
+        result = run_bash(
+            os.path.join(fh.REPO, script), env, "--train_steps=5", "--seed=2", cwd=fh.REPO
+        )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]

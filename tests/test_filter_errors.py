@@ -9,30 +9,14 @@ import logging
 import os
 import re
 
+import filter_helpers as fh
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_filter_unlabel_data import (
-    NUM_CLASSES,
-    checkpoint,
-    cli_args,
-    make_dataset,
-    probs_for,
-    read_records,
-    run_both_passes,
-    run_pass1,
-    run_script,
-    snapshot,
-    write_info,
-    write_predictions,
-)
+from conftest import snapshot
 
 import filter_unlabel_data as fud
 import utils
-
-
-def raw_records(path):
-    return [r.numpy() for r in tf.data.TFRecordDataset(path)]
 
 
 def truncate(path, num_bytes=7):
@@ -59,45 +43,45 @@ def error_lines(stderr):
 
 def test_pass_2_attempts_every_listed_shard(tmp_path):
     num_shards = 9
-    dirs, _ = make_dataset(tmp_path, num_shards, 12, num_workers=1)
-    run_both_passes(dirs, num_shards, 30)  # upsampling: every image is kept
+    dirs, _ = fh.make_dataset(tmp_path, num_shards, 12, num_workers=1)
+    fh.run_both_passes(dirs, num_shards, 30)  # upsampling: every image is kept
     earlier = snapshot(dirs["out"])
-    inp = {s: fud.input_path(dirs["in"], "extra", s, num_shards) for s in range(num_shards)}
+    inp = {s: fh.input_file(dirs, s, num_shards) for s in range(num_shards)}
     pred = {s: utils.prediction_path(dirs["pred"], s, num_shards, 0) for s in range(num_shards)}
 
     # Shard 0 (the one that saves samples): images that are not images.
-    records = raw_records(inp[0])
+    records = fh.raw_records(inp[0])
     utils.write_tfrecord(
         inp[0], [example(**{"image/encoded": utils.bytes_feature(b"no image")})] * len(records)
     )
     truncate(inp[1])  # a truncated input shard
     truncate(pred[2])  # a truncated prediction file
     # Shard 3: input record 4 lost its image.
-    records = raw_records(inp[3])
+    records = fh.raw_records(inp[3])
     records[4] = example(**{"image/class/label": utils.int64_feature(0)})
     utils.write_tfrecord(inp[3], records)
     # Shard 4: prediction record 5 has 3 probabilities.
-    records = raw_records(pred[4])
+    records = fh.raw_records(pred[4])
     records[5] = utils.prediction_example([0.5, 0.3, 0.2]).SerializeToString()
     utils.write_tfrecord(pred[4], records)
     # Shard 5: predicted again by another checkpoint after pass 1.
-    write_info(dirs, 5, num_shards, 0, 12, checkpoint("other", step=7))
+    fh.write_info(dirs, 5, num_shards, 0, 12, fh.checkpoint("other", step=7))
     # Shard 6: a prediction record without probabilities.
-    records = raw_records(pred[6])
+    records = fh.raw_records(pred[6])
     records[0] = example(classes=utils.int64_feature(1))
     utils.write_tfrecord(pred[6], records)
     # Shard 7 is fine.
     os.remove(utils.filtered_path(dirs["out"], 0, 7, num_shards))
-    os.remove(fud.stats_path(dirs["out"], 7, 0))
+    os.remove(utils.filter_stats_path(dirs["out"], 7, 0))
     # Shard 8: one input record more than when it was predicted.
-    utils.write_tfrecord(inp[8], raw_records(inp[8]) + raw_records(inp[8])[:1])
+    utils.write_tfrecord(inp[8], fh.raw_records(inp[8]) + fh.raw_records(inp[8])[:1])
     # The info files of the shards with damaged inputs say nothing of the
     # input's size (old info files), so the records themselves are checked.
     for shard in (0, 1, 3):
-        write_info(dirs, shard, num_shards, 0, 12, provenance=None)
+        fh.write_info(dirs, shard, num_shards, 0, 12, provenance=None)
 
     shard_ids = ",".join(map(str, range(num_shards)))
-    result = run_script(cli_args(dirs, num_shards, shard_id=shard_ids, num_image=30))
+    result = fh.run_script(fh.cli_args(dirs, num_shards, shard_id=shard_ids, num_image=30))
     assert result.returncode == 1, result.stderr[-3000:]
     head, lines = error_lines(result.stderr)
     assert head.endswith("8 of 9 shards failed, shard ids 0,1,2,3,4,5,6,8:")
@@ -131,23 +115,23 @@ def test_pass_2_attempts_every_listed_shard(tmp_path):
 
 def test_pass_1_attempts_every_listed_shard(tmp_path):
     num_shards = 5
-    dirs, _ = make_dataset(tmp_path, num_shards, 10, num_workers=2)
+    dirs, _ = fh.make_dataset(tmp_path, num_shards, 10, num_workers=2)
     pred = {s: utils.prediction_path(dirs["pred"], s, num_shards, 1) for s in range(num_shards)}
     truncate(pred[0])
-    records = raw_records(pred[1])
+    records = fh.raw_records(pred[1])
     records[2] = example(classes=utils.int64_feature(1))
     utils.write_tfrecord(pred[1], records)
     with open(utils.info_path(dirs["info"], 2, num_shards, 0), "w") as f:
         f.write('{"image_num": ')  # cut off
-    write_info(dirs, 3, num_shards, 1, 5, checkpoint("other"))
+    fh.write_info(dirs, 3, num_shards, 1, 5, fh.checkpoint("other"))
     # An earlier, complete pass-1 file of a failing shard stays as it was.
-    run_pass1(dirs, num_shards, shards=[4])
+    fh.run_pass1(dirs, num_shards, shards=[4])
     os.rename(
-        fud.prelim_stats_path(dirs["prelim"], 4, 0), fud.prelim_stats_path(dirs["prelim"], 0, 0)
+        utils.prelim_stats_path(dirs["prelim"], 4, 0), utils.prelim_stats_path(dirs["prelim"], 0, 0)
     )
     earlier = snapshot(dirs["prelim"])
 
-    result = run_script(cli_args(dirs, num_shards, shard_id="0,1,2,3,4", only_get_stats=1))
+    result = fh.run_script(fh.cli_args(dirs, num_shards, shard_id="0,1,2,3,4", only_get_stats=1))
     assert result.returncode == 1, result.stderr[-3000:]
     head, lines = error_lines(result.stderr)
     assert head.endswith("4 of 5 shards failed, shard ids 0,1,2,3:")
@@ -163,27 +147,15 @@ def test_pass_1_attempts_every_listed_shard(tmp_path):
 
 
 def test_a_single_broken_shard_names_its_file(tmp_path):
-    dirs, _ = make_dataset(tmp_path, 1, 8, num_workers=1)
-    run_pass1(dirs, 1)
-    path = fud.input_path(dirs["in"], "extra", 0, 1)
+    dirs, _ = fh.make_dataset(tmp_path, 1, 8, num_workers=1)
+    fh.run_pass1(dirs, 1)
+    path = fh.input_file(dirs, 0, 1)
     with open(path, "wb") as f:
         f.write(b"this is not a TFRecord file")
-    write_info(dirs, 0, 1, 0, 8, provenance=None)  # no input size to compare with
-    selection = fud.select_for_balancing(dirs["prelim"], dirs["out"], 1, NUM_CLASSES, 4)
+    fh.write_info(dirs, 0, 1, 0, 8, provenance=None)  # no input size to compare with
+    selection = fh.select(dirs, 1, 4)
     with pytest.raises(fud.FilterError) as error:
-        fud.filter_shard(
-            dirs["in"],
-            dirs["pred"],
-            dirs["info"],
-            dirs["prelim"],
-            dirs["out"],
-            0,
-            1,
-            NUM_CLASSES,
-            4,
-            file_prefix="extra",
-            selection=selection,
-        )
+        fud.filter_shard(fh.files_of(dirs, 1), 0, selection)
     assert str(error.value).startswith(f"{path}: truncated or corrupt TFRecord data after 0")
     # Only the selection's files, written before any shard: no data, stats or samples.
     assert sorted(snapshot(dirs["out"])) == ["num_image_across_cat.json", "threshold.json"]
@@ -191,13 +163,13 @@ def test_a_single_broken_shard_names_its_file(tmp_path):
 
 
 def test_corrupt_stats_json_names_the_file(tmp_path):
-    dirs, _ = make_dataset(tmp_path, 2, 6, num_workers=1)
-    run_pass1(dirs, 2)
-    path = fud.prelim_stats_path(dirs["prelim"], 1, 0)
+    dirs, _ = fh.make_dataset(tmp_path, 2, 6, num_workers=1)
+    fh.run_pass1(dirs, 2)
+    path = utils.prelim_stats_path(dirs["prelim"], 1, 0)
     with open(path, "w") as f:
         f.write("{")
     with pytest.raises(fud.FilterError, match="cannot read pass-1 stats file") as error:
-        fud.select_for_balancing(dirs["prelim"], dirs["out"], 2, NUM_CLASSES, 4)
+        fh.select(dirs, 2, 4)
     assert path in str(error.value)
 
 
@@ -206,24 +178,24 @@ def test_corrupt_stats_json_names_the_file(tmp_path):
 
 
 def test_a_class_without_images_is_warned_about(tmp_path, caplog):
-    dirs, _ = make_dataset(tmp_path, 1, 30, num_workers=1)
+    dirs, _ = fh.make_dataset(tmp_path, 1, 30, num_workers=1)
     # Class 3's images are all below the threshold: 0.3 and 0.45 only.
-    probs = [probs_for(c, 0.95) for c in (0, 1, 2) for _ in range(8)]
-    probs += [probs_for(3, 0.3)] * 3 + [probs_for(3, 0.45)] * 3
-    write_predictions(dirs, 0, 1, np.array(probs), 1)
+    probs = [fh.probs_for(c, 0.95) for c in (0, 1, 2) for _ in range(8)]
+    probs += [fh.probs_for(3, 0.3)] * 3 + [fh.probs_for(3, 0.45)] * 3
+    fh.write_predictions(dirs, 0, 1, np.array(probs), 1)
     with caplog.at_level(logging.WARNING):
-        (stats,) = run_both_passes(dirs, 1, 8, min_threshold=0.5)
+        (stats,) = fh.run_both_passes(dirs, 1, 8, min_threshold=0.5)
     assert "class 3 keeps no image: 6 images are predicted as class 3" in caplog.text
     assert "1 of 4 classes keep no image: 3" in caplog.text
     assert "3" not in stats["after_balancing"] and stats["num_output_records"] == 24
 
 
 def test_no_kept_image_at_all_is_an_error(tmp_path):
-    dirs, _ = make_dataset(tmp_path, 2, 6, num_workers=1)
+    dirs, _ = fh.make_dataset(tmp_path, 2, 6, num_workers=1)
     for shard in range(2):
-        write_predictions(dirs, shard, 2, np.array([probs_for(shard, 0.6)] * 6), 1)
-    run_pass1(dirs, 2)
-    result = run_script(cli_args(dirs, 2, shard_id="0,1", num_image=4, min_threshold=0.7))
+        fh.write_predictions(dirs, shard, 2, np.array([fh.probs_for(shard, 0.6)] * 6), 1)
+    fh.run_pass1(dirs, 2)
+    result = fh.run_script(fh.cli_args(dirs, 2, shard_id="0,1", num_image=4, min_threshold=0.7))
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "filter_unlabel_data.py: error: no image would be kept: none of the 12 predictions has a "
@@ -235,11 +207,10 @@ def test_no_kept_image_at_all_is_an_error(tmp_path):
 
 def test_downsampling_to_nothing_is_an_error(tmp_path):
     """With num_image=1 and 12 images each kept with probability 1/12, some seed keeps none."""
-    dirs, _ = make_dataset(tmp_path, 1, 12, num_workers=1)
-    write_predictions(dirs, 0, 1, np.array([probs_for(0, 0.9)] * 12), 1)
-    run_pass1(dirs, 1)
-    args = (dirs["in"], dirs["pred"], dirs["info"], dirs["prelim"], dirs["out"], 0, 1)
-    selection = fud.select_for_balancing(dirs["prelim"], dirs["out"], 1, NUM_CLASSES, 1)
+    dirs, _ = fh.make_dataset(tmp_path, 1, 12, num_workers=1)
+    fh.write_predictions(dirs, 0, 1, np.array([fh.probs_for(0, 0.9)] * 12), 1)
+    fh.run_pass1(dirs, 1)
+    selection = fh.select(dirs, 1, 1)
     for seed in range(50):
         uniforms = np.random.default_rng([seed, 0, 0, 0]).random(12)
         if (uniforms >= 1 / 12).all():
@@ -247,7 +218,7 @@ def test_downsampling_to_nothing_is_an_error(tmp_path):
     else:
         pytest.fail("no seed keeps nothing")
     with pytest.raises(fud.FilterError, match="no shard of .* kept any image"):
-        fud.filter_shard(*args, NUM_CLASSES, 1, file_prefix="extra", seed=seed, selection=selection)
+        fud.filter_shard(fh.files_of(dirs, 1), 0, selection, seed=seed)
     # The shard's own (empty) output is complete; only the final stats are missing.
-    assert read_records(utils.filtered_path(dirs["out"], 0, 0, 1)) == []
+    assert fh.read_records(utils.filtered_path(dirs["out"], 0, 0, 1)) == []
     assert not os.path.exists(os.path.join(dirs["out"], "stats", "final_stats.json"))

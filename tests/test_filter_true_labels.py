@@ -9,17 +9,9 @@ import os
 import subprocess
 import sys
 
+import filter_helpers as fh
 import numpy as np
 import pytest
-from test_filter_unlabel_data import (
-    NUM_CLASSES,
-    REPO,
-    make_dataset,
-    probs_for,
-    read_records,
-    run_both_passes,
-    write_predictions,
-)
 
 import utils
 
@@ -42,18 +34,18 @@ def write_hand_dataset(tmp_path, items):
     utils.write_tfrecord(
         os.path.join(dirs["in"], "extra-00000-of-00001"),
         (
-            utils.unlabeled_example(im, NUM_CLASSES, true).SerializeToString()
+            utils.unlabeled_example(im, fh.NUM_CLASSES, true).SerializeToString()
             for im, (_, _, true) in zip(images, items, strict=True)
         ),
     )
-    probs = np.array([probs_for(label, top) for label, top, _ in items])
-    write_predictions(dirs, 0, 1, probs, 1)
+    probs = np.array([fh.probs_for(label, top) for label, top, _ in items])
+    fh.write_predictions(dirs, 0, 1, probs, 1)
     return dirs
 
 
 def test_accuracy_by_hand(tmp_path):
     dirs = write_hand_dataset(tmp_path, HAND_SHARD)
-    run_both_passes(dirs, 1, 5, min_threshold=0.5, use_all=True)
+    fh.run_both_passes(dirs, 1, 5, min_threshold=0.5, use_all=True)
     final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     accuracy = final["pseudo_label_accuracy"]
     before, after = accuracy["before_filtering"], accuracy["after_balancing"]
@@ -81,11 +73,11 @@ def test_accuracy_by_hand(tmp_path):
 
 def test_accuracy_counts_copies_of_the_written_records(tmp_path):
     """After balancing, the accuracy is that of the output records, upsampled copies included."""
-    dirs, truth = make_dataset(tmp_path, 2, 40, num_workers=2, true_labels=0.7, seed=4)
-    run_both_passes(dirs, 2, 25, min_threshold=0.3)
-    correct, total = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
+    dirs, truth = fh.make_dataset(tmp_path, 2, 40, num_workers=2, true_labels=0.7, seed=4)
+    fh.run_both_passes(dirs, 2, 25, min_threshold=0.3)
+    correct, total = np.zeros(fh.NUM_CLASSES), np.zeros(fh.NUM_CLASSES)
     for shard in range(2):
-        for record in read_records(utils.filtered_path(dirs["out"], 0, shard, 2)):
+        for record in fh.read_records(utils.filtered_path(dirs["out"], 0, shard, 2)):
             feature = record.features.feature
             label = feature["label"].int64_list.value[0]
             true = truth[feature["image/encoded"].bytes_list.value[0]][2]
@@ -96,7 +88,7 @@ def test_accuracy_counts_copies_of_the_written_records(tmp_path):
     after = final["pseudo_label_accuracy"]["after_balancing"]
     assert after["num_images"] == final["total_cnt"] == total.sum()
     assert after["num_correct"] == correct.sum()
-    for c in range(NUM_CLASSES):
+    for c in range(fh.NUM_CLASSES):
         assert after["per_class"][str(c)]["num_correct"] == correct[c]
     before = final["pseudo_label_accuracy"]["before_filtering"]
     predicted = [int(np.argmax(p)) for _, p, _ in truth.values()]
@@ -108,7 +100,7 @@ def test_accuracy_counts_copies_of_the_written_records(tmp_path):
 def test_unknown_and_invalid_true_labels(tmp_path):
     items = [(0, 0.9, -1), (1, 0.9, 1), (2, 0.9, 99 - 1)]  # stored 0, 2 and 99
     dirs = write_hand_dataset(tmp_path, items)
-    run_both_passes(dirs, 1, 1, use_all=True)
+    fh.run_both_passes(dirs, 1, 1, use_all=True)
     final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     accuracy = final["pseudo_label_accuracy"]
     assert accuracy["before_filtering"]["num_images"] == 1
@@ -129,7 +121,7 @@ def write_model_dir(path, test, dev, train):
     utils.write_json(os.path.join(path, "eval_results.json"), results)
     utils.write_json(
         os.path.join(path, "model_params.txt"),
-        {"model_name": "efficientnet-b0", "num_classes": NUM_CLASSES, "num_params": 1234},
+        {"model_name": "efficientnet-b0", "num_classes": fh.NUM_CLASSES, "num_params": 1234},
     )
     utils.write_json(os.path.join(path, "FLAGS.json"), {"train_steps": 4, "unlabel_ratio": 2})
 
@@ -137,20 +129,20 @@ def write_model_dir(path, test, dev, train):
 def write_round(out, round_index, tmp_path, true_labels):
     """Round r's model and its filter outputs, written by the real filter."""
     pseudo = os.path.join(out, f"round{round_index}_pseudo")
-    dirs, _ = make_dataset(
+    dirs, _ = fh.make_dataset(
         tmp_path / f"src{round_index}", 1, 30, num_workers=1, true_labels=true_labels
     )
     dirs.update(
         prelim=os.path.join(pseudo, "prelim_stats"), out=os.path.join(pseudo, "filter_data")
     )
-    run_both_passes(dirs, 1, 8)
+    fh.run_both_passes(dirs, 1, 8)
     return utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
 
 
 def run_report(out, rounds):
     return subprocess.run(
         [sys.executable, "loop_report.py", f"--output_dir={out}", f"--rounds={rounds}"],
-        cwd=REPO,
+        cwd=fh.REPO,
         capture_output=True,
         text=True,
         timeout=120,
@@ -178,7 +170,7 @@ def test_loop_report_shows_pseudo_label_accuracy(loop_output):
     assert rounds[1]["pseudo_label_accuracy_before"] == accuracy["before_filtering"]["accuracy"]
     assert rounds[1]["pseudo_label_accuracy_after"] == accuracy["after_balancing"]["accuracy"]
     per_class = rounds[1]["pseudo_label_accuracy_per_class_after"]
-    assert len(per_class) == NUM_CLASSES
+    assert len(per_class) == fh.NUM_CLASSES
     for c, value in enumerate(per_class):
         expected = accuracy["after_balancing"]["per_class"].get(str(c), {}).get("accuracy")
         assert value == expected

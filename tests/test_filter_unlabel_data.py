@@ -1,178 +1,28 @@
-"""Tests of filter_unlabel_data: binning, threshold selection, balancing, files."""
+"""Tests of the filter: binning, threshold selection, balancing, files.
 
-import hashlib
+filter_stats (NumPy), filter_pipeline (TensorFlow) and the entry point
+filter_unlabel_data; filter_stats alone is also tested without TensorFlow in
+test_filter_stats.py.
+"""
+
 import math
 import os
 import subprocess
 import sys
 
+import filter_helpers as fh
 import numpy as np
+import oracles
 import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
+from conftest import snapshot
 
+import filter_pipeline
+import filter_stats
 import filter_unlabel_data as fud
 import utils
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_CLASSES = 4
-
-
-def probs_for(label, top, num_classes=NUM_CLASSES):
-    """A probability vector whose argmax is `label` with probability `top` (> 1 / num_classes)."""
-    vector = np.full([num_classes], (1.0 - top) / (num_classes - 1), np.float32)
-    vector[label] = top
-    return vector
-
-
-def checkpoint(name, step=100, use_ema=True):
-    """The provenance that predict_label.py records for checkpoint `name` at `step`."""
-    return {
-        "checkpoint": f"/ckpt/{name}/ckpt-{step}",
-        "global_step": step,
-        "fingerprint": hashlib.sha256(f"{name}-{step}".encode()).hexdigest(),
-        "use_ema": use_ema,
-        "model": {"model_name": "efficientnet-b0", "num_classes": NUM_CLASSES},
-    }
-
-
-TEACHER = checkpoint("teacher")
-
-
-def write_info(dirs, shard, num_shards, worker, image_num, provenance=TEACHER):
-    """An info file as predict_label.py writes it; provenance None: the old {"image_num"} layout."""
-    info = {"image_num": image_num}
-    if provenance is not None:
-        input_file = fud.input_path(dirs.get("in", ""), "extra", shard, num_shards)
-        info["provenance"] = dict(provenance, input_file=input_file, input_records=image_num)
-        if os.path.exists(input_file):
-            info["provenance"]["input_bytes"] = os.path.getsize(input_file)
-    utils.write_json(utils.info_path(dirs["info"], shard, num_shards, worker), info)
-
-
-def write_predictions(dirs, shard, num_shards, probs, num_workers, provenance=TEACHER):
-    """Writes prediction and info files as `num_workers` prediction workers would."""
-    for worker in range(num_workers):
-        part = probs[worker::num_workers]
-        utils.write_tfrecord(
-            utils.prediction_path(dirs["pred"], shard, num_shards, worker),
-            (utils.prediction_example(p).SerializeToString() for p in part),
-        )
-        write_info(dirs, shard, num_shards, worker, len(part), provenance)
-
-
-def make_dataset(
-    tmp_path,
-    num_shards,
-    images_per_shard,
-    num_workers,
-    seed=0,
-    class_weights=None,
-    provenance=TEACHER,
-    true_labels=None,
-):
-    """Raw unlabeled shards and their predictions.
-
-    Args:
-      true_labels: None: the records' image/class/label is 0 (unknown); a
-        float p: the true class is the predicted one with probability p,
-        else another, stored as class + 1 as proc_svhn.py does.
-
-    Returns:
-      (dirs, truth): truth maps each JPEG to (shard, probabilities), plus
-      its true class (or -1) when `true_labels` is set.
-    """
-    rng = np.random.default_rng(seed)
-    dirs = {name: str(tmp_path / name) for name in ("in", "pred", "info", "prelim", "out")}
-    class_weights = class_weights or [0.55, 0.3, 0.1, 0.05]
-    truth = {}
-    for shard in range(num_shards):
-        records, probs = [], []
-        for _ in range(images_per_shard):
-            image = utils.encode_jpeg(rng.integers(0, 256, [8, 8, 3]))
-            label = rng.choice(NUM_CLASSES, p=class_weights)
-            # Few distinct confidences, so that bins hold several images and a
-            # class's count jumps past num_image; 0.3 and 1.0 are bin edges.
-            top = rng.choice([0.3, 0.45, 0.6, 0.8, 0.95, 1.0])
-            probs.append(probs_for(label, top))
-            true = -1
-            if true_labels is not None:
-                true = label if rng.random() < true_labels else (label + 1) % NUM_CLASSES
-            records.append(utils.unlabeled_example(image, NUM_CLASSES, true))
-            truth[image] = (shard, probs[-1]) if true_labels is None else (shard, probs[-1], true)
-        utils.write_tfrecord(
-            fud.input_path(dirs["in"], "extra", shard, num_shards),
-            (r.SerializeToString() for r in records),
-        )
-        write_predictions(dirs, shard, num_shards, probs, num_workers, provenance)
-    assert len(truth) == num_shards * images_per_shard, "JPEGs must be unique to trace records"
-    return dirs, truth
-
-
-def read_records(path):
-    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
-
-
-def run_pass1(dirs, num_shards, *, total_replicas=1, shards=None):
-    """Pass 1 as main() runs it, provenance included."""
-    tasks = [-1] if total_replicas == 1 else list(range(total_replicas))
-    for shard in range(num_shards) if shards is None else shards:
-        for task in tasks:
-            result = fud.count_shard(
-                dirs["pred"],
-                dirs["info"],
-                shard,
-                num_shards,
-                NUM_CLASSES,
-                task=task,
-                total_replicas=total_replicas,
-            )
-            fud.write_prelim_stats(
-                dirs["prelim"], shard, result.task_id, result.counts, result.provenance
-            )
-
-
-def run_both_passes(dirs, num_shards, num_image, *, total_replicas=1, **kwargs):
-    tasks = [-1] if total_replicas == 1 else list(range(total_replicas))
-    run_pass1(dirs, num_shards, total_replicas=total_replicas)
-    stats = []
-    for shard in range(num_shards):
-        for task in tasks:
-            stats.append(
-                fud.filter_shard(
-                    dirs["in"],
-                    dirs["pred"],
-                    dirs["info"],
-                    dirs["prelim"],
-                    dirs["out"],
-                    shard,
-                    num_shards,
-                    NUM_CLASSES,
-                    num_image,
-                    task=task,
-                    total_replicas=total_replicas,
-                    file_prefix="extra",
-                    **kwargs,
-                )
-            )
-    return stats
-
-
-def check_record(example, truth):
-    """Checks keys and pseudo-label of one output record; returns (image, shard, label, prob)."""
-    feature = example.features.feature
-    assert set(feature) == {"image/encoded", "label", "prob", "probabilities"}
-    image = feature["image/encoded"].bytes_list.value[0]
-    probs = np.array(feature["probabilities"].float_list.value, np.float32)
-    label = feature["label"].int64_list.value[0]
-    prob = feature["prob"].float_list.value[0]
-    assert image in truth, "output image is not one of the inputs"
-    shard, true_probs = truth[image][:2]
-    np.testing.assert_array_equal(probs, true_probs)
-    assert label == np.argmax(probs)
-    assert prob == probs[label]
-    return image, shard, label, prob
-
+from filter_stats import BalancingSettings
 
 # ---------------------------------------------------------------------------
 # Binning and pass 1.
@@ -180,7 +30,11 @@ def check_record(example, truth):
 
 def test_bin_index_edges():
     probs = [0.0, 0.0099, 0.01, 0.29, 0.3, np.float32(0.3), 0.555, 0.999, 1.0, 1.0000001]
-    assert fud.bin_index(probs).tolist() == [0, 0, 1, 29, 30, 30, 55, 99, 100, 100]
+    expected = [0, 0, 1, 29, 30, 30, 55, 99, 100, 100]
+    # One probability per row: each is its row's maximum.
+    rows = np.array(probs, np.float32)[:, None]
+    assert filter_pipeline.label_and_bin(tf.constant(rows))["bins"].numpy().tolist() == expected
+    assert oracles.bin_index(probs).tolist() == expected
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])
@@ -195,15 +49,17 @@ def test_prelim_stats_match_hand_counts(tmp_path, num_workers):
         [0.1, 0.2, 0.2, 0.5],  # class 3, bin 50
         [0.26, 0.25, 0.25, 0.24],  # class 0, bin 26
     ]
-    write_predictions(dirs, 3, 8, np.array(probs, np.float32), num_workers)
-    task_id, counts = fud.compute_prelim_stats(dirs["pred"], dirs["info"], 3, 8, NUM_CLASSES)
+    fh.write_predictions(dirs, 3, 8, np.array(probs, np.float32), num_workers)
+    files = fh.files_of(dict(dirs, prelim=str(tmp_path / "prelim")), 8)
+    result = fud.count_shard(files, 3, fh.NUM_CLASSES)
+    task_id, counts = result.task_id, result.counts
     assert task_id == 0
-    expected = np.zeros([NUM_CLASSES, 101], np.int64)
+    expected = np.zeros([fh.NUM_CLASSES, 101], np.int64)
     for c, b, n in [(0, 30, 2), (0, 35, 1), (0, 26, 1), (1, 100, 1), (1, 99, 1), (3, 50, 1)]:
         expected[c, b] = n
     np.testing.assert_array_equal(counts, expected)
 
-    path = fud.write_prelim_stats(str(tmp_path / "prelim"), 3, task_id, counts)
+    path = fud.write_prelim_stats(files, 3, result._replace(provenance=None))
     assert path.endswith("prelim_stats_00003_0.json")
     saved = utils.read_json(path)
     assert sorted(saved) == ["0", "1", "3"]  # classes without images are left out
@@ -213,18 +69,18 @@ def test_prelim_stats_match_hand_counts(tmp_path, num_workers):
 
 def test_prelim_stats_errors_name_the_file(tmp_path):
     dirs = {"pred": str(tmp_path / "pred"), "info": str(tmp_path / "info")}
-    write_predictions(dirs, 0, 1, np.array([probs_for(0, 0.5)] * 3), 1)
+    fh.write_predictions(dirs, 0, 1, np.array([fh.probs_for(0, 0.5)] * 3), 1)
     info = utils.info_path(dirs["info"], 0, 1, 0)
     utils.write_json(info, {"image_num": 4})
     with pytest.raises(fud.FilterError, match="image_num=4") as error:
-        fud.compute_prelim_stats(dirs["pred"], dirs["info"], 0, 1, NUM_CLASSES)
+        fud.count_shard(fh.files_of(dirs, 1), 0, fh.NUM_CLASSES)
     assert info in str(error.value)
 
     utils.write_json(info, {"image_num": 3})
     with pytest.raises(
         fud.FilterError, match="has 4 probabilities, expected --num_label_classes=5"
     ):
-        fud.compute_prelim_stats(dirs["pred"], dirs["info"], 0, 1, 5)
+        fud.count_shard(fh.files_of(dirs, 1), 0, 5)
 
 
 # ---------------------------------------------------------------------------
@@ -243,61 +99,22 @@ def test_task_workers_split_prediction_workers():
         fud.task_workers(2, 2, 2)
 
 
-def test_discover_label_replicas(tmp_path):
+def test_discover_num_prediction_workers(tmp_path):
     info_dir = str(tmp_path)
     for worker in (0, 1, 2):
         utils.write_json(utils.info_path(info_dir, 5, 8, worker), {"image_num": 1})
     utils.write_json(utils.info_path(info_dir, 6, 8, 0), {"image_num": 1})
     utils.write_json(utils.info_path(info_dir, 6, 8, 2), {"image_num": 1})
-    assert fud.discover_label_replicas(info_dir, 5, 8) == 3
+    files = fud.FilterFiles(info_dir=info_dir, num_shards=8)
+    assert fud.discover_num_prediction_workers(files, 5) == 3
     with pytest.raises(fud.FilterError, match=r"workers \[0, 2\]"):
-        fud.discover_label_replicas(info_dir, 6, 8)
+        fud.discover_num_prediction_workers(files, 6)
     with pytest.raises(fud.FilterError, match="no prediction info file"):
-        fud.discover_label_replicas(info_dir, 7, 8)
+        fud.discover_num_prediction_workers(files, 7)
 
 
 # ---------------------------------------------------------------------------
 # Thresholds and balancing.
-
-
-def constructed_counts():
-    counts = np.zeros([3, 101], np.int64)
-    counts[0, [95, 90, 50, 10]] = [10, 10, 50, 100]
-    counts[1, [80, 20]] = [5, 3]
-    counts[2, 100] = 30
-    return counts
-
-
-@pytest.mark.parametrize(
-    "kwargs, expected_t, expected_n",
-    [
-        # Class 0 reaches 15 at 0.90 (10 + 10); class 1 never reaches it and
-        # stops at min_threshold, leaving out its 3 images at 0.20; class 2
-        # reaches it in the top bin.
-        (dict(min_threshold=0.3), [0.90, 0.30, 1.00], [20, 5, 30]),
-        # Only t < 0.9 counts: class 0 starts at its 0.50 bin, class 2 has none.
-        (dict(min_threshold=0.3, max_prob=0.9), [0.50, 0.30, 0.30], [50, 5, 0]),
-        (dict(min_threshold=0.0), [0.90, 0.00, 1.00], [20, 8, 30]),
-        (dict(min_threshold=0.3, use_all=True), [0.30, 0.30, 0.30], [70, 5, 30]),
-        (dict(min_threshold=0.3, use_top=False), [0.30, 0.30, 0.30], [70, 5, 30]),
-    ],
-)
-def test_select_thresholds_hand_computed(kwargs, expected_t, expected_n):
-    idx, total = fud.select_thresholds(constructed_counts(), 15, **kwargs)
-    np.testing.assert_allclose(fud.THRESHOLDS[idx], expected_t)
-    assert total.tolist() == expected_n
-
-
-def test_select_thresholds_needs_an_eligible_threshold():
-    with pytest.raises(fud.FilterError, match="no threshold"):
-        fud.select_thresholds(constructed_counts(), 15, min_threshold=0.5, max_prob=0.5)
-
-
-def test_copy_rates():
-    total = np.array([20, 5, 30, 0])
-    np.testing.assert_allclose(fud.copy_rates(total, 15), [0.75, 3.0, 0.5, 0.0])
-    np.testing.assert_allclose(fud.copy_rates(total, 15, upsample=False), [0.75, 1.0, 0.5, 0.0])
-    np.testing.assert_allclose(fud.copy_rates(total, 15, use_all=True), [1, 1, 1, 1])
 
 
 def test_decide_copies_up_and_downsampling():
@@ -306,10 +123,12 @@ def test_decide_copies_up_and_downsampling():
     # Class 1: 10000 images for 3000 wanted -> each kept with probability 0.3.
     labels = np.repeat([0, 1], [1000, 10000])
     top = np.full(len(labels), 0.8, np.float32)
-    idx, total = fud.select_thresholds(fud.count_bins(labels, fud.bin_index(top), 2), 2600)
+    settings = BalancingSettings(2600)
+    counts = oracles.count_bins(labels, oracles.bin_index(top), 2)
+    idx, total = filter_stats.select_thresholds(counts, settings)
     assert total.tolist() == [1000, 10000]
-    rates = fud.copy_rates(total, 2600)
-    copies, passed = fud.decide_copies(labels, top, idx, rates, 2.0, rng.random(len(labels)))
+    rates = filter_stats.copy_rates(total, settings)
+    copies, passed = oracles.decide_copies(labels, top, idx, rates, 2.0, rng.random(len(labels)))
     assert passed.all()
     up, down = copies[:1000], copies[1000:]
     assert set(np.unique(up)) == {2, 3}
@@ -323,27 +142,16 @@ def test_decide_copies_respects_threshold_and_max_prob():
     labels = np.zeros(5, np.int64)
     top = np.array([0.29, 0.3, 0.6, 0.9, 0.95], np.float32)
     threshold_idx = np.array([30])
-    copies, passed = fud.decide_copies(
+    copies, passed = oracles.decide_copies(
         labels, top, threshold_idx, np.array([1.0]), 0.9, np.zeros(5)
     )
     assert passed.tolist() == [False, True, True, True, False]
     assert copies.tolist() == [0, 1, 1, 1, 0]
 
 
-def test_in_graph_decisions_match_numpy(tmp_path):
-    """The pass-2 graph labels, bins and copies images exactly as top1, count_bins and decide_copies."""
-    rng = np.random.default_rng(5)
-    num_classes, n = NUM_CLASSES, 600
-    probs = rng.dirichlet(np.full(num_classes, 0.3), size=n).astype(np.float32)
-    probs[:40] = probs_for(2, 0.3)  # exact bin edge
-    probs[40:60] = 0.25  # ties: np.argmax takes the first class
-    probs[60:80] = [0.4, 0.1, 0.4, 0.1]
-    probs[80:90] = [1.0, 0.0, 0.0, 0.0]
-    threshold_idx = np.array([30, 50, 20, 0])
-    rates = np.array([2.4, 0.5, 1.0, 0.25])
-    max_prob = 0.95
-    uniforms = rng.random(n)
-    selection = fud.Selection(threshold_idx, rates, max_prob, num_classes, 1, 1)
+def decision_inputs(rng, probs):
+    """Raw unlabeled records of `probs`' images, and their true classes (-1: unknown)."""
+    n, num_classes = probs.shape
     images = [b"img%d" % i for i in range(n)]
     # True classes: unknown (-1), the pseudo label, another class, and out of range.
     true = rng.integers(-1, num_classes, n)
@@ -353,27 +161,50 @@ def test_in_graph_decisions_match_numpy(tmp_path):
         utils.unlabeled_example(im, num_classes, t).SerializeToString()
         for im, t in zip(images, true, strict=True)
     ]
-    del inputs[110:]
     # Records without the key count as unknown, as label 0 does.
-    inputs += [
+    inputs[110:120] = [
         tf.train.Example(
             features=tf.train.Features(feature={"image/encoded": utils.bytes_feature(im)})
         ).SerializeToString()
         for im in images[110:120]
     ]
-    inputs += [
-        utils.unlabeled_example(im, num_classes, t).SerializeToString()
-        for im, t in zip(images[120:], true[120:], strict=True)
-    ]
     true[110:120] = -1
+    return images, inputs, true
+
+
+def test_in_graph_decisions_match_numpy(tmp_path):
+    """BatchDecisions labels, bins and copies images exactly as the oracles do."""
+    rng = np.random.default_rng(5)
+    num_classes, n = fh.NUM_CLASSES, 600
+    probs = rng.dirichlet(np.full(num_classes, 0.3), size=n).astype(np.float32)
+    probs[:40] = fh.probs_for(2, 0.3)  # exact bin edge
+    probs[40:60] = 0.25  # ties: np.argmax takes the first class
+    probs[60:80] = [0.4, 0.1, 0.4, 0.1]
+    probs[80:90] = [1.0, 0.0, 0.0, 0.0]
+    threshold_idx = np.array([30, 50, 20, 0])
+    rates = np.array([2.4, 0.5, 1.0, 0.25])
+    max_prob = 0.95
+    uniforms = rng.random(n)
+    selection = filter_stats.Selection(
+        threshold_idx=threshold_idx,
+        total_image=np.zeros(num_classes, np.int64),  # only written to threshold.json
+        rates=rates,
+        max_prob=max_prob,
+        num_label_classes=num_classes,
+        stats_shards=1,
+        num_filter_tasks=1,
+    )
+    images, inputs, true = decision_inputs(rng, probs)
     preds = [utils.prediction_example(p).SerializeToString() for p in probs]
-    out = fud._decide_fn(selection, with_images=True)(
+    out = filter_pipeline.BatchDecisions(selection, with_images=True)(
         tf.constant(inputs), tf.constant(preds), tf.constant(uniforms)
     )
     out = {k: v.numpy() for k, v in out.items()}
 
-    labels, top_prob = fud.top1(probs)
-    copies, passed = fud.decide_copies(labels, top_prob, threshold_idx, rates, max_prob, uniforms)
+    labels, top_prob = oracles.top1(probs)
+    copies, passed = oracles.decide_copies(
+        labels, top_prob, threshold_idx, rates, max_prob, uniforms
+    )
     kept = np.flatnonzero(copies)
     assert labels[40] == 0 and labels[60] == 0
     assert set(np.unique(copies)) == {0, 1, 2, 3}, "data must exercise every case"
@@ -384,9 +215,9 @@ def test_in_graph_decisions_match_numpy(tmp_path):
     np.testing.assert_array_equal(out["top_prob"], top_prob[kept])
     assert out["images"].tolist() == [images[i] for i in kept]
     assert out["records"].tolist() == [
-        utils.serialize_pseudo_labeled(images[i], probs[i], labels[i]) for i in kept
+        oracles.serialize_pseudo_labeled(images[i], probs[i], labels[i]) for i in kept
     ]
-    bins = fud.count_bins(labels, fud.bin_index(top_prob), num_classes)
+    bins = oracles.count_bins(labels, oracles.bin_index(top_prob), num_classes)
     np.testing.assert_array_equal(out["seen_bins"], bins)
     np.testing.assert_array_equal(out["before"], np.bincount(labels[passed], minlength=4))
     np.testing.assert_array_equal(out["after"], np.bincount(labels, copies, minlength=4))
@@ -406,7 +237,7 @@ def test_in_graph_decisions_match_numpy(tmp_path):
 
     bad = probs.copy()
     bad[7, 1] = np.nan
-    out = fud._decide_fn(selection, with_images=False)(
+    out = filter_pipeline.BatchDecisions(selection, with_images=False)(
         tf.constant(inputs),
         tf.constant([utils.prediction_example(p).SerializeToString() for p in bad]),
         tf.constant(uniforms),
@@ -434,15 +265,15 @@ def reference_selection(top_probs, num_image, min_threshold):
 
 def test_end_to_end_balanced_two_prediction_workers(tmp_path):
     num_shards, num_image, min_threshold = 3, 20, 0.3
-    dirs, truth = make_dataset(tmp_path, num_shards, 40, num_workers=2)
-    stats = run_both_passes(dirs, num_shards, num_image, min_threshold=min_threshold)
+    dirs, truth = fh.make_dataset(tmp_path, num_shards, 40, num_workers=2)
+    stats = fh.run_both_passes(dirs, num_shards, num_image, min_threshold=min_threshold)
 
-    top_probs = {c: [] for c in range(NUM_CLASSES)}
+    top_probs = {c: [] for c in range(fh.NUM_CLASSES)}
     for _, probs in truth.values():
         top_probs[int(np.argmax(probs))].append(probs.max())
     selected = reference_selection(top_probs, num_image, min_threshold)
     threshold = utils.read_json(os.path.join(dirs["out"], "threshold.json"))
-    assert threshold.pop("provenance") == fud._parse_provenance(TEACHER, "")
+    assert threshold.pop("provenance") == filter_stats.parse_provenance(fh.TEACHER, "")
     assert {int(c): tuple(v) for c, v in threshold.items()} == selected
     assert any(n < num_image for _, n in selected.values()), "data must exercise upsampling"
     assert any(n > num_image for _, n in selected.values()), "data must exercise downsampling"
@@ -451,12 +282,12 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
     }
 
     copies = {}
-    per_class = np.zeros(NUM_CLASSES, np.int64)
+    per_class = np.zeros(fh.NUM_CLASSES, np.int64)
     for shard in range(num_shards):
-        records = read_records(utils.filtered_path(dirs["out"], 0, shard, num_shards))
-        shard_counts = np.zeros(NUM_CLASSES, np.int64)
+        records = fh.read_records(utils.filtered_path(dirs["out"], 0, shard, num_shards))
+        shard_counts = np.zeros(fh.NUM_CLASSES, np.int64)
         for example in records:
-            image, source_shard, label, prob = check_record(example, truth)
+            image, source_shard, label, prob = fh.check_record(example, truth)
             assert source_shard == shard
             assert prob >= np.float32(selected[label][0])
             copies[image] = copies.get(image, 0) + 1
@@ -479,11 +310,11 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
         assert abs(per_class[label] - num_image) <= 4 * math.sqrt(n * frac * (1 - frac)) + 1e-9
     # Before balancing, the shards together keep exactly the N images counted
     # under each class's threshold.
-    kept_before = np.zeros(NUM_CLASSES, np.int64)
+    kept_before = np.zeros(fh.NUM_CLASSES, np.int64)
     for shard_stats in stats:
         for c, n in shard_stats["before_balancing"].items():
             kept_before[int(c)] += n
-    assert kept_before.tolist() == [selected[c][1] for c in range(NUM_CLASSES)]
+    assert kept_before.tolist() == [selected[c][1] for c in range(fh.NUM_CLASSES)]
 
     final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     assert final["total_cnt"] == int(per_class.sum())
@@ -494,12 +325,12 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
     for shard in range(num_shards):
         path = utils.filtered_path(dirs["out"], 0, shard, num_shards)
         expected_files[os.path.basename(path)] = {
-            "num_records": len(read_records(path)),
+            "num_records": len(fh.read_records(path)),
             "num_bytes": os.path.getsize(path),
         }
     assert final["files"] == expected_files
     assert sum(f["num_records"] for f in final["files"].values()) == final["total_cnt"]
-    assert final["provenance"]["checkpoint"] == TEACHER["checkpoint"]
+    assert final["provenance"]["checkpoint"] == fh.TEACHER["checkpoint"]
     assert "pseudo_label_accuracy" not in final  # the records carry no true labels
     total_sum = utils.read_json(os.path.join(dirs["prelim"], "total_counts_sum.json"))
     assert total_sum["0"][0][1] == len(top_probs[0])  # everything has prob >= 0.00
@@ -509,36 +340,38 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
 
 def test_end_to_end_use_all_with_two_filter_tasks(tmp_path):
     num_shards, min_threshold = 2, 0.5
-    dirs, truth = make_dataset(tmp_path, num_shards, 30, num_workers=2, seed=3)
-    run_both_passes(
-        dirs, num_shards, 5, total_replicas=2, min_threshold=min_threshold, use_all=True
+    dirs, truth = fh.make_dataset(tmp_path, num_shards, 30, num_workers=2, seed=3)
+    fh.run_both_passes(
+        dirs, num_shards, 5, num_filter_tasks=2, min_threshold=min_threshold, use_all=True
     )
     for shard in range(num_shards):
         for task in (0, 1):
-            assert os.path.exists(fud.prelim_stats_path(dirs["prelim"], shard, task))
+            assert os.path.exists(utils.prelim_stats_path(dirs["prelim"], shard, task))
     seen = []
     for shard in range(num_shards):
         for task in (0, 1):
-            for example in read_records(utils.filtered_path(dirs["out"], task, shard, num_shards)):
-                seen.append(check_record(example, truth)[0])
+            for example in fh.read_records(
+                utils.filtered_path(dirs["out"], task, shard, num_shards)
+            ):
+                seen.append(fh.check_record(example, truth)[0])
     expected = [im for im, (_, p) in truth.items() if p.max() >= np.float32(min_threshold)]
     assert sorted(seen) == sorted(expected)  # every confident image exactly once
 
 
 def test_pass_two_is_deterministic(tmp_path):
-    dirs, _ = make_dataset(tmp_path, 2, 30, num_workers=1)
-    run_both_passes(dirs, 2, 12)
+    dirs, _ = fh.make_dataset(tmp_path, 2, 30, num_workers=1)
+    fh.run_both_passes(dirs, 2, 12)
 
     first = snapshot(dirs["out"])
     assert "data/train-0-00001-of-00002" in first and "stats/final_stats.json" in first
-    run_both_passes(dirs, 2, 12)  # re-run over the existing outputs
+    fh.run_both_passes(dirs, 2, 12)  # re-run over the existing outputs
     dirs_copy = dict(dirs, out=str(tmp_path / "out2"))
-    run_both_passes(dirs_copy, 2, 12)
+    fh.run_both_passes(dirs_copy, 2, 12)
     assert snapshot(dirs["out"]) == first
     assert snapshot(dirs_copy["out"]) == first
     # Another seed samples differently.
     dirs_seed = dict(dirs, out=str(tmp_path / "out3"))
-    run_both_passes(dirs_seed, 2, 12, seed=1)
+    fh.run_both_passes(dirs_seed, 2, 12, seed=1)
     assert (
         snapshot(dirs_seed["out"])["data/train-0-00000-of-00002"]
         != first["data/train-0-00000-of-00002"]
@@ -550,15 +383,16 @@ def test_pass_two_is_deterministic(tmp_path):
 
 
 def test_missing_shard_stats_are_listed(tmp_path):
-    dirs, _ = make_dataset(tmp_path, 4, 3, num_workers=1)
-    counts = np.zeros([NUM_CLASSES, 101], np.int64)
-    fud.write_prelim_stats(dirs["prelim"], 0, 0, counts)
-    fud.write_prelim_stats(dirs["prelim"], 2, 0, counts)
+    dirs, _ = fh.make_dataset(tmp_path, 4, 3, num_workers=1)
+    counts = np.zeros([fh.NUM_CLASSES, 101], np.int64)
+    files = fh.files_of(dirs, 4)
+    fud.write_prelim_stats(files, 0, fud.PrelimStats(0, counts, None))
+    fud.write_prelim_stats(files, 2, fud.PrelimStats(0, counts, None))
     with pytest.raises(fud.FilterError, match=r"2 of 4 shards .* shard ids 1, 3"):
-        fud.load_total_counts(dirs["prelim"], 4, 1, NUM_CLASSES)
+        fud.load_prelim_stats(dirs["prelim"], 4, 1, fh.NUM_CLASSES)
     # Only the first 2 shards are needed with only_use_num_shards... and shard 1 is missing.
     with pytest.raises(fud.FilterError, match="shard ids 1$"):
-        fud.load_total_counts(dirs["prelim"], 2, 1, NUM_CLASSES)
+        fud.load_prelim_stats(dirs["prelim"], 2, 1, fh.NUM_CLASSES)
 
     result = subprocess.run(
         [
@@ -572,10 +406,10 @@ def test_missing_shard_stats_are_listed(tmp_path):
             "--file_prefix=extra",
             "--num_shards=4",
             "--shard_id=0",
-            f"--num_label_classes={NUM_CLASSES}",
+            f"--num_label_classes={fh.NUM_CLASSES}",
             "--only_get_stats=0",
         ],
-        cwd=REPO,
+        cwd=fh.REPO,
         capture_output=True,
         text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
@@ -586,75 +420,38 @@ def test_missing_shard_stats_are_listed(tmp_path):
     assert not os.path.exists(os.path.join(dirs["out"], "data"))
 
 
-def run_script(args, script="filter_unlabel_data.py"):
-    """Runs a filter entry point as a subprocess in the repository."""
-    return subprocess.run(
-        [sys.executable, script, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
-        timeout=300,
-    )
-
-
-def cli_args(dirs, num_shards, **flags):
-    args = {
-        "input_dir": dirs["in"],
-        "prediction_dir": dirs["pred"],
-        "info_dir": dirs["info"],
-        "prelim_stats_dir": dirs["prelim"],
-        "output_dir": dirs["out"],
-        "file_prefix": "extra",
-        "num_shards": num_shards,
-        "num_label_classes": NUM_CLASSES,
-    }
-    args.update(flags)
-    return [f"--{k}={v}" for k, v in args.items()]
-
-
-def snapshot(root):
-    """{relative path: bytes} of every file under root."""
-    files = {}
-    for parent, _, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(parent, name), "rb") as f:
-                files[os.path.relpath(os.path.join(parent, name), root)] = f.read()
-    return files
-
-
 def test_scripts_run_both_passes(tmp_path):
     """filter_unlabel_data.py (both passes) and its published name filter_unlabel.py exit 0."""
-    dirs, truth = make_dataset(tmp_path, 2, 10, num_workers=1)
-    pass1 = run_script(cli_args(dirs, 2, shard_id="0,1", only_get_stats=1))
+    dirs, truth = fh.make_dataset(tmp_path, 2, 10, num_workers=1)
+    pass1 = fh.run_script(fh.cli_args(dirs, 2, shard_id="0,1", only_get_stats=1))
     assert pass1.returncode == 0, pass1.stderr[-3000:]
     for shard in range(2):
-        saved = utils.read_json(fud.prelim_stats_path(dirs["prelim"], shard, 0))
-        assert saved["provenance"]["fingerprint"] == TEACHER["fingerprint"]
-    pass2 = run_script(cli_args(dirs, 2, shard_id="0,1", num_image=3))
+        saved = utils.read_json(utils.prelim_stats_path(dirs["prelim"], shard, 0))
+        assert saved["provenance"]["fingerprint"] == fh.TEACHER["fingerprint"]
+    pass2 = fh.run_script(fh.cli_args(dirs, 2, shard_id="0,1", num_image=3))
     assert pass2.returncode == 0, pass2.stderr[-3000:]
-    records = read_records(utils.filtered_path(dirs["out"], 0, 0, 2))
-    assert records and all(check_record(r, truth) for r in records)
+    records = fh.read_records(utils.filtered_path(dirs["out"], 0, 0, 2))
+    assert records and all(fh.check_record(r, truth) for r in records)
     final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     assert sorted(final["files"]) == ["train-0-00000-of-00002", "train-0-00001-of-00002"]
 
     # The published script name: same flags, same files.
     alias = dict(dirs, out=str(tmp_path / "out_alias"))
-    result = run_script(cli_args(alias, 2, shard_id="1,0", num_image=3), "filter_unlabel.py")
+    result = fh.run_script(fh.cli_args(alias, 2, shard_id="1,0", num_image=3), "filter_unlabel.py")
     assert result.returncode == 0, result.stderr[-3000:]
     assert snapshot(alias["out"]) == snapshot(dirs["out"])
 
 
 def test_main_runs_both_passes(tmp_path):
-    dirs, truth = make_dataset(tmp_path, 1, 10, num_workers=1)
-    common = ["filter_unlabel_data.py", *cli_args(dirs, 1, num_image=3)]
+    dirs, truth = fh.make_dataset(tmp_path, 1, 10, num_workers=1)
+    common = ["filter_unlabel_data.py", *fh.cli_args(dirs, 1, num_image=3)]
     for argv in (common + ["--only_get_stats=1"], common):
         with flagsaver.flagsaver():
             fud.FLAGS(argv)
             fud.main([argv[0]])
-    assert os.path.exists(fud.prelim_stats_path(dirs["prelim"], 0, 0))
-    records = read_records(utils.filtered_path(dirs["out"], 0, 0, 1))
-    assert records and all(check_record(r, truth) for r in records)
+    assert os.path.exists(utils.prelim_stats_path(dirs["prelim"], 0, 0))
+    records = fh.read_records(utils.filtered_path(dirs["out"], 0, 0, 1))
+    assert records and all(fh.check_record(r, truth) for r in records)
     with flagsaver.flagsaver():
         fud.FLAGS(common + ["--data_type=sstable"])
         with pytest.raises(SystemExit, match="only 'tfrecord'"):
@@ -663,8 +460,8 @@ def test_main_runs_both_passes(tmp_path):
 
 def test_one_call_handles_a_list_of_shards(tmp_path):
     """--shard_id=a,b,c gives the files of one call per shard; a broken shard spares the others."""
-    dirs, _ = make_dataset(tmp_path, 3, 20, num_workers=1)
-    run_both_passes(dirs, 3, 8)
+    dirs, _ = fh.make_dataset(tmp_path, 3, 20, num_workers=1)
+    fh.run_both_passes(dirs, 3, 8)
     common = [
         "filter_unlabel_data.py",
         f"--input_dir={dirs['in']}",
@@ -674,7 +471,7 @@ def test_one_call_handles_a_list_of_shards(tmp_path):
         f"--output_dir={tmp_path / 'out_list'}",
         "--file_prefix=extra",
         "--num_shards=3",
-        f"--num_label_classes={NUM_CLASSES}",
+        f"--num_label_classes={fh.NUM_CLASSES}",
         "--num_image=8",
     ]
     for argv in (
@@ -686,9 +483,9 @@ def test_one_call_handles_a_list_of_shards(tmp_path):
             fud.main([argv[0]])
     for shard in range(3):
         for path in (
-            fud.prelim_stats_path("{}", shard, 0),
+            utils.prelim_stats_path("{}", shard, 0),
             os.path.join("{}", "data", f"train-0-{shard:05d}-of-00003"),
-            fud.stats_path("{}", shard, 0),
+            utils.filter_stats_path("{}", shard, 0),
         ):
             single = path.format(dirs["prelim"] if "prelim" in path else dirs["out"])
             listed = path.format(tmp_path / ("prelim_list" if "prelim" in path else "out_list"))
@@ -696,13 +493,13 @@ def test_one_call_handles_a_list_of_shards(tmp_path):
                 assert a.read() == b.read(), path
     assert os.path.exists(tmp_path / "out_list" / "stats" / "final_stats.json")
 
-    os.remove(fud.input_path(dirs["in"], "extra", 1, 3))
-    os.remove(fud.stats_path(str(tmp_path / "out_list"), 2, 0))
+    os.remove(fh.input_file(dirs, 1, 3))
+    os.remove(utils.filter_stats_path(str(tmp_path / "out_list"), 2, 0))
     with flagsaver.flagsaver():
         fud.FLAGS(common + ["--shard_id=1,2"])
         with pytest.raises(SystemExit, match=r"1 of 2 shards failed, shard ids 1:\n  shard 1: "):
             fud.main(["filter_unlabel_data.py"])
-    assert os.path.exists(fud.stats_path(str(tmp_path / "out_list"), 2, 0))
+    assert os.path.exists(utils.filter_stats_path(str(tmp_path / "out_list"), 2, 0))
     with flagsaver.flagsaver():
         fud.FLAGS(common + ["--shard_id=0,3"])
         with pytest.raises(SystemExit, match=r"--shard_id='0,3': ids must lie in \[0, 3\)"):
@@ -711,46 +508,23 @@ def test_one_call_handles_a_list_of_shards(tmp_path):
 
 def test_pass_two_count_mismatches_name_the_file(tmp_path):
     # Old info files (no input size to compare with): the counts tell.
-    dirs, _ = make_dataset(tmp_path, 1, 6, num_workers=2, provenance=None)
-    run_both_passes(dirs, 1, 3)
-    input_file = fud.input_path(dirs["in"], "extra", 0, 1)
+    dirs, _ = fh.make_dataset(tmp_path, 1, 6, num_workers=2, provenance=None)
+    fh.run_both_passes(dirs, 1, 3)
+    input_file = fh.input_file(dirs, 0, 1)
     output_file = utils.filtered_path(dirs["out"], 0, 0, 1)
     os.remove(output_file)
     # One more input record: worker 0 now has 4 inputs for 3 predictions.
     records = [r.numpy() for r in tf.data.TFRecordDataset(input_file)]
     utils.write_tfrecord(input_file, records + records[:1])
     with pytest.raises(fud.FilterError, match="has 3 predictions but .* has 4 records") as error:
-        run_both_passes(dirs, 1, 3)
+        fh.run_both_passes(dirs, 1, 3)
     assert input_file in str(error.value)
     assert not os.path.exists(output_file)  # no partial output
 
     # Changed predictions after pass 1 are caught rather than balanced wrongly.
     utils.write_tfrecord(input_file, records)
-    write_predictions(dirs, 0, 1, [probs_for(1, 0.9)] * 6, 2)
+    fh.write_predictions(dirs, 0, 1, [fh.probs_for(1, 0.9)] * 6, 2)
     with pytest.raises(fud.FilterError, match="differ from .*prelim_stats_00000_0.json"):
-        fud.filter_shard(
-            dirs["in"],
-            dirs["pred"],
-            dirs["info"],
-            dirs["prelim"],
-            dirs["out"],
-            0,
-            1,
-            NUM_CLASSES,
-            3,
-            file_prefix="extra",
-        )
+        fud.filter_shard(fh.files_of(dirs, 1), 0, fh.select(dirs, 1, 3))
     with pytest.raises(fud.FilterError, match="only 'tfrecord'"):
-        fud.filter_shard(
-            dirs["in"],
-            dirs["pred"],
-            dirs["info"],
-            dirs["prelim"],
-            dirs["out"],
-            0,
-            1,
-            NUM_CLASSES,
-            3,
-            file_prefix="extra",
-            data_type="sstable",
-        )
+        fud.check_data_type("sstable")

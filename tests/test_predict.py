@@ -95,7 +95,12 @@ def test_prediction_keeps_order_and_count(teacher, unlabeled_shards, tmp_path):
 def test_two_workers_cover_shard_exactly_once(teacher, unlabeled_shards, tmp_path):
     for worker in (0, 1):
         predict(
-            teacher, unlabeled_shards, tmp_path, shard_id="0", total_replicas=2, worker_id=worker
+            teacher,
+            unlabeled_shards,
+            tmp_path,
+            shard_id="0",
+            num_prediction_workers=2,
+            prediction_worker=worker,
         )
     parts = [
         read_predictions(utils.prediction_path(str(tmp_path / "pred"), 0, 2, w)) for w in (0, 1)

@@ -1,8 +1,10 @@
-"""Record encoding helpers of utils.py."""
+"""Record encoding helpers, file layouts and record counting of utils.py."""
 
 import json
+import os
 
 import numpy as np
+import oracles
 import pytest
 import tensorflow as tf
 
@@ -17,7 +19,10 @@ def test_fast_pseudo_labeled_record_equals_the_example(num_classes, image_size, 
     rng = np.random.default_rng(num_classes + image_size)
     image = rng.bytes(image_size)
     probs = rng.dirichlet(np.ones(num_classes)).astype(np.float32)
-    fast = utils.serialize_pseudo_labeled(image, probs, label)
+    encoded_label = int(np.argmax(probs)) if label is None else label
+    fast = utils.PseudoLabeledEncoder(num_classes)([image], probs[None], [encoded_label])[0]
+    fast = fast.numpy()
+    assert fast == oracles.serialize_pseudo_labeled(image, probs, label)
     reference = utils.pseudo_labeled_example(image, probs, label)
     assert tf.train.Example.FromString(fast) == reference
     assert len(fast) == len(reference.SerializeToString())
@@ -49,7 +54,7 @@ def test_in_graph_encoder_equals_the_python_encoder(num_classes):
     encoder = utils.PseudoLabeledEncoder(num_classes)
     encoded = encoder(tf.constant(images, tf.string), probs, labels).numpy()
     expected = [
-        utils.serialize_pseudo_labeled(*args) for args in zip(images, probs, labels, strict=True)
+        oracles.serialize_pseudo_labeled(*args) for args in zip(images, probs, labels, strict=True)
     ]
     assert encoded.tolist() == expected
     empty = encoder(tf.constant([], tf.string), np.zeros([0, num_classes], np.float32), [])
@@ -78,3 +83,32 @@ def test_write_json_compact_and_indented(tmp_path):
     assert compact == '{"a": {"x": 1}, "b": [[0.5, 3]]}'
     assert "\n" in (tmp_path / "i.json").read_text()
     assert utils.read_json(str(tmp_path / "i.json")) == json.loads(compact) == obj
+
+
+def test_shard_layouts():
+    assert utils.shard_path("d", "extra", 3, 128) == os.path.join("d", "extra-00003-of-00128")
+    assert utils.labeled_shard_path("d", "dev", 1, 64) == os.path.join("d", "dev-00001-of-00064")
+    assert utils.unlabeled_shard_path("d", 2, 4) == os.path.join(
+        "d", "unlabeled", "extra-00002-of-00004"
+    )
+    assert utils.task_shard_path("d", "train", 1, 5, 8) == os.path.join(
+        "d", "train-1-00005-of-00008"
+    )
+    assert utils.filtered_path("o", 1, 5, 8) == os.path.join("o", "data", "train-1-00005-of-00008")
+    assert utils.prelim_stats_path("p", 7, 1) == os.path.join("p", "prelim_stats_00007_1.json")
+    assert utils.filter_stats_path("o", 7, 0) == os.path.join("o", "stats", "stats_00007_0.json")
+    assert utils.final_stats_path("o") == os.path.join("o", "stats", "final_stats.json")
+    assert utils.total_counts_path("p") == os.path.join("p", "total_counts.json")
+    assert utils.total_counts_path("p", cumulative=True) == os.path.join(
+        "p", "total_counts_sum.json"
+    )
+    assert utils.threshold_path("o") == os.path.join("o", "threshold.json")
+    assert utils.num_image_across_cat_path("o") == os.path.join("o", "num_image_across_cat.json")
+
+
+def test_count_records(tmp_path):
+    path = str(tmp_path / "records")
+    utils.write_tfrecord(path, [b"%d" % i for i in range(7)])
+    assert utils.count_records(path) == 7
+    # Parts as prediction workers take them: records w, w + 3, ...
+    assert [utils.count_records(path, 3, part) for part in range(3)] == [3, 2, 2]
