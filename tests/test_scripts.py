@@ -296,17 +296,19 @@ def test_mnist_training_scripts_take_their_flags_from_defaults_once():
     settings = mnist_settings()
     base = {"use_tpu": "False", "use_bfloat16": "False", "task_name": "mnist"}
     shared = dict(base, **settings["MODEL_FLAGS"], **settings["RUN_FLAGS"])
-    train, evaluation = train_and_eval("mnist/train_teacher.sh")
+    # EVAL_AFTER_TRAINING=in_process: one main.py call trains and evaluates.
+    _, train = only_call("mnist/train_teacher.sh")
     labeled = {"label_data_dir": "data/mnist/proc"}
     teacher = dict(shared, **settings["TEACHER_FLAGS"], **labeled, model_dir="ckpt/mnist/teacher")
-    assert train == dict(teacher, mode="train")
-    assert evaluation == dict(shared, **labeled, model_dir="ckpt/mnist/teacher", mode="eval")
-    train, _ = train_and_eval("mnist/run_offline.sh")
+    assert train == dict(teacher, mode="train_and_eval")
+    _, train = only_call("mnist/run_offline.sh")
     offline = expect(
-        "--mode=train --unlabel_data_dir=data/mnist/predict/filter_data/data",
+        "--mode=train_and_eval --unlabel_data_dir=data/mnist/predict/filter_data/data",
         "--model_dir=ckpt/mnist/student",
     )
     assert train == dict(shared, **settings["STUDENT_FLAGS"], **labeled, **offline)
+    # The demo's student: hard pseudo labels, its own learning-rate floor.
+    assert settings["STUDENT_FLAGS"]["teacher_softmax_temp"] == "-1"
 
 
 def test_mnist_sharded_steps():
@@ -426,15 +428,22 @@ def test_loop_dry_run_shows_every_step_with_the_seed(tmp_path):
     assert not out.exists()
 
 
-def test_mnist_loop_dry_run_starts_students_from_their_teacher(tmp_path):
+def test_mnist_loop_dry_run_trains_students_from_scratch_or_from_their_teacher(tmp_path):
+    # The demo's default (INIT_STUDENT=0 in mnist/defaults.sh): from scratch,
+    # each model trained and evaluated by one call.
     steps = loop_calls(ROUNDS="2", OUT=str(tmp_path), STUDENT_ARGS="--train_steps=9")
+    for student in ("round1_student", "round2_student"):
+        [flags] = steps[f"{student} train_and_eval"]
+        assert "init_model_path" not in flags
+        assert flags["train_steps"] == "9" and flags["task_name"] == "mnist"
+    assert not any(name.endswith(" eval") for name in steps)
+    steps = loop_calls(ROUNDS="2", OUT=str(tmp_path), INIT_STUDENT="1")
     for teacher, student in (
         ("round0_teacher", "round1_student"),
         ("round1_student", "round2_student"),
     ):
-        [flags] = steps[f"{student} train"]
+        [flags] = steps[f"{student} train_and_eval"]
         assert flags["init_model_path"] == str(tmp_path / teacher)
-        assert flags["train_steps"] == "9" and flags["task_name"] == "mnist"
 
 
 def header(path):

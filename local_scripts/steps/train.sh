@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Step: trains a model (main.py --mode=train), then evaluates its latest
 # checkpoint on the task's eval subsets (main.py --mode=eval) when
-# EVAL_AFTER_TRAINING=1. Sourced by the training scripts of
+# EVAL_AFTER_TRAINING=1, or trains and evaluates in one process
+# (main.py --mode=train_and_eval) when EVAL_AFTER_TRAINING=in_process.
+# Sourced by the training scripts of
 # local_scripts/<task>/ after the task's defaults.sh:
 #
 #   source local_scripts/steps/train.sh teacher|student|offline [flags...]
@@ -30,7 +32,11 @@
 #   STUDENT_FLAGS         student, offline: their training flags; when empty
 #                         the step stops with NO_STUDENT_FLAGS, the task's
 #                         reason (ImageNet: MODEL has no published flags)
-#   EVAL_AFTER_TRAINING   1: evaluate after training; 0: print how to
+#   EVAL_AFTER_TRAINING   1: evaluate after training, in a second main.py
+#                         call; in_process: in the training process
+#                         (--mode=train_and_eval: every --steps_per_eval steps
+#                         and at the end; saves a process start and a
+#                         checkpoint restore); 0: print how to
 #   EXTRA_FLAGS           the user's flags of every main.py call (word-split)
 #   TRAIN_FLAGS           the user's flags of the training and evaluation
 #                         calls (word-split), after EXTRA_FLAGS; the step's
@@ -77,12 +83,14 @@ esac
 words_of EXTRA_FLAGS TRAIN_FLAGS
 user_flags=("${FLAG_WORDS[@]}" "$@")
 words_of MODEL_FLAGS RUN_FLAGS "${role_flags}"
-main_py_command --mode=train "${FLAG_WORDS[@]}" --label_data_dir="${DATA_DIR}" \
+train_mode=train
+if [[ "${EVAL_AFTER_TRAINING}" == in_process ]]; then train_mode=train_and_eval; fi
+main_py_command --mode="${train_mode}" "${FLAG_WORDS[@]}" --label_data_dir="${DATA_DIR}" \
   "${unlabeled_flags[@]}" --model_dir="${MODEL_DIR}" "${user_flags[@]}"
 run_command "${PY_COMMAND[@]}"
 if [[ "${EVAL_AFTER_TRAINING}" == 1 ]]; then
   eval_command "${user_flags[@]}"
   run_command "${PY_COMMAND[@]}"
-else
+elif [[ "${EVAL_AFTER_TRAINING}" != in_process ]]; then
   echo "Evaluate with: MODEL_DIR=${MODEL_DIR} bash ${TASK_SCRIPTS}/eval.sh"
 fi
