@@ -167,3 +167,28 @@ def forbid_call(monkeypatch, module, name):
         raise AssertionError(f"{module.__name__}.{name} must not be called here.")
 
     monkeypatch.setattr(module, name, fail)
+
+
+# Markers (registered in pyproject.toml). `pytest -m "not slow"` is the fast
+# local loop; .ci/run runs everything. e2e: the test runs an entry point or a
+# script as a user does (a subprocess). slow: it trains a model, runs an entry
+# point or a distributed strategy, or uses a fixture that trains one.
+E2E_MODULES = {
+    "test_fail_loudly",
+    "test_filter_aliases",
+    "test_mnist_demo",
+    "test_pipeline",
+    "test_reproducible",
+    "test_scripts",
+}
+SLOW_MODULES = (E2E_MODULES - {"test_scripts"}) | {"test_bn_groups", "test_export", "test_predict"}
+SLOW_FIXTURES = {"teacher", "tiny_data", "loop_run", "student_batch"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in E2E_MODULES:
+            item.add_marker(pytest.mark.e2e)
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
