@@ -221,11 +221,6 @@ def finish_output(output_dir, dataset_info):
 # Shards.
 
 
-def _count_records(path):
-    ds = tf.data.TFRecordDataset(path)
-    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
-
-
 def write_shards(output_dir, subset, num_shards, shard_records, progress=None, keep_finished=False):
     """Writes `subset` as `num_shards` TFRecord files, each one atomically.
 
@@ -247,7 +242,7 @@ def write_shards(output_dir, subset, num_shards, shard_records, progress=None, k
     total = 0
     for shard, path in enumerate(shard_paths(output_dir, subset, num_shards)):
         if keep_finished and tf.io.gfile.exists(path):
-            count = _count_records(path)
+            count = utils.count_records(path)
             logging.info("%s is complete; keeping it.", path)
         else:
             count = utils.write_tfrecord(path, shard_records(shard))

@@ -36,7 +36,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-import checkpoints
 import data_input
 import preprocessing
 import train_lib
@@ -278,13 +277,12 @@ def load_prediction_model(config, strategy, predict_ckpt_path):
     Returns:
       A `checkpoints.LoadedModel`.
     """
-    loaded = checkpoints.load_model(
+    loaded = train_lib.load_checkpoint(
+        config,
         predict_ckpt_path,
-        what="--predict_ckpt_path",
-        default_task_name=config.task_name,
-        fallback_description=train_lib.student_description(config),
-        use_ema=config.use_ema,
-        strategy=strategy,
+        "--predict_ckpt_path",
+        train_lib.student_description(config),
+        strategy,
     )
     if loaded.description["model_name"] != config.model_name:
         logging.info(

@@ -1,7 +1,9 @@
 """Shared fixtures: tiny generated datasets in the layout of docs/method.md, "Record formats"."""
 
+import inspect
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -172,23 +174,48 @@ def forbid_call(monkeypatch, module, name):
 # Markers (registered in pyproject.toml). `pytest -m "not slow"` is the fast
 # local loop; .ci/run runs everything. e2e: the test runs an entry point or a
 # script as a user does (a subprocess). slow: it trains a model, runs an entry
-# point or a distributed strategy, or uses a fixture that trains one.
-E2E_MODULES = {
-    "test_fail_loudly",
-    "test_filter_aliases",
-    "test_mnist_demo",
-    "test_pipeline",
-    "test_reproducible",
-    "test_scripts",
-}
-SLOW_MODULES = (E2E_MODULES - {"test_scripts"}) | {"test_bn_groups", "test_export", "test_predict"}
+# point or a distributed strategy, or uses a fixture that trains one. A test
+# is e2e when its code starts a subprocess through one of the runners below,
+# or when its module is listed (fixtures there run the scripts).
+E2E_MODULES = {"test_fail_loudly", "test_mnist_demo", "test_pipeline", "test_reproducible"}
+SUBPROCESS_RUNNERS = re.compile(
+    r"\b(run_script|run_bash|run_main|dry_run|only_call|loop_calls|train_and_eval|"
+    r"subprocess\.run|subprocess\.Popen|mirrored_check)\b"
+)
+# Dry runs of the shell scripts start only bash: e2e, but fast.
+FAST_E2E_MODULES = {"test_scripts"}
+SLOW_MODULES = {"test_bn_groups", "test_export", "test_predict"}
 SLOW_FIXTURES = {"teacher", "tiny_data", "loop_run", "student_batch"}
+
+
+def _source(function):
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def _runs_a_subprocess(item):
+    """Whether the test, or a function of its module that it calls, uses a runner."""
+    source = _source(item.function)
+    if SUBPROCESS_RUNNERS.search(source):
+        return True
+    helpers = [
+        name
+        for name, value in vars(item.module).items()
+        if inspect.isfunction(value)
+        and value.__module__ == item.module.__name__
+        and SUBPROCESS_RUNNERS.search(_source(value))
+    ]
+    return any(re.search(rf"\b{name}\(", source) for name in helpers)
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        if module in E2E_MODULES:
+        e2e = module in E2E_MODULES | FAST_E2E_MODULES or _runs_a_subprocess(item)
+        if e2e:
             item.add_marker(pytest.mark.e2e)
-        if module in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+        slow = (e2e and module not in FAST_E2E_MODULES) or module in SLOW_MODULES
+        if slow or SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)

@@ -15,7 +15,7 @@
 # Environment (defaults in brackets; settings in defaults.sh):
 #   TEACHER_CKPT   teacher model_dir or checkpoint prefix [ckpt/imagenet_teacher]
 #   TEACHER_MODEL  architecture, used if TEACHER_CKPT has no model_params.txt
-#                  (its input size follows) [$MODEL = efficientnet-b0]
+#                  (its input size follows) [efficientnet-b0]
 #   DATA_DIR       labeled records [data/imagenet/proc]
 #   UNLABEL_DIR    unlabeled records [$DATA_DIR/unlabeled]
 #   FILE_PREFIX    name prefix of the unlabeled files [extra]

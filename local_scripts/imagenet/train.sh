@@ -29,4 +29,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source local_scripts/imagenet/defaults.sh
+# The on-the-fly teacher is checked against the student's architecture, as published.
+TEACHER_MODEL="${TEACHER_MODEL:-${MODEL}}"
 source local_scripts/steps/train.sh student "$@"

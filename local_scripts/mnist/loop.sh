@@ -40,7 +40,7 @@
 #   UNLABEL_DIR   raw unlabeled records [$DATA_DIR/unlabeled]
 #   INIT_STUDENT  1: each student starts from its teacher's weights
 #                 (--init_model_path); 0: from scratch [the task's
-#                 defaults.sh: mnist 1, svhn 0]
+#                 defaults.sh: 0 (mnist, svhn)]
 #   SEED          random seed of the whole run: passed as --seed to every
 #                 main.py call (teacher, prediction, students; weights, dropout,
 #                 stochastic depth, shuffles, RandAugment) and to the filter

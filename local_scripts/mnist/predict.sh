@@ -12,7 +12,7 @@
 # Environment (defaults in brackets; settings in defaults.sh):
 #   TEACHER_CKPT   teacher model_dir or checkpoint prefix [ckpt/mnist/teacher]
 #   TEACHER_MODEL  architecture, used if TEACHER_CKPT has no model_params.txt
-#                  [MODEL_FLAGS' --model_name]
+#                  [efficientnet-b0]
 #   DATA_DIR       prepro.sh's output [data/mnist/proc]
 #   UNLABEL_DIR    unlabeled records [$DATA_DIR/unlabeled]
 #   NUM_SHARDS     number of unlabeled files [defaults.sh]

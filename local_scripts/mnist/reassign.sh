@@ -11,7 +11,7 @@
 #   REASSIGN_CKPT   model_dir or checkpoint prefix of the relabeling model
 #                   [ckpt/mnist/student]
 #   REASSIGN_MODEL  its architecture, used if it has no model_params.txt
-#                   [MODEL_FLAGS' --model_name]
+#                   [efficientnet-b0]
 #   DATA_ROOT       prediction root [data/mnist/predict]
 #   INPUT_DIR       filtered records [$DATA_ROOT/filter_data/data]
 #   OUTPUT_DIR      relabeled records [$DATA_ROOT/reassign]

@@ -1,12 +1,13 @@
 #!/bin/bash
 # Step 4 on MNIST: trains the noisy student on the labeled digits plus the
-# filtered, balanced pseudo-labeled ones (stored teacher probabilities, soft
-# labels at temperature 1), with RandAugment, dropout and stochastic depth,
-# then evaluates it on train, dev and test, with the CPU settings of
+# filtered, balanced pseudo-labeled ones (hard pseudo labels: the stored
+# teacher probabilities' class), from scratch, with RandAugment, dropout and
+# stochastic depth, and evaluates it on train, dev and test in the same
+# process (EVAL_AFTER_TRAINING=in_process), with the CPU settings of
 # defaults.sh (MODEL_FLAGS, RUN_FLAGS, STUDENT_FLAGS; local_scripts/steps/
 # train.sh).
 #
-#   bash local_scripts/mnist/run_offline.sh --init_model_path=ckpt/mnist/teacher
+#   bash local_scripts/mnist/run_offline.sh [flags...]
 #   DRY_RUN=1 bash local_scripts/mnist/run_offline.sh   # print the commands
 #
 # Environment (defaults in brackets; settings in defaults.sh):
@@ -19,11 +20,11 @@
 #   MODEL_FLAGS    architecture [defaults.sh]
 #   RUN_FLAGS      loops, checkpoints, logging, evaluation [defaults.sh]
 #   STUDENT_FLAGS  training flags [defaults.sh]
-#   TRAIN_FLAGS    your flags for both Python calls (training, evaluation)
+#   TRAIN_FLAGS    your flags for the training (and evaluation) call
 #   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
 #   DRY_RUN        see local_scripts/common.sh
-# Arguments are appended to both Python calls, e.g.
+# Arguments are appended to the Python call, e.g.
 # --init_model_path=ckpt/mnist/teacher to start from the teacher's weights.
 # Each flag reaches main.py once, with the last value given.
 set -euo pipefail

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Step 1 on MNIST: trains the supervised teacher on the labeled digits, then
-# evaluates it on train, dev and test, with the CPU settings of defaults.sh
+# Step 1 on MNIST: trains the supervised teacher on the labeled digits and
+# evaluates it on train, dev and test in the same process
+# (EVAL_AFTER_TRAINING=in_process), with the CPU settings of defaults.sh
 # (MODEL_FLAGS, RUN_FLAGS, TEACHER_FLAGS; local_scripts/steps/train.sh).
 #
 #   bash local_scripts/mnist/train_teacher.sh [flags...]
@@ -13,11 +14,11 @@
 #   MODEL_FLAGS    architecture [defaults.sh]
 #   RUN_FLAGS      loops, checkpoints, logging, evaluation [defaults.sh]
 #   TEACHER_FLAGS  training flags [defaults.sh]
-#   TRAIN_FLAGS    your flags for both Python calls (training, evaluation)
+#   TRAIN_FLAGS    your flags for the training (and evaluation) call
 #   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
 #   DRY_RUN        see local_scripts/common.sh
-# Arguments are appended to both Python calls, e.g. --train_steps=500.
+# Arguments are appended to the Python call, e.g. --train_steps=500.
 # Each flag reaches main.py once, with the last value given.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

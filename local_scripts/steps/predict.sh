@@ -16,7 +16,7 @@
 #   TASK_NAME             the task
 #   TEACHER_CKPT          teacher model_dir or checkpoint prefix [$TEACHER_DIR]
 #   TEACHER_MODEL         architecture, used if TEACHER_CKPT has no
-#                         model_params.txt [MODEL_FLAGS' --model_name]
+#                         model_params.txt [efficientnet-b0]
 #   UNLABEL_DIR           unlabeled records [$RAW_UNLABEL_DIR = $DATA_DIR/unlabeled]
 #   FILE_PREFIX           name prefix of the unlabeled files [extra]
 #   NUM_SHARDS            number of unlabeled files

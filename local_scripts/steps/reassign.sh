@@ -15,7 +15,7 @@
 #   TASK_NAME             the task
 #   REASSIGN_CKPT         model_dir or checkpoint prefix of the relabeling model
 #   REASSIGN_MODEL        its architecture, used if it has no model_params.txt
-#                         [MODEL_FLAGS' --model_name]
+#                         [efficientnet-b0]
 #   DATA_ROOT             prediction root
 #   INPUT_DIR             filtered records [$FILTERED_DIR = $DATA_ROOT/filter_data/data]
 #   OUTPUT_DIR            relabeled records [$DATA_ROOT/reassign]

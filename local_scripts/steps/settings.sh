@@ -24,17 +24,10 @@ TEACHER_CKPT="${TEACHER_CKPT:-${TEACHER_DIR}}"
 : "${TEACHER_HINT:=Train the teacher first with ${TASK_SCRIPTS}/train_teacher.sh, or point TEACHER_CKPT at one.}"
 
 # The architecture of a checkpoint without model_params.txt (a prediction
-# model or on-the-fly teacher written by other code) defaults to the one the
-# task trains: the --model_name of MODEL_FLAGS (empty: main.py's default).
-_model_name_of_model_flags() {
-  local word
-  words_of MODEL_FLAGS
-  for word in "${FLAG_WORDS[@]}"; do
-    if [[ "${word}" == --model_name=* ]]; then echo "${word#*=}"; fi
-  done | tail -n 1
-}
-TEACHER_MODEL="${TEACHER_MODEL:-$(_model_name_of_model_flags)}"
-REASSIGN_MODEL="${REASSIGN_MODEL:-$(_model_name_of_model_flags)}"
+# model or on-the-fly teacher written by other code): the published scripts'
+# EfficientNet-B0, whatever the task trains (a B0 teacher of a larger student).
+TEACHER_MODEL="${TEACHER_MODEL:-efficientnet-b0}"
+REASSIGN_MODEL="${REASSIGN_MODEL:-efficientnet-b0}"
 
 # eval_command FLAG...: PY_COMMAND is the evaluation of MODEL_DIR's latest
 # checkpoint on DATA_DIR, with MODEL_FLAGS and RUN_FLAGS, then FLAG...

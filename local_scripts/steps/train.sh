@@ -25,7 +25,7 @@
 #   TEACHER_CKPT          student: teacher model_dir or checkpoint prefix
 #                         [$TEACHER_DIR]
 #   TEACHER_MODEL         student: teacher architecture, checked against the
-#                         checkpoint's model_params.txt [MODEL_FLAGS' --model_name]
+#                         checkpoint's model_params.txt [efficientnet-b0]
 #   MODEL_FLAGS           architecture flags of both calls
 #   RUN_FLAGS             loop, checkpoint, logging and eval flags of both calls
 #   TEACHER_FLAGS         teacher: its training flags

@@ -15,7 +15,7 @@
 # Environment (defaults in brackets; settings in defaults.sh):
 #   TEACHER_CKPT   teacher model_dir or checkpoint prefix [ckpt/teacher_ckpt]
 #   TEACHER_MODEL  architecture, used if TEACHER_CKPT has no model_params.txt
-#                  [efficientnet-b0, from MODEL_FLAGS]
+#                  [efficientnet-b0]
 #   DATA_DIR       prepro.sh's output [data/svhn/proc]
 #   UNLABEL_DIR    unlabeled records [$DATA_DIR/unlabeled]
 #   FILE_PREFIX    name prefix of the unlabeled files [extra]

@@ -16,7 +16,7 @@
 #   REASSIGN_CKPT   model_dir or checkpoint prefix of the relabeling model
 #                   [ckpt/exp_1]
 #   REASSIGN_MODEL  its architecture, used if it has no model_params.txt
-#                   [efficientnet-b0, from MODEL_FLAGS]
+#                   [efficientnet-b0]
 #   DATA_ROOT       prediction root [data/svhn/predict]
 #   INPUT_DIR       filtered records [$DATA_ROOT/filter_data/data]
 #   OUTPUT_DIR      relabeled records [$DATA_ROOT/reassign]

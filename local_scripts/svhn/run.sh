@@ -17,7 +17,7 @@
 #   TEACHER_CKPT   teacher model_dir or checkpoint prefix, e.g. from
 #                  train_teacher.sh [ckpt/teacher_ckpt]
 #   TEACHER_MODEL  teacher architecture, checked against the checkpoint's
-#                  model_params.txt [efficientnet-b0, from MODEL_FLAGS]
+#                  model_params.txt [efficientnet-b0]
 #   MODEL_DIR      student checkpoints [ckpt/exp_1]; an existing run there is
 #                  resumed, delete the directory to start over
 #   TASK_NAME      svhn, or mnist for the MNIST task in the same layout [svhn]
