@@ -6,7 +6,11 @@ losses against numbers computed by hand with NumPy.
 """
 
 import dataclasses
+import json
 import math
+import os
+import subprocess
+import sys
 import types
 
 import keras
@@ -23,6 +27,7 @@ import utils
 LABELED_BATCH = 4
 UNLABEL_RATIO = 1.3  # ceil(4 x 1.3) = 6 unlabeled images per batch
 SEED = 7
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _pseudo_labeled_files(out_dir, num_records=40):
@@ -238,18 +243,31 @@ RESOLVED_BY_MAIN = {"model_dir", "label_data_dir", "input_image_size", "num_trai
 RESOLVED_BY_TASK = {"eval_subsets", "random_flip", "override_params"}
 
 
+def _main_flag_defaults():
+    """{flag: default} of main.py's flags, read in a fresh process.
+
+    A subprocess, because filter_unlabel_data.py (imported by other test
+    modules) defines flags of the same names in this process's absl FLAGS.
+    """
+    code = (
+        "import json; from absl import flags; import main; "
+        "print(json.dumps({n: flags.FLAGS[n].default for n in flags.FLAGS}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 def test_train_config_defaults_equal_the_flag_defaults():
-    from absl import flags
-
-    import main  # noqa: F401  (defines the flags)
-
-    defined = flags.FLAGS
+    defaults = _main_flag_defaults()
     checked = 0
     for field in dataclasses.fields(train_lib.TrainConfig):
         if field.name in RESOLVED_BY_MAIN | RESOLVED_BY_TASK:
             continue
-        assert field.name in defined, f"TrainConfig.{field.name} has no flag"
-        assert defined[field.name].default == field.default, field.name
+        assert field.name in defaults, f"TrainConfig.{field.name} has no flag"
+        assert defaults[field.name] == field.default, field.name
         checked += 1
     assert checked == len(dataclasses.fields(train_lib.TrainConfig)) - 8
     config = train_lib.TrainConfig(model_dir="m", label_data_dir="d")
