@@ -145,6 +145,12 @@ flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
 flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
 flags.DEFINE_string("master", None, "Ignored (TF1 session master); use --tpu.")
 flags.DEFINE_bool("use_bfloat16", True, "Keras mixed_bfloat16 policy.")
+flags.DEFINE_bool(
+    "use_xla",
+    None,
+    "Compile the training step and inference with XLA (jit_compile). Default: on for "
+    "GPUs and TPUs, off on CPUs, where it is slower.",
+)
 flags.DEFINE_bool("transpose_input", True, "Ignored: a TPUEstimator input-layout trick.")
 flags.DEFINE_string("data_format", "channels_last", "Only channels_last is supported.")
 flags.DEFINE_integer("num_tpu_cores", None, "Ignored: the strategy counts replicas.")

@@ -9,6 +9,7 @@ inside `make_train_loop` -> `evaluate`.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -85,6 +86,8 @@ class TrainConfig:
     eval_subsets: tuple = ("validation",)
     use_ema: bool = True
     use_bfloat16: bool = True
+    # None: XLA on GPUs and TPUs, off on CPUs (use_xla_for).
+    use_xla: bool | None = None
     seed: int = 0
     check_filter_stats: bool = True
     fix_layer_num: int = -1
@@ -193,6 +196,25 @@ def input_seed(seed, start_step):
     if start_step == 0:
         return int(seed)
     return int(np.random.SeedSequence([int(seed), int(start_step)]).generate_state(1)[0])
+
+
+def use_xla_for(use_xla, strategy):
+    """Whether the training step and inference are compiled with XLA (`jit_compile`).
+
+    Args:
+      use_xla: `--use_xla`; None chooses by device.
+      strategy: the tf.distribute strategy the step runs under.
+
+    Returns:
+      `use_xla` when given; otherwise True under a TPUStrategy or when a GPU
+      is visible, False on CPUs, where XLA compiles this network's small
+      kernels into slower code (docs/method.md, "XLA").
+    """
+    if use_xla is not None:
+        return bool(use_xla)
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def set_precision(use_bfloat16):
@@ -682,6 +704,19 @@ def train_step(config, state, batch):
     return metrics
 
 
+def make_replica_step(config, state):
+    """`train_step` on one replica's batch, compiled with XLA when `use_xla_for` says so.
+
+    Only the step is compiled: reading the iterator stays outside XLA, and
+    the EMA update runs in the cross-replica context after it.
+    """
+    step = functools.partial(train_step, config, state)
+    if use_xla_for(config.use_xla, state.strategy):
+        logging.info("XLA: compiling the training step (jit_compile).")
+        return tf.function(step, jit_compile=True)
+    return step
+
+
 def make_train_loop(config, state):
     """A tf.function running `num_steps` training steps (one `--iterations_per_loop` call).
 
@@ -690,14 +725,13 @@ def make_train_loop(config, state):
     """
     strategy = state.strategy
     names = metric_names(config)
+    replica_step = make_replica_step(config, state)
 
     @tf.function
     def train_loop(iterator, num_steps):
         sums = {k: tf.constant(0.0) for k in names}
         for _ in tf.range(num_steps):
-            per_replica = strategy.run(
-                lambda batch: train_step(config, state, batch), args=(next(iterator),)
-            )
+            per_replica = strategy.run(replica_step, args=(next(iterator),))
             metrics = {
                 k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in per_replica.items()

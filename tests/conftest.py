@@ -184,7 +184,7 @@ SUBPROCESS_RUNNERS = re.compile(
 )
 # Dry runs of the shell scripts start only bash: e2e, but fast.
 FAST_E2E_MODULES = {"test_scripts"}
-SLOW_MODULES = {"test_bn_groups", "test_export", "test_predict"}
+SLOW_MODULES = {"test_bn_groups", "test_export", "test_predict", "test_xla"}
 SLOW_FIXTURES = {"teacher", "tiny_data", "loop_run", "student_batch"}
 
 
