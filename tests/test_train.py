@@ -96,6 +96,20 @@ def test_ema_decay_formula():
         assert float(train_lib.ema_decay(step, 0.9999)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_update_ema_moves_every_weight_toward_the_model_by_hand():
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    ema_model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.set_weights([np.array([[1.0], [-2.0]], np.float32), np.array([4.0], np.float32)])
+    ema_model.set_weights([np.array([[3.0], [0.0]], np.float32), np.array([-1.0], np.float32)])
+    train_lib.update_ema(ema_model, model, tf.constant(0.75))
+    # 0.75 * ema + 0.25 * model
+    np.testing.assert_allclose(ema_model.weights[0].numpy(), [[2.5], [-0.5]], rtol=1e-6)
+    np.testing.assert_allclose(ema_model.weights[1].numpy(), [0.25], rtol=1e-6)
+    np.testing.assert_allclose(model.weights[1].numpy(), [4.0])
+
+
 def test_unlabeled_targets_hard_and_soft():
     logits = tf.constant([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     hard = train_lib.unlabeled_targets(3, 0.1, -1, teacher_logits=logits).numpy()
