@@ -67,7 +67,7 @@ _STAGES = (
 # 32x32 inputs would shrink to 1x1 with the ImageNet strides, so the small
 # variant keeps full resolution in these stages (0-based indices; the stem
 # still uses stride 2).
-_SMALL_IMAGE_STRIDE1_STAGES = (1, 2)
+SMALL_IMAGE_STRIDE1_STAGES = (1, 2)
 
 _STEM_FILTERS = 32
 _HEAD_FILTERS = 1280
@@ -174,7 +174,7 @@ def stage_table(width_coefficient, depth_coefficient, small_image_model=False):
     stages = []
     for index, stage in enumerate(_STAGES):
         strides = stage.strides
-        if small_image_model and index in _SMALL_IMAGE_STRIDE1_STAGES:
+        if small_image_model and index in SMALL_IMAGE_STRIDE1_STAGES:
             strides = 1
         stages.append(
             stage._replace(
