@@ -75,7 +75,10 @@ def test_unfoldable_batch_norm_is_kept():
 
 @pytest.mark.parametrize(
     "small_image_model,size,overrides",
-    [(True, 32, {"width_coefficient": 0.25, "depth_coefficient": 0.25}), (False, 224, {})],
+    [
+        (True, 32, {"width_coefficient": 0.25, "depth_coefficient": 0.25}),
+        pytest.param(False, 224, {}, marks=pytest.mark.slow),
+    ],
     ids=["small_image_32", "b0_224"],
 )
 def test_folded_efficientnet_matches(small_image_model, size, overrides):
@@ -122,6 +125,7 @@ def test_loaded_checkpoint_folds_its_ema_weights(tmp_path):
     assert np.abs(loaded.inference_model(images).numpy() - raw).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_folds_inside_a_mirrored_strategy():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     description = checkpoints.model_description("efficientnet-b0", 10, True, TINY_OVERRIDES, 32)
