@@ -11,6 +11,7 @@ another run. A checkpoint is either this project's (`tf.train.Checkpoint` with
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
+import bn_folding
 import efficientnet_builder
 import task_info
 import tf1_checkpoint
@@ -228,6 +230,16 @@ class LoadedModel:
     description: dict
     prefix: str
     use_ema: bool = True
+
+    @functools.cached_property
+    def inference_model(self):
+        """`model` with its batch norms folded into the convolutions (`bn_folding`).
+
+        Same outputs as `model(x, training=False)` within float tolerance, faster;
+        for prediction, evaluation and export only, never for training or saving
+        checkpoints (its layers hold folded weights).
+        """
+        return bn_folding.fold_batch_norms(self.model)
 
     @property
     def image_size(self):

@@ -19,6 +19,8 @@ r"""Exports a trained model for serving: a SavedModel and a `.keras` file.
 
 The network is built in float32 whatever `--use_bfloat16` says, and gets the
 checkpoint's moving-average (EMA) weights, as evaluation does.
+In the SavedModel the batch norms are folded into the convolutions
+(`bn_folding`: same outputs, faster); `model.keras` holds the trained layers.
 """
 
 import os
@@ -145,8 +147,16 @@ def export(config, export_dir):
     loaded = load_model_for_export(config)
     model, description, prefix = loaded.model, loaded.description, loaded.prefix
     task_name = description["task_name"]
+    # The SavedModel serves the network with its batch norms folded (faster, same
+    # outputs); model.keras keeps the trained layers, loadable like any Keras model.
+    with _Float32Policy():
+        serving_model = loaded.inference_model
     serving = ServingFunctions(
-        model, loaded.image_size, loaded.small_image_model, loaded.mean_rgb, loaded.stddev_rgb
+        serving_model,
+        loaded.image_size,
+        loaded.small_image_model,
+        loaded.mean_rgb,
+        loaded.stddev_rgb,
     )
     tf.io.gfile.makedirs(export_dir)
     serving.write_saved_model(export_dir)

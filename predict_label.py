@@ -109,13 +109,26 @@ class ShardLayout:
         )
 
 
-def make_predict_fn(model, strategy, mean_rgb, stddev_rgb):
-    """A tf.function mapping a padded global batch to per-replica (probabilities, mask)."""
+def make_predict_fn(model, strategy, mean_rgb, stddev_rgb, jit_compile=False):
+    """A tf.function mapping a padded global batch to per-replica (probabilities, mask).
+
+    Make it once per network and process and reuse it for every shard: the
+    batches have a fixed shape (the last one is padded), so it traces once.
+
+    Args:
+      model: the network (e.g. a `checkpoints.LoadedModel.inference_model`).
+      strategy: the distribution strategy.
+      mean_rgb: per-channel mean of 0..255 pixels.
+      stddev_rgb: per-channel standard deviation of 0..255 pixels.
+      jit_compile: compile the replica function with XLA.
+    """
 
     def replica_fn(batch):
         images = preprocessing.normalize_image(batch["images"], mean_rgb, stddev_rgb)
         logits = tf.cast(model(images, training=False), tf.float32)
         return tf.nn.softmax(logits, axis=-1), batch["mask"]
+
+    replica_fn = tf.function(replica_fn, jit_compile=jit_compile) if jit_compile else replica_fn
 
     @tf.function
     def predict_fn(batch):
@@ -125,9 +138,14 @@ def make_predict_fn(model, strategy, mean_rgb, stddev_rgb):
     return predict_fn
 
 
-def predict_batches(model, strategy, dataset, mean_rgb, stddev_rgb):
-    """Yields (probabilities [n, C], batch) of real rows, in input order."""
-    predict_fn = make_predict_fn(model, strategy, mean_rgb, stddev_rgb)
+def predict_batches(predict_fn, strategy, dataset):
+    """Yields (probabilities [n, C], batch, keep) of real rows, in input order.
+
+    Args:
+      predict_fn: a `make_predict_fn` function.
+      strategy: its strategy.
+      dataset: padded global batches of `data_input.make_eval_dataset`.
+    """
     for batch in dataset:
         distributed = strategy.experimental_distribute_values_from_function(
             _split_fn(batch, strategy.num_replicas_in_sync)
@@ -201,11 +219,16 @@ def shard_is_done(job, provenance, overwrite):
     return True
 
 
-def _output_records(loaded, strategy, dataset, reassign_label, progress):
+def make_loaded_predict_fn(loaded, strategy, jit_compile=False):
+    """`make_predict_fn` of a `checkpoints.LoadedModel`: its folded network and normalization."""
+    return make_predict_fn(
+        loaded.inference_model, strategy, loaded.mean_rgb, loaded.stddev_rgb, jit_compile
+    )
+
+
+def _output_records(predict_fn, strategy, dataset, reassign_label, progress):
     """Yields the serialized output records: predictions, or the reassigned records."""
-    for probs, batch, keep in predict_batches(
-        loaded.model, strategy, dataset, loaded.mean_rgb, loaded.stddev_rgb
-    ):
+    for probs, batch, keep in predict_batches(predict_fn, strategy, dataset):
         if reassign_label:
             encoded = batch["encoded"].numpy()[keep]
             for image_bytes, p in zip(encoded, probs, strict=True):
@@ -217,7 +240,9 @@ def _output_records(loaded, strategy, dataset, reassign_label, progress):
         progress.update(len(probs))
 
 
-def predict_shard(loaded, strategy, job, *, provenance, batch_size, reassign_label=False):
+def predict_shard(
+    loaded, strategy, job, *, provenance, batch_size, reassign_label=False, predict_fn=None
+):
     """Predicts a ShardJob with a `checkpoints.LoadedModel`.
 
     Args:
@@ -227,6 +252,8 @@ def predict_shard(loaded, strategy, job, *, provenance, batch_size, reassign_lab
       provenance: `loaded.provenance()`, recorded next to the outputs.
       batch_size: images per replica and step.
       reassign_label: write relabeled records rather than predictions.
+      predict_fn: `make_loaded_predict_fn(loaded, strategy)`, made once for
+        all shards (default: made here).
 
     Returns:
       Number of images predicted.
@@ -258,7 +285,9 @@ def predict_shard(loaded, strategy, job, *, provenance, batch_size, reassign_lab
         strategy.num_replicas_in_sync,
         job.output_file,
     )
-    records = _output_records(loaded, strategy, dataset, reassign_label, progress)
+    if predict_fn is None:
+        predict_fn = make_loaded_predict_fn(loaded, strategy)
+    records = _output_records(predict_fn, strategy, dataset, reassign_label, progress)
     with data_input.naming_bad_files(image_files=[src]):
         count = utils.write_tfrecord(job.output_file, records)
     progress.update(0, force=True)
@@ -359,6 +388,7 @@ def run_prediction(
             continue
         todo.append(job)
     counts = {shard: None for shard in shards}
+    predict_fn = make_loaded_predict_fn(loaded, strategy) if todo else None
     for job in todo:
         counts[job.shard] = predict_shard(
             loaded,
@@ -367,5 +397,6 @@ def run_prediction(
             provenance=provenance,
             batch_size=config.eval_batch_size,
             reassign_label=reassign_label,
+            predict_fn=predict_fn,
         )
     return counts

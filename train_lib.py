@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import bn_folding
 import checkpoints
 import data_input
 import efficientnet_builder
@@ -1010,8 +1011,11 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
 # Evaluation.
 
 
-def make_eval_fn(model, strategy, mean_rgb, stddev_rgb):
-    """A tf.function returning (correct top-1, correct top-5, count) of one padded batch."""
+def make_eval_fn(model, strategy, mean_rgb, stddev_rgb, jit_compile=False):
+    """A tf.function returning (correct top-1, correct top-5, count) of one padded batch.
+
+    `jit_compile` compiles the replica function with XLA.
+    """
 
     def replica_fn(batch):
         images = preprocessing.normalize_image(batch["images"], mean_rgb, stddev_rgb)
@@ -1025,6 +1029,8 @@ def make_eval_fn(model, strategy, mean_rgb, stddev_rgb):
         return tf.stack(
             [tf.reduce_sum(top1 * mask), tf.reduce_sum(top5 * mask), tf.reduce_sum(mask)]
         )
+
+    replica_fn = tf.function(replica_fn, jit_compile=jit_compile) if jit_compile else replica_fn
 
     @tf.function
     def eval_fn(batch):
@@ -1041,7 +1047,9 @@ def global_eval_batch_size(batch_size, strategy):
     return int(math.ceil(batch_size / replicas) * replicas)
 
 
-def evaluate_model(model, description, strategy, config, subsets=None, global_step=None):
+def evaluate_model(
+    model, description, strategy, config, subsets=None, global_step=None, jit_compile=False
+):
     """Top-1/top-5 accuracy of `model` on each subset, every image counted once.
 
     Args:
@@ -1052,6 +1060,7 @@ def evaluate_model(model, description, strategy, config, subsets=None, global_st
       config: a TrainConfig (data dir, eval batch size, subsets, classes).
       subsets: subsets to evaluate (default: `config.eval_subsets`).
       global_step: the step reported with the results.
+      jit_compile: compile the evaluation with XLA.
 
     Returns:
       {subset: {"top_1_accuracy", "top_5_accuracy", "num_images", "global_step"}}.
@@ -1060,7 +1069,14 @@ def evaluate_model(model, description, strategy, config, subsets=None, global_st
       data_input.DataError: a record is corrupt or its label is out of range,
         naming the file.
     """
-    eval_fn = make_eval_fn(model, strategy, description["mean_rgb"], description["stddev_rgb"])
+    # The batch norms folded into the convolutions: same outputs, faster.
+    eval_fn = make_eval_fn(
+        bn_folding.fold_batch_norms(model),
+        strategy,
+        description["mean_rgb"],
+        description["stddev_rgb"],
+        jit_compile,
+    )
     batch_size = global_eval_batch_size(config.eval_batch_size, strategy)
     results = {}
     for subset in subsets or config.eval_subsets:

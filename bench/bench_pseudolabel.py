@@ -17,6 +17,15 @@
    the plain read. Also shown: a plain copy (read the images, write each
    record unchanged), the bound of a pass that writes what it reads.
 
+3. Reassign: `predict_label.predict_shard(reassign_label=True)` (read the
+   filtered records, predict with a small-image model, rewrite each record
+   with the new labels) on SVHN-like records, against a plain copy of them.
+   Goal: reassign >= 0.8x the copy.
+
+The last output line is one JSON object: `predict_vs_keras`,
+`reassign_vs_copy`, `filter_vs_copy_small`, `filter_vs_copy_large` and the
+raw figures (records or images per second).
+
 Usage (from the repository root):
 
     .venv/bin/python bench/bench_pseudolabel.py                     # a few minutes on 2 cores
@@ -24,6 +33,7 @@ Usage (from the repository root):
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -55,7 +65,12 @@ def parse_args(argv=None):
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--filter_small_records", type=int, default=100000, help="SVHN-like")
     parser.add_argument("--filter_large_records", type=int, default=8000, help="ImageNet-like")
+    parser.add_argument("--reassign_records", type=int, default=20000, help="SVHN-like")
+    parser.add_argument(
+        "--reassign_width", type=float, default=0.25, help="small-image model width/depth"
+    )
     parser.add_argument("--skip_predict", action="store_true")
+    parser.add_argument("--skip_reassign", action="store_true")
     parser.add_argument("--skip_filter", action="store_true")
     return parser.parse_args(argv)
 
@@ -147,7 +162,78 @@ def bench_predict(args, work_dir):
         f"  images/s: ours (whole pipeline) {rate['ours']:.1f}  keras predict (decoded "
         f"images in memory) {rate['keras']:.1f}  ratio {ratio:.3f} (goal >= 0.9)"
     )
-    return ratio
+    return {
+        "predict_vs_keras": round(ratio, 4),
+        "predict_images_per_s": {k: round(v, 2) for k, v in rate.items()},
+    }
+
+
+# ---------------------------------------------------------------------------
+# Reassign.
+
+
+def bench_reassign(args, work_dir):
+    """`predict_shard(reassign_label=True)` on SVHN-like filtered records vs a plain copy."""
+    rng = np.random.default_rng(2)
+    jpegs = [utils.encode_jpeg(smooth_image(rng, 32, 32), quality=95) for _ in range(64)]
+    data_dir = os.path.join(work_dir, "filtered")
+    src = utils.task_shard_path(data_dir, "train", 0, 0, 1)
+    probs = np.full(10, 0.05, np.float32)
+    probs[3] = 0.55
+    utils.write_tfrecord(
+        src,
+        (
+            utils.pseudo_labeled_example(jpegs[i % len(jpegs)], probs).SerializeToString()
+            for i in range(args.reassign_records)
+        ),
+    )
+    width = args.reassign_width
+    overrides = {"width_coefficient": width, "depth_coefficient": width}
+    description = checkpoints.model_description(
+        "efficientnet-b0", 10, True, overrides, 32, task_name="svhn"
+    )
+    loaded = checkpoints.LoadedModel(checkpoints.create_model(description), description, "none")
+    strategy = tf.distribute.get_strategy()
+    provenance = {"checkpoint": "none", "global_step": -1, "fingerprint": "none"}
+    out = os.path.join(work_dir, "reassigned")
+    job = predict_label.ShardLayout(data_dir, "train", 1, out, out, reassign_label=True).job(0)
+    predict_fn = predict_label.make_loaded_predict_fn(loaded, strategy)
+
+    def run_reassign():
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        count = predict_label.predict_shard(
+            loaded,
+            strategy,
+            job,
+            provenance=provenance,
+            batch_size=args.batch_size * 8,
+            reassign_label=True,
+            predict_fn=predict_fn,
+        )
+        assert count == args.reassign_records
+        return time.perf_counter() - start
+
+    run_reassign()  # warm-up (tracing, page cache)
+    copy_output = os.path.join(work_dir, "reassign_copy")
+    reassign_s, copy_s = [], []
+    for _ in range(args.trials):
+        reassign_s.append(run_reassign())
+        copy_s.append(copy_seconds([src], copy_output))
+    n = args.reassign_records
+    for label, values in (("reassign", reassign_s), ("copy", copy_s)):
+        print(f"    {label} per trial: " + " ".join(f"{n / t:.0f}" for t in values))
+    rate = {"reassign": median_rate(n, reassign_s), "copy": median_rate(n, copy_s)}
+    ratio = rate["reassign"] / rate["copy"]
+    print(
+        f"reassign: {n} SVHN-like records, small-image B0 width/depth {width}, batch "
+        f"{args.batch_size * 8}: records/s reassign {rate['reassign']:.0f}  copy "
+        f"{rate['copy']:.0f}  ratio {ratio:.3f} (goal >= 0.8)"
+    )
+    return {
+        "reassign_vs_copy": round(ratio, 4),
+        "reassign_records_per_s": {k: round(v, 1) for k, v in rate.items()},
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -263,32 +349,47 @@ def bench_filter_case(name, args, root, num_records, num_classes, image_size):
         f"    plain copy of the images (read + write) {rate_copy:.0f}  "
         f"ratio filter/copy {rate_filter / rate_copy:.3f}"
     )
-    return ratio
+    return {
+        "filter_vs_read": round(ratio, 4),
+        "filter_vs_copy": round(rate_filter / rate_copy, 4),
+        "records_per_s": {
+            "filter": round(rate_filter, 1),
+            "read": round(rate_read, 1),
+            "copy": round(rate_copy, 1),
+        },
+    }
 
 
 def bench_filter(args, work_dir):
     print(f"filtering (pass 2, one shard), {args.trials} trials:")
-    ratios = {}
+    result = {}
     cases = (
-        ("svhn-like 32x32", args.filter_small_records, 10, 32),
-        ("imagenet-like", args.filter_large_records, 1000, 400),
+        ("small", "svhn-like 32x32", args.filter_small_records, 10, 32),
+        ("large", "imagenet-like", args.filter_large_records, 1000, 400),
     )
-    for name, num_records, num_classes, size in cases:
+    for key, name, num_records, num_classes, size in cases:
         if num_records:
             root = os.path.join(work_dir, name.split()[0])
-            ratios[name] = bench_filter_case(name, args, root, num_records, num_classes, size)
-    return ratios
+            case = bench_filter_case(name, args, root, num_records, num_classes, size)
+            result[f"filter_vs_copy_{key}"] = case.pop("filter_vs_copy")
+            result[f"filter_{key}"] = case
+    return result
 
 
 def main(argv=None):
     args = parse_args(argv)
     logging.set_verbosity(logging.WARNING)
     print(f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
+    result = {"bench": "bench_pseudolabel", "trials": args.trials, "image_size": args.image_size}
     with tempfile.TemporaryDirectory() as work_dir:
         if not args.skip_predict:
-            bench_predict(args, work_dir)
+            result.update(bench_predict(args, work_dir))
+        if not args.skip_reassign:
+            result.update(bench_reassign(args, work_dir))
         if not args.skip_filter:
-            bench_filter(args, work_dir)
+            result.update(bench_filter(args, work_dir))
+    print(json.dumps(result, sort_keys=True))
+    return result
 
 
 if __name__ == "__main__":
