@@ -326,21 +326,22 @@ def write_final_stats(output_dir, num_classes):
 
 
 def check_flags():
-    """Raises PipelineError on flags that cannot work, before anything is written."""
+    """The input shards; raises PipelineError on flags that cannot work, before any write."""
     for name in ("input_dir", "output_dir", "predict_ckpt_path"):
         if not getattr(FLAGS, name):
             raise PipelineError(f"--{name} is required")
+    shards = list_shards(FLAGS.input_dir, FLAGS.file_prefix)
     if not tf.io.gfile.exists(FLAGS.predict_ckpt_path) and not tf.io.gfile.glob(
         FLAGS.predict_ckpt_path + "*"
     ):
         raise PipelineError(f"--predict_ckpt_path: no checkpoint at {FLAGS.predict_ckpt_path}")
     checkpoints.resolve_checkpoint(FLAGS.predict_ckpt_path, "--predict_ckpt_path")
+    return shards
 
 
 def main(argv):
     try:
-        check_flags()
-        shards = list_shards(FLAGS.input_dir, FLAGS.file_prefix)
+        shards = check_flags()
     except (PipelineError, FileNotFoundError, ValueError) as e:
         sys.exit(f"beam_pseudo_label.py: error: {e}")
     handler = TeacherHandler(

@@ -111,3 +111,23 @@ def test_beam_equals_the_scripts(teacher, unlabeled_dir, script_result, tmp_path
         assert record_multiset(str(out / "data" / "train-*")) == script_records
         beam_thresholds = utils.read_json(out / "threshold.json")
         assert without_provenance(beam_thresholds) == without_provenance(script_thresholds)
+
+
+def test_missing_checkpoint_and_empty_glob_are_named(tmp_path):
+    """Both stop before the pipeline starts, naming the flag and the path, writing nothing."""
+    out = tmp_path / "out"
+    (tmp_path / f"{PREFIX}-00000-of-00001").write_bytes(b"")
+    missing = run_beam(*beam_flags(str(tmp_path / "nope"), str(tmp_path), str(out)))
+    assert missing.returncode != 0
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .startswith("beam_pseudo_label.py: error: --predict_ckpt_path: no checkpoint at ")
+    ), missing.stderr[-2000:]
+    empty = run_beam(*beam_flags(str(tmp_path / "nope"), str(tmp_path / "empty"), str(out)))
+    assert empty.returncode != 0
+    assert empty.stderr.strip().splitlines()[-1] == (
+        "beam_pseudo_label.py: error: --input_dir/--file_prefix: no file matches "
+        f"{tmp_path / 'empty' / PREFIX}-*"
+    ), empty.stderr[-2000:]
+    assert not out.exists()
