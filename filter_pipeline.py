@@ -590,8 +590,9 @@ class KeptRecords:
 
     Args:
       selection: the filter_stats.Selection of this pass.
-      seed_key: (seed, shard, task); the per-image draws come from the
-        generator seeded with (*seed_key, 0), the shuffles from (*seed_key, 1).
+      seed_key: (seed, shard, task); each image's draw is
+        filter_stats.record_uniforms of (seed, shard, its position in the
+        shard), the shuffles come from the generator seeded with (*seed_key, 1).
       shuffle_buffer_bytes: kept images are shuffled in chunks of this many bytes.
       progress: a utils.Progress, updated per batch.
       samples: the Samples to save, or None.
@@ -605,7 +606,7 @@ class KeptRecords:
         self._decide = BatchDecisions(selection, with_images=samples is not None)
         self.counts = filter_stats.ShardCounts(selection.num_label_classes)
         self.samples = samples
-        self._keep_rng = np.random.default_rng([*seed_key, 0])
+        self._seed, self._shard_id = seed_key[:2]
         self._shuffle_rng = np.random.default_rng([*seed_key, 1])
         self._shuffle_buffer_bytes = shuffle_buffer_bytes
         self._progress = progress
@@ -620,7 +621,8 @@ class KeptRecords:
         chunk = _Chunk()
         index = 0  # of the next image within this task's inputs
         for part in parts:
-            uniforms = self._keep_rng.random(part.image_num)
+            positions = part.worker + np.arange(part.image_num) * part.num_workers
+            uniforms = filter_stats.record_uniforms(self._seed, self._shard_id, positions)
             position = 0  # of the next image within the worker's inputs
             for batch in decided_batches(part, self._decide, uniforms, batch_size):
                 self.counts.add(batch)

@@ -392,6 +392,41 @@ def make_selection(
     )
 
 
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x):
+    """SplitMix64's finalizer on uint64 arrays (wrapping arithmetic)."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _MIX_1
+    x = (x ^ (x >> np.uint64(27))) * _MIX_2
+    return x ^ (x >> np.uint64(31))
+
+
+def record_uniforms(seed, shard_id, positions):
+    """The U[0, 1) draw of each record that decides its extra copy: a pure function of its key.
+
+    A record's key is (seed, the shard it was read from, its position in that
+    shard's input file). Because the draw depends on nothing else (not on the
+    prediction workers, filter tasks or a runner's splits), the script path
+    and beam_pseudo_label.py keep the same records with the same copy counts.
+
+    Args:
+      seed: the --seed flag.
+      shard_id: the input shard.
+      positions: int array [n] of record positions in the shard (0-based).
+
+    Returns:
+      float64 [n] in [0, 1): 53 random bits of a hash of the key.
+    """
+    with np.errstate(over="ignore"):
+        key = _splitmix64(_splitmix64(np.uint64(int(seed) % 2**64)) ^ np.uint64(int(shard_id)))
+        mixed = _splitmix64(key ^ np.asarray(positions, np.int64).astype(np.uint64))
+    return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
 def selection_id(selection, seed):
     """A short hash of everything that determines pass 2's output, given the inputs."""
     key = json.dumps(

@@ -68,3 +68,18 @@ def serialize_pseudo_labeled(image_bytes, probabilities, label=None):
         for key in sorted(features)
     )
     return b"\n" + _varint(len(entries)) + entries
+
+
+def splitmix64(x):
+    """SplitMix64's output for state x, in Python integers (Steele et al., 2014)."""
+    mask = 2**64 - 1
+    z = (x + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def record_uniform(seed, shard_id, position):
+    """One record's draw, as filter_stats.record_uniforms must compute it."""
+    key = splitmix64(splitmix64(seed) ^ shard_id)
+    return (splitmix64(key ^ position) >> 11) / 2.0**53

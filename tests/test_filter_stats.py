@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import oracles
 import pytest
 
 import filter_stats
@@ -153,3 +154,20 @@ def test_final_stats_by_hand():
         )
     with pytest.raises(FilterError, match="stats file s.json lacks or has a malformed"):
         filter_stats.read_shard_stats({"after_balancing": {}}, 3, "s.json", 4)
+
+
+def test_record_uniforms_is_a_pure_function_of_the_key():
+    # SplitMix64 from state 0 first gives 0xE220A8397B1DCDAF (its reference output).
+    assert oracles.splitmix64(0) == 0xE220A8397B1DCDAF
+    positions = np.array([0, 1, 7, 2**40])
+    expected = [oracles.record_uniform(5, 3, int(p)) for p in positions]
+    assert filter_stats.record_uniforms(5, 3, positions).tolist() == expected
+    # The same record gets the same draw whatever else is drawn with it.
+    assert filter_stats.record_uniforms(5, 3, [7])[0] == expected[2]
+    # Seed and shard both change it; the draws look uniform.
+    assert filter_stats.record_uniforms(6, 3, [0])[0] != expected[0]
+    assert filter_stats.record_uniforms(5, 4, [0])[0] != expected[0]
+    many = filter_stats.record_uniforms(0, 0, np.arange(100_000))
+    assert 0.0 <= many.min() and many.max() < 1.0
+    assert abs(many.mean() - 0.5) < 0.005
+    assert np.histogram(many, bins=10, range=(0, 1))[0].min() > 9_700
