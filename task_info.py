@@ -236,3 +236,43 @@ def num_images(task_name, subset, data_dir=None):
             f"or write {DATASET_INFO_FILE} next to the data."
         )
     return sizes[subset]
+
+
+def shell_settings(data_dir):
+    """`NAME=value` lines of the loop settings that follow from a dataset_info.json.
+
+    local_scripts/custom/defaults.sh evaluates them, so the shell scripts take
+    the small-image choice and the counts from this module.
+
+    Returns:
+      Lines setting DATA_NUM_CLASSES, DATA_SMALL_IMAGE (1 or 0),
+      DATA_NUM_UNLABELED, DATA_UNLABELED_SHARDS, DATA_EVAL_SUBSETS
+      (train and the evaluated subsets, comma-separated) and
+      DATA_NUM_IMAGE (unlabeled images per class: the default number kept per
+      class after balancing).
+    """
+    path = find_dataset_info(data_dir)
+    if path is None:
+        raise ValueError(f"{data_dir} holds no {DATASET_INFO_FILE}: write it with prepro.sh.")
+    info = _read_json(path)
+    task = task_from_dataset_info("custom", info, path)
+    num_unlabeled = task.split_sizes.get("extra", 0)
+    values = {
+        "DATA_NUM_CLASSES": task.num_classes,
+        "DATA_SMALL_IMAGE": int(task.small_image_model),
+        "DATA_NUM_UNLABELED": num_unlabeled,
+        "DATA_UNLABELED_SHARDS": task.num_files.get("extra", 1),
+        "DATA_EVAL_SUBSETS": ",".join((task.train_subset, *task.eval_subsets)),
+        "DATA_NUM_IMAGE": max(1, num_unlabeled // task.num_classes),
+    }
+    return "\n".join(f"{key}={value}" for key, value in values.items())
+
+
+if __name__ == "__main__":
+    import sys
+
+    # `python task_info.py DATA_DIR`: the shell settings of a custom dataset.
+    try:
+        print(shell_settings(sys.argv[1]))
+    except (IndexError, ValueError, OSError) as e:
+        sys.exit(f"task_info.py: error: {e}")
