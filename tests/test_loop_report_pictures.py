@@ -35,9 +35,7 @@ def test_most_and_least_confident_per_class(tmp_path):
     examples = loop_report.pseudo_label_examples(str(tmp_path), 1, 3, per_row=3)
     top, near = examples[0]
     np.testing.assert_allclose([p for p, _ in top], [0.9, 0.85, 0.8], rtol=1e-6)
-    np.testing.assert_allclose(
-        [p for p, _ in near], [0.55, 0.5, 0.45], rtol=1e-6
-    )
+    np.testing.assert_allclose([p for p, _ in near], [0.55, 0.5, 0.45], rtol=1e-6)
     np.testing.assert_allclose([p for p, _ in examples[1][0]], [0.95, 0.5], rtol=1e-6)
     assert len(examples[2][0]) == len(examples[2][1]) == 1
 
