@@ -4,7 +4,8 @@ A dataset is a folder (docs/method.md, "Record formats"):
   {subset}-%05d-of-%05d          labeled records (train, dev, test, validation)
   unlabeled/extra-%05d-of-%05d   unlabeled records
   proc_settings.json             the options the records were written with
-  dataset_info.json              {subset: number of records}
+  dataset_info.json              {subset: number of records}, or (proc_folder.py)
+                                 {"splits": {subset: number}, the task's description}
 
 How a write is made safe to interrupt and cheap to repeat:
   - `begin_output` removes dataset_info.json and records the settings;
@@ -160,7 +161,7 @@ def output_complete(output_dir, num_shards, settings):
       every shard exist.
     """
     info = _read_json_or_none(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
-    if not isinstance(info, dict) or set(info) != set(num_shards):
+    if not isinstance(info, dict) or set(task_info.split_counts(info)) != set(num_shards):
         return False
     recorded = _read_json_or_none(os.path.join(output_dir, SETTINGS_FILE))
     if recorded != _as_json(settings):
@@ -190,7 +191,8 @@ def complete_output_counts(output_dir, num_shards, settings, overwrite=False):
         output_dir,
         task_info.DATASET_INFO_FILE,
     )
-    return utils.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
+    info = utils.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
+    return task_info.split_counts(info)
 
 
 def begin_output(output_dir, settings):

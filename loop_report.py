@@ -406,6 +406,133 @@ flags.DEFINE_multi_string("setting", [], "key=value pairs stored under results.j
 flags.DEFINE_bool("png", True, "Also write summary.png.")
 
 
+PSEUDO_LABELS_FILE = "pseudo_labels.png"
+# Images per row of pseudo_labels.png: the most confident kept ones, and the
+# least confident kept ones (just above the class's threshold).
+PICTURE_IMAGES = 8
+
+
+def pseudo_label_examples(output_dir, round_index, num_classes, per_row=PICTURE_IMAGES):
+    """{class: (most confident, least confident)} kept images of a round, as [(prob, jpeg)].
+
+    Streams the filtered records (filter_data/data/) keeping only 2 *
+    `per_row` images per class; upsampled copies count once.
+    """
+    import heapq
+
+    import tensorflow as tf
+
+    files = sorted(
+        tf.io.gfile.glob(
+            os.path.join(pseudo_dir(output_dir, round_index), "filter_data", "data", "*")
+        )
+    )
+    top = {c: [] for c in range(num_classes)}
+    bottom = {c: [] for c in range(num_classes)}
+    seen = set()
+    for raw in tf.data.TFRecordDataset(files):
+        feature = tf.train.Example.FromString(raw.numpy()).features.feature
+        jpeg = feature["image/encoded"].bytes_list.value[0]
+        if jpeg in seen:
+            continue
+        seen.add(jpeg)
+        label, prob = feature["label"].int64_list.value[0], feature["prob"].float_list.value[0]
+        if label >= num_classes:
+            continue
+        heap = top[label]
+        (heapq.heappush if len(heap) < per_row else heapq.heappushpop)(heap, (prob, jpeg))
+        heap = bottom[label]
+        (heapq.heappush if len(heap) < per_row else heapq.heappushpop)(heap, (-prob, jpeg))
+    return {
+        c: (sorted(top[c], reverse=True), sorted(((-p, j) for p, j in bottom[c]), reverse=True))
+        for c in range(num_classes)
+    }
+
+
+def draw_pseudo_labels(output_dir, round_index, class_names, path):
+    """pseudo_labels.png of a round: per class its most confident and its threshold-side images,
+    and the class histogram before and after balancing (matplotlib)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    num_classes = len(class_names)
+    examples = pseudo_label_examples(output_dir, round_index, num_classes)
+    before, after, _ = class_histograms(output_dir, round_index, num_classes)
+    rows = 2 * num_classes
+    fig = plt.figure(figsize=(PICTURE_IMAGES * 0.9 + 1.5, rows * 0.9 + 3.5))
+    grid = fig.add_gridspec(rows + 4, PICTURE_IMAGES, hspace=0.35)
+    for c, name in enumerate(class_names):
+        for row, (kind, images) in enumerate(
+            zip(("top", "near threshold"), examples[c], strict=True)
+        ):
+            for i in range(PICTURE_IMAGES):
+                ax = fig.add_subplot(grid[2 * c + row, i])
+                ax.set_xticks([]), ax.set_yticks([])
+                if i < len(images):
+                    prob, jpeg = images[i]
+                    ax.imshow(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+                    ax.set_title(f"{prob:.2f}", fontsize=6, pad=1)
+                else:
+                    ax.axis("off")
+                if i == 0:
+                    ax.set_ylabel(
+                        f"{name}\n{kind}", fontsize=6, rotation=0, ha="right", va="center"
+                    )
+    ax = fig.add_subplot(grid[rows + 1 :, :])
+    x = range(num_classes)
+    ax.bar([i - 0.2 for i in x], before, width=0.4, label="teacher's predictions")
+    ax.bar([i + 0.2 for i in x], after, width=0.4, label="after filtering + balancing")
+    ax.set_xticks(list(x), class_names, rotation=45 if num_classes > 10 else 0, fontsize=7)
+    ax.set_ylabel("images")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"Round {round_index}: pseudo labels (confidence above each image)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def class_names_of(settings, num_classes):
+    """The data's class names (proc_folder.py's dataset_info.json), else the class indices."""
+    names = (settings.get("labeled_data") or {}).get("class_names")
+    if names and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(num_classes)]
+
+
+def write_pseudo_label_pictures(output_dir, results):
+    """Writes round<r>_pseudo/pseudo_labels.png for every student round; returns the paths.
+
+    Needs matplotlib (requirements.txt); without it the pictures are left out
+    with a note, and results.json and summary.png are still written.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(
+            "loop_report.py: matplotlib is not installed: no pseudo_labels.png (pip install matplotlib)."
+        )
+        return []
+    paths = []
+    for entry in results["rounds"]:
+        r = entry["round"]
+        if r == 0 or not os.path.isdir(
+            os.path.join(pseudo_dir(output_dir, r), "filter_data", "data")
+        ):
+            continue
+        num_classes = len(entry.get("pseudo_label_counts_before") or [])
+        if not num_classes:
+            continue
+        names = class_names_of(results.get("settings") or {}, num_classes)
+        path = os.path.join(pseudo_dir(output_dir, r), PSEUDO_LABELS_FILE)
+        draw_pseudo_labels(output_dir, r, names, path)
+        paths.append(path)
+    return paths
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -431,6 +558,8 @@ def main(argv):
     os.replace(path + ".tmp", path)
     if FLAGS.png:
         draw_summary(results, os.path.join(FLAGS.output_dir, SUMMARY_FILE))
+        for picture in write_pseudo_label_pictures(FLAGS.output_dir, results):
+            print(f"Wrote {picture}")
     print(format_table(results))
     print(f"Wrote {path}" + (f" and {SUMMARY_FILE}" if FLAGS.png else ""))
 

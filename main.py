@@ -22,8 +22,11 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 
 # --- Task, data, model -------------------------------------------------------
-flags.DEFINE_enum(
-    "task_name", "imagenet", ["imagenet", "svhn", "mnist"], "Task: sets classes, image size, etc."
+flags.DEFINE_string(
+    "task_name",
+    "imagenet",
+    "Task: sets classes, image size, etc. Built in: imagenet, svhn, mnist; any other name "
+    "(e.g. custom) is read from the dataset_info.json of proc_folder.py in --label_data_dir.",
 )
 flags.DEFINE_string("label_data_dir", None, "Directory of labeled {subset}-%05d-of-%05d TFRecords.")
 flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries and run settings.")
@@ -222,7 +225,10 @@ def resolve_config():
     import task_info
     import train_lib
 
-    info = task_info.get_task_info(FLAGS.task_name)
+    try:
+        info = task_info.get_task_info(FLAGS.task_name, FLAGS.label_data_dir)
+    except (ValueError, OSError) as e:
+        raise app.UsageError(f"--task_name: {e}") from e
     if FLAGS.task_name != "imagenet":
         # As published for svhn: the task fixes image size, model variant and classes.
         FLAGS.input_image_size = info.image_size

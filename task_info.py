@@ -1,7 +1,8 @@
 """Per-task facts: classes, normalization, image size and split sizes.
 
-This is the one table every other module reads. A new task is one more entry
-in `TASKS`.
+This is the one table every other module reads. A built-in task is one entry
+in `TASKS`; any other task name is described by the `dataset_info.json` that
+proc_folder.py writes next to its data (`get_task_info(name, data_dir)`).
 """
 
 import dataclasses
@@ -18,6 +19,14 @@ _MNIST_MEAN = (0.1001 * 255,) * 3
 _MNIST_STD = (0.2752 * 255,) * 3
 
 DATASET_INFO_FILE = "dataset_info.json"
+# The small-image (32x32) network is chosen for data whose median image side
+# is at most this many pixels (as for SVHN and MNIST).
+SMALL_IMAGE_MAX_SIDE = 64
+SMALL_IMAGE_SIZE = 32
+# The labeled subsets evaluated when the data has them, in this order.
+EVAL_SUBSETS = ("dev", "test")
+# Tasks read from a dataset_info.json in this process, by name.
+_FROM_DATA = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +107,113 @@ TASKS = {
 }
 
 
-def get_task_info(task_name):
+def get_task_info(task_name, data_dir=None):
     """Returns the TaskInfo of `task_name`.
 
+    A built-in task (`TASKS`) keeps its published values. Any other name is
+    described by the dataset_info.json of `data_dir` (see
+    `task_from_dataset_info`) and remembered, so that later lookups by name in
+    the same process (model building, checkpoints) find it without the folder.
+
+    Args:
+      task_name: `--task_name`.
+      data_dir: a folder holding dataset_info.json, or its `unlabeled/`
+        sub-folder; only read for a task that is not built in.
+
     Raises:
-      ValueError: for an unknown task, listing the known ones.
+      ValueError: for an unknown task without a described dataset, or a
+        dataset_info.json that lacks the task's description.
     """
-    if task_name not in TASKS:
-        raise ValueError(f"Unknown task_name {task_name!r}; expected one of {sorted(TASKS)}.")
-    return TASKS[task_name]
+    if task_name in TASKS:
+        return TASKS[task_name]
+    if data_dir:
+        path = find_dataset_info(data_dir)
+        if path is None:
+            raise ValueError(
+                f"task_name {task_name!r} is not built in ({sorted(TASKS)}) and {data_dir} "
+                f"holds no {DATASET_INFO_FILE}: write the data with proc_folder.py."
+            )
+        _FROM_DATA[task_name] = task_from_dataset_info(task_name, _read_json(path), path)
+    if task_name not in _FROM_DATA:
+        raise ValueError(
+            f"Unknown task_name {task_name!r}; expected one of {sorted(TASKS)}, or a data "
+            f"folder with the {DATASET_INFO_FILE} of proc_folder.py (--label_data_dir)."
+        )
+    return _FROM_DATA[task_name]
+
+
+def is_small_image(median_size):
+    """Whether images of median [height, width] `median_size` use the 32x32 network."""
+    return max(median_size) <= SMALL_IMAGE_MAX_SIDE
+
+
+def task_from_dataset_info(task_name, info, source=DATASET_INFO_FILE):
+    """The TaskInfo described by a dataset_info.json of proc_folder.py.
+
+    Args:
+      task_name: the task's name.
+      info: the parsed file: splits, num_classes, mean_rgb, stddev_rgb,
+        median_size (and optionally random_flip, num_files).
+      source: the file's path, for messages.
+
+    Raises:
+      ValueError: when a key is missing (e.g. the file of proc_mnist.py, which
+        only counts images: use its built-in task name).
+    """
+    needed = ("splits", "num_classes", "mean_rgb", "stddev_rgb", "median_size")
+    missing = [key for key in needed if key not in info]
+    if missing:
+        raise ValueError(
+            f"{source} lacks {missing}: it does not describe a task (written by an older "
+            "proc script?). Rewrite the data with proc_folder.py, or use a built-in task_name."
+        )
+    small = is_small_image(info["median_size"])
+    splits = {k: int(v) for k, v in info["splits"].items()}
+    return TaskInfo(
+        name=task_name,
+        num_classes=int(info["num_classes"]),
+        mean_rgb=tuple(float(v) for v in info["mean_rgb"]),
+        stddev_rgb=tuple(float(v) for v in info["stddev_rgb"]),
+        # Large images: the model's own resolution (as for imagenet).
+        image_size=SMALL_IMAGE_SIZE if small else None,
+        small_image_model=small,
+        random_flip=bool(info.get("random_flip", True)),
+        train_subset="train",
+        eval_subsets=tuple(s for s in EVAL_SUBSETS if splits.get(s)),
+        split_sizes=splits,
+        num_files=dict(info.get("num_files", {})),
+    )
+
+
+def find_dataset_info(data_dir):
+    """Path of the dataset_info.json describing `data_dir`, or None.
+
+    The unlabeled records of a dataset are in its `unlabeled/` folder
+    (docs/method.md, "Record formats"), so a run given only that folder
+    (prediction) finds the description one level up.
+    """
+    for folder in (data_dir, os.path.dirname(os.path.normpath(data_dir))):
+        path = os.path.join(folder, DATASET_INFO_FILE)
+        if folder and os.path.exists(path):
+            return path
+    return None
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def split_counts(info):
+    """{subset: num_images} of a parsed dataset_info.json.
+
+    proc_folder.py nests them under "splits" next to the task's description;
+    the files of proc_mnist.py, proc_svhn.py and proc_imagenet.py are the
+    counts alone.
+    """
+    if isinstance(info, dict) and isinstance(info.get("splits"), dict):
+        return info["splits"]
+    return info
 
 
 def read_dataset_info(data_dir):
@@ -114,8 +221,7 @@ def read_dataset_info(data_dir):
     path = os.path.join(data_dir, DATASET_INFO_FILE)
     if not data_dir or not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return split_counts(_read_json(path))
 
 
 def num_images(task_name, subset, data_dir=None):
@@ -123,10 +229,50 @@ def num_images(task_name, subset, data_dir=None):
     recorded = read_dataset_info(data_dir) if data_dir else {}
     if subset in recorded:
         return int(recorded[subset])
-    sizes = get_task_info(task_name).split_sizes
+    sizes = get_task_info(task_name, data_dir).split_sizes
     if subset not in sizes:
         raise ValueError(
             f"No image count for subset {subset!r} of task {task_name!r}: pass it by flag "
             f"or write {DATASET_INFO_FILE} next to the data."
         )
     return sizes[subset]
+
+
+def shell_settings(data_dir):
+    """`NAME=value` lines of the loop settings that follow from a dataset_info.json.
+
+    local_scripts/custom/defaults.sh evaluates them, so the shell scripts take
+    the small-image choice and the counts from this module.
+
+    Returns:
+      Lines setting DATA_NUM_CLASSES, DATA_SMALL_IMAGE (1 or 0),
+      DATA_NUM_UNLABELED, DATA_UNLABELED_SHARDS, DATA_EVAL_SUBSETS
+      (train and the evaluated subsets, comma-separated) and
+      DATA_NUM_IMAGE (unlabeled images per class: the default number kept per
+      class after balancing).
+    """
+    path = find_dataset_info(data_dir)
+    if path is None:
+        raise ValueError(f"{data_dir} holds no {DATASET_INFO_FILE}: write it with prepro.sh.")
+    info = _read_json(path)
+    task = task_from_dataset_info("custom", info, path)
+    num_unlabeled = task.split_sizes.get("extra", 0)
+    values = {
+        "DATA_NUM_CLASSES": task.num_classes,
+        "DATA_SMALL_IMAGE": int(task.small_image_model),
+        "DATA_NUM_UNLABELED": num_unlabeled,
+        "DATA_UNLABELED_SHARDS": task.num_files.get("extra", 1),
+        "DATA_EVAL_SUBSETS": ",".join((task.train_subset, *task.eval_subsets)),
+        "DATA_NUM_IMAGE": max(1, num_unlabeled // task.num_classes),
+    }
+    return "\n".join(f"{key}={value}" for key, value in values.items())
+
+
+if __name__ == "__main__":
+    import sys
+
+    # `python task_info.py DATA_DIR`: the shell settings of a custom dataset.
+    try:
+        print(shell_settings(sys.argv[1]))
+    except (IndexError, ValueError, OSError) as e:
+        sys.exit(f"task_info.py: error: {e}")

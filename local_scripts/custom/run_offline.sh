@@ -1,0 +1,11 @@
+#!/bin/bash
+# Step 4: trains the noisy student on labeled + filtered pseudo-labeled images.
+# Your own images (local_scripts/steps/train.sh, settings in defaults.sh;
+# docs/own_data.md).
+#
+#   bash local_scripts/custom/run_offline.sh [flags...]
+#   DRY_RUN=1 bash local_scripts/custom/run_offline.sh   # print the commands
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source local_scripts/custom/defaults.sh
+source local_scripts/steps/train.sh offline "$@"

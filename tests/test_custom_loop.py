@@ -1,0 +1,63 @@
+"""local_scripts/custom/prepro.sh + loop.sh end to end on tiny generated class folders."""
+
+import importlib.util
+import json
+import os
+import sys
+
+from conftest import ROOT
+from test_custom_task import NUM_CLASSES, write_class_folders
+from test_scripts import run_bash
+
+
+def test_custom_loop_one_round(tmp_path):
+    root = str(tmp_path)
+    write_class_folders(root, per_class=12, unlabeled=24)
+    # loop_report.py compares the rounds on the test split.
+    write_class_folders(f"{root}/held_out", per_class=4, unlabeled=0, seed=1)
+    env = dict(
+        PYTHON=sys.executable,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        DATA_DIR=f"{root}/data",
+        LABELED_DIR=f"{root}/labeled",
+        UNLABELED_DIR=f"{root}/unlabeled",
+        DEV_FRACTION="0.25",
+        TEST_DIR=f"{root}/held_out/labeled",
+        PREPRO_WORKERS="1",
+        RANDOM_FLIP="False",
+    )
+    proc = run_bash("local_scripts/custom/prepro.sh", env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env.update(
+        OUT=f"{root}/out",
+        DATA_ROOT=f"{root}/predict",
+        ROUNDS="1",
+        NUM_WORKERS="1",
+        MIN_THRESHOLD="0",
+        BATCH_SIZE="16",
+        MODEL_FLAGS="--width_coefficient=0.1 --depth_coefficient=0.1",
+        TEACHER_STEPS="4",
+        STUDENT_STEPS="4",
+        TEACHER_FLAGS="--train_batch_size=8 --train_steps=4",
+        STUDENT_FLAGS="--train_batch_size=8 --unlabel_ratio=1 --teacher_softmax_temp=-1 "
+        "--train_steps=4",
+        RUN_FLAGS="--iterations_per_loop=2 --save_checkpoints_steps=2 --eval_batch_size=16 "
+        "--eval_subsets=train,dev,test",
+    )
+    proc = run_bash("local_scripts/custom/loop.sh", env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
+    results = json.load(open(f"{root}/out/results.json"))
+    assert [r["role"] for r in results["rounds"]] == ["teacher", "student"]
+    student = results["rounds"][1]
+    # NUM_IMAGE from the data: 24 unlabeled images / 3 classes.
+    assert results["settings"]["num_image"] == "8"
+    assert len(student["pseudo_label_counts_before"]) == NUM_CLASSES
+    assert sum(student["pseudo_label_counts_before"]) == 24
+    assert results["settings"]["labeled_data"]["class_names"] == ["class_0", "class_1", "class_2"]
+    for model in ("round0_teacher", "round1_student"):
+        params = json.load(open(f"{root}/out/{model}/model_params.txt"))
+        assert params["num_classes"] == NUM_CLASSES and params["image_size"] == 32
+        evaluated = json.load(open(f"{root}/out/{model}/eval_results.json"))
+        assert evaluated["dev"]["num_images"] == 9 and evaluated["test"]["num_images"] == 12
+    picture = f"{root}/out/round1_pseudo/pseudo_labels.png"
+    assert os.path.exists(picture) == (importlib.util.find_spec("matplotlib") is not None)
