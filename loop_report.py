@@ -197,10 +197,12 @@ def collect(output_dir, rounds, settings=None):
         train_settings[f"round{r}_{entry['role']}"] = {
             k: flags_json.get(k) for k in TRAIN_SETTINGS if k in flags_json
         }
-    teacher_error = 1.0 - entries[0]["test_top_1"]
+    subset = compared_subset(entries)
+    teacher_error = 1.0 - entries[0][f"{subset}_top_1"]
     for entry in entries[1:]:
-        error = 1.0 - entry["test_top_1"]
-        entry["test_error_vs_teacher"] = round(error / teacher_error, 4) if teacher_error else None
+        error = 1.0 - entry[f"{subset}_top_1"]
+        ratio = round(error / teacher_error, 4) if teacher_error else None
+        entry[f"{subset}_error_vs_teacher"] = ratio
     seconds = step_seconds(output_dir)
     return {
         "rounds": entries,
@@ -208,6 +210,18 @@ def collect(output_dir, rounds, settings=None):
         "step_seconds": seconds,
         "settings": dict(settings or {}, training=train_settings),
     }
+
+
+def compared_subset(entries):
+    """The subset the rounds are compared on: test, or dev when a dataset has no test split.
+
+    Raises:
+      ValueError: no round was evaluated on test or dev.
+    """
+    for subset in ("test", "dev"):
+        if all(entry.get(f"{subset}_top_1") is not None for entry in entries):
+            return subset
+    raise ValueError("The rounds were not all evaluated on test or dev: nothing to compare.")
 
 
 def _accuracy_pair(entry):
@@ -232,13 +246,13 @@ def format_table(results):
             "train %",
             "dev %",
             "test %",
-            "test error vs teacher",
+            f"{compared_subset(results['rounds'])} error vs teacher",
             "pseudo-labeled",
             "pseudo-label acc % (all / kept)",
         )
     ]
     for e in results["rounds"]:
-        ratio = e.get("test_error_vs_teacher")
+        ratio = e.get("test_error_vs_teacher", e.get("dev_error_vs_teacher"))
         change = "" if ratio is None else f"{100 * (ratio - 1):+.0f}%"
         rows.append(
             (
@@ -337,7 +351,8 @@ def draw_summary(results, path):
     draw = ImageDraw.Draw(image)
     font, small = _font(15), _font(12)
 
-    accs = [100 * e["test_top_1"] for e in rounds]
+    subset = compared_subset(rounds)
+    accs = [100 * e[f"{subset}_top_1"] for e in rounds]
     lo = max(0.0, min(accs) - 1.5)
     lo = float(int(lo * 2)) / 2
     hi = min(100.0, max(accs) + 0.5)
@@ -350,7 +365,7 @@ def draw_summary(results, path):
         (lo, hi),
         font,
         small,
-        "Test accuracy (%) per round",
+        f"{subset.capitalize()} accuracy (%) per round",
         value_fmt=lambda v: f"{v:.2f}",
         labels=labels,
     )

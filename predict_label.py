@@ -388,7 +388,8 @@ def run_prediction(
             continue
         todo.append(job)
     counts = {shard: None for shard in shards}
-    predict_fn = make_loaded_predict_fn(loaded, strategy) if todo else None
+    jit_compile = train_lib.use_xla_for(config.use_xla, strategy)
+    predict_fn = make_loaded_predict_fn(loaded, strategy, jit_compile) if todo else None
     for job in todo:
         counts[job.shard] = predict_shard(
             loaded,

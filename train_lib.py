@@ -366,8 +366,8 @@ class RMSpropTF1(keras.optimizers.RMSprop):
         """TF1's fused `ApplyRMSProp` kernel: Keras' rule in one op per variable.
 
         Keras computes the same update with eight element-wise ops per
-        variable; for the small networks trained on CPUs here those ops, not
-        the arithmetic, are what a step costs (bench/bench_model.py).
+        variable; small networks on CPUs pay for each op (the MNIST demo's
+        teacher step: 5-20% more images/s, docs/method.md).
         """
         if isinstance(gradient, tf.IndexedSlices) or not self.momentum:
             return super().update_step(gradient, variable, learning_rate)
@@ -1047,9 +1047,7 @@ def global_eval_batch_size(batch_size, strategy):
     return int(math.ceil(batch_size / replicas) * replicas)
 
 
-def evaluate_model(
-    model, description, strategy, config, subsets=None, global_step=None, jit_compile=False
-):
+def evaluate_model(model, description, strategy, config, subsets=None, global_step=None):
     """Top-1/top-5 accuracy of `model` on each subset, every image counted once.
 
     Args:
@@ -1060,7 +1058,6 @@ def evaluate_model(
       config: a TrainConfig (data dir, eval batch size, subsets, classes).
       subsets: subsets to evaluate (default: `config.eval_subsets`).
       global_step: the step reported with the results.
-      jit_compile: compile the evaluation with XLA.
 
     Returns:
       {subset: {"top_1_accuracy", "top_5_accuracy", "num_images", "global_step"}}.
@@ -1075,7 +1072,7 @@ def evaluate_model(
         strategy,
         description["mean_rgb"],
         description["stddev_rgb"],
-        jit_compile,
+        jit_compile=use_xla_for(config.use_xla, strategy),
     )
     batch_size = global_eval_batch_size(config.eval_batch_size, strategy)
     results = {}
