@@ -18,7 +18,6 @@ Usage (from the repository root):
 """
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -31,13 +30,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_model  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import data_input  # noqa: E402
-import efficientnet_builder  # noqa: E402
 import utils  # noqa: E402
 
 NUM_CLASSES = 10
@@ -114,25 +114,15 @@ def run_ours(args, data_dir, model_dir, num_images):
 
 
 def keras_small_image_model(width, depth):
-    """keras.applications' EfficientNet with our small-image strides, for 32x32 inputs."""
-    from keras.src.applications import efficientnet as keras_efficientnet
-
-    blocks = copy.deepcopy(keras_efficientnet.DEFAULT_BLOCKS_ARGS)
-    for index in efficientnet_builder.SMALL_IMAGE_STRIDE1_STAGES:
-        blocks[index]["strides"] = 1
-    return keras_efficientnet.EfficientNet(
-        width,
-        depth,
-        32,
-        dropout_rate=0.2,
-        drop_connect_rate=0.2,
-        blocks_args=blocks,
-        model_name="keras_small_image",
-        weights=None,
-        input_shape=(32, 32, 3),
-        classes=NUM_CLASSES,
-        classifier_activation=None,
+    """keras.applications' EfficientNet with our small-image strides (bench_model's)."""
+    spec = argparse.Namespace(
+        model_name="efficientnet-b0",
+        width_coefficient=width,
+        depth_coefficient=depth,
+        small_image_model=True,
+        num_classes=NUM_CLASSES,
     )
+    return bench_model.keras_model(spec, 32)
 
 
 class IntervalTimer(keras.callbacks.Callback):
@@ -167,7 +157,7 @@ def run_keras(args, data_dir):
     ).map(lambda batch: (batch["images"], batch["labels"]))
     model = keras_small_image_model(args.width_coefficient, args.depth_coefficient)
     model.compile(
-        optimizer=keras.optimizers.RMSprop(1e-3, rho=0.9, momentum=0.9, epsilon=1e-3),
+        optimizer=bench_model.optimizer(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     timer = IntervalTimer(args.log_steps, args.batch_size)
