@@ -415,10 +415,18 @@ def draw_summary(results, path):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Output folder of loop.sh.")
-flags.DEFINE_integer("rounds", 2, "Noisy-student rounds after the teacher.")
-flags.DEFINE_multi_string("setting", [], "key=value pairs stored under results.json 'settings'.")
-flags.DEFINE_bool("png", True, "Also write summary.png.")
+
+
+def define_flags():
+    """The entry point's flags (defined only when run as a script, so that the
+    module can be imported beside other entry points that own flags of the
+    same names, such as filter_unlabel_data's --output_dir)."""
+    flags.DEFINE_string("output_dir", None, "Output folder of loop.sh.")
+    flags.DEFINE_integer("rounds", 2, "Noisy-student rounds after the teacher.")
+    flags.DEFINE_multi_string(
+        "setting", [], "key=value pairs stored under results.json 'settings'."
+    )
+    flags.DEFINE_bool("png", True, "Also write summary.png.")
 
 
 PSEUDO_LABELS_FILE = "pseudo_labels.png"
@@ -580,4 +588,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
