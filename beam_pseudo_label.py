@@ -135,9 +135,9 @@ class TeacherHandler(ModelHandler):
                 f"--num_label_classes={self._num_classes}, but {loaded.prefix} predicts "
                 f"{num_classes} classes"
             )
-        predict_fn = predict_label.make_predict_fn(
-            loaded.model, tf.distribute.get_strategy(), loaded.mean_rgb, loaded.stddev_rgb
-        )
+        # The scripts' own predict function (batch norms folded), so both
+        # paths compute the same probabilities.
+        predict_fn = predict_label.make_loaded_predict_fn(loaded, tf.distribute.get_strategy())
         return _Teacher(loaded, predict_fn)
 
     def run_inference(self, batch, model, inference_args=None):

@@ -179,7 +179,9 @@ def test_loop_report_shows_pseudo_label_accuracy(loop_output):
     assert rounds[2]["pseudo_label_accuracy_per_class_before"] is None
     assert "pseudo_label_accuracy_before" not in rounds[0]
     # The printed table: the teacher row has no value, round 1 both, round 2 "-".
+    # (after the "Wrote .../pseudo_labels.png" lines)
     lines = result.stdout.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("round")) :]
     assert "pseudo-label acc % (all / kept)" in lines[0]
     pair = " / ".join(
         f"{100 * accuracy[k]['accuracy']:.2f}" for k in ("before_filtering", "after_balancing")
