@@ -335,7 +335,16 @@ def check_flags():
         FLAGS.predict_ckpt_path + "*"
     ):
         raise PipelineError(f"--predict_ckpt_path: no checkpoint at {FLAGS.predict_ckpt_path}")
-    checkpoints.resolve_checkpoint(FLAGS.predict_ckpt_path, "--predict_ckpt_path")
+    prefix = checkpoints.resolve_checkpoint(FLAGS.predict_ckpt_path, "--predict_ckpt_path")
+    # A checkpoint of this project says its class count; a published one is
+    # checked when a worker loads it.
+    description = checkpoints.read_model_description(prefix) or {}
+    num_classes = description.get("num_classes")
+    if num_classes is not None and int(num_classes) != FLAGS.num_label_classes:
+        raise PipelineError(
+            f"--num_label_classes={FLAGS.num_label_classes}, but {prefix} predicts "
+            f"{num_classes} classes (its model_params.txt)"
+        )
     return shards
 
 

@@ -259,10 +259,24 @@ def element_seeds(seed, stream):
     )
 
 
+AUGMENT_NAMES = ("v1",)
+_NO_AUGMENT = (None, "", "none", "None")
+
+
+def augment_name_or_none(name, flag="--augment_name"):
+    """None for no RandAugment (None, '', 'none'), else a known name; ValueError naming `flag`."""
+    if name in _NO_AUGMENT:
+        return None
+    if name not in AUGMENT_NAMES:
+        raise ValueError(f"{flag}={name!r}: expected 'none' or one of {list(AUGMENT_NAMES)}.")
+    return name
+
+
 def augment_name_for_unlabeled(augment_name, unl_aug):
     """`--unl_aug=default` uses `--augment_name`; 'none' means no RandAugment."""
-    name = augment_name if unl_aug == "default" else unl_aug
-    return None if name in (None, "", "none", "None") else name
+    if unl_aug == "default":
+        return augment_name_or_none(augment_name)
+    return augment_name_or_none(unl_aug, "--unl_aug")
 
 
 def _seeded_records(files, input_context, cache, shuffle_buffer, seed, stream):
@@ -366,6 +380,8 @@ def make_train_dataset(
       A `tf.data.Dataset` of per-replica batch dicts (see module docstring).
     """
     pipeline_id = input_context.input_pipeline_id if input_context else 0
+    unlabeled_augment_name = augment_name_for_unlabeled(augment_name, unl_aug)
+    augment_name = augment_name_or_none(augment_name)
     preprocess = functools.partial(
         preprocessing.preprocess_image,
         is_training=not remove_aug,
@@ -396,9 +412,7 @@ def make_train_dataset(
     unl = _seeded_records(
         unlabel_files, input_context, cache, shuffle_buffer, seed, 2 * pipeline_id + 1
     )
-    student_view = functools.partial(
-        preprocess, augment_name=augment_name_for_unlabeled(augment_name, unl_aug)
-    )
+    student_view = functools.partial(preprocess, augment_name=unlabeled_augment_name)
     unlabeled_fn = _unlabeled_fn(student_view, num_classes, teacher_image_size, small_image_model)
     unl = unl.map(unlabeled_fn, num_parallel_calls=AUTOTUNE)
     unl = unl.batch(unl_batch, drop_remainder=True)

@@ -320,6 +320,10 @@ def _true_label_counts(true_label, labels, copies, num_classes):
         "true_before": rows(tf.cast(known, tf.int64), tf.cast(correct, tf.int64)),
         "true_after": rows(tf.where(known, copies, 0), tf.where(correct, copies, 0)),
         "true_invalid": tf.reduce_sum(tf.cast((true_label != 0) & ~known, tf.int64)),
+        # The confusion matrix's entries, as keys (true class) * K + pseudo label,
+        # sparse: a dense [K, K] per batch would cost more than the batch at K = 1000.
+        "true_pairs": tf.boolean_mask((true_label - 1) * num_classes + labels, known),
+        "true_pair_copies": tf.boolean_mask(copies, known),
     }
 
 

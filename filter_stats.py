@@ -477,11 +477,17 @@ class ShardCounts:
         images (before) or records (after) whose true class is known (row 0)
         and those whose true class is the pseudo label (row 1).
       true_invalid: images whose true label is outside 1..num_classes.
+      confusion_before, confusion_after: the confusion matrix of the images
+        (before) or records (after) with a known true class, sparse:
+        {true class * num_classes + pseudo label: count}.
     """
 
     _KEYS = ("seen_bins", "before", "after", "true_before", "true_after", "true_invalid")
 
     def __init__(self, num_classes):
+        self.num_classes = num_classes
+        self.confusion_before = {}
+        self.confusion_after = {}
         self.seen_bins = np.zeros([num_classes, NUM_BINS], np.int64)
         self.before = np.zeros([num_classes], np.int64)
         self.after = np.zeros([num_classes], np.int64)
@@ -493,6 +499,20 @@ class ShardCounts:
         """Adds the counts of one batch: a dict with this class's attribute names as keys."""
         for key in self._KEYS:
             setattr(self, key, getattr(self, key) + batch[key])
+        pairs = batch.get("true_pairs")
+        if pairs is not None and len(pairs):
+            add_sparse_counts(self.confusion_before, pairs, np.ones(len(pairs), np.int64))
+            add_sparse_counts(self.confusion_after, pairs, batch["true_pair_copies"])
+
+    def confusion_json(self):
+        """{"before_filtering", "after_balancing"}: [[true class, pseudo label, count], ...]."""
+        return {
+            key: sparse_to_triples(table, self.num_classes)
+            for key, table in (
+                ("before_filtering", self.confusion_before),
+                ("after_balancing", self.confusion_after),
+            )
+        }
 
     def true_labels_json(self):
         """Per pseudo label [images with a known true class, correct], before and after."""
@@ -507,7 +527,35 @@ class ShardCounts:
             "before_filtering": rows(self.true_before),
             "after_balancing": rows(self.true_after),
             "invalid": int(self.true_invalid),
+            "confusion": self.confusion_json(),
         }
+
+
+def add_sparse_counts(table, keys, weights):
+    """Adds `weights` at `keys` into the dict `table` (zero weights leave no entry)."""
+    unique, inverse = np.unique(np.asarray(keys, np.int64), return_inverse=True)
+    sums = np.bincount(inverse, weights=np.asarray(weights, np.float64)).astype(np.int64)
+    for key, count in zip(unique.tolist(), sums.tolist(), strict=True):
+        if count:
+            table[key] = table.get(key, 0) + count
+
+
+def sparse_to_triples(table, num_classes):
+    """[[row, column, count], ...] of a sparse {row * num_classes + column: count}, sorted."""
+    return [[k // num_classes, k % num_classes, int(table[k])] for k in sorted(table)]
+
+
+def triples_to_sparse(triples, num_classes, table=None):
+    """Adds [[row, column, count], ...] into a sparse dict (a new one by default)."""
+    table = {} if table is None else table
+    for row, column, count in triples:
+        if not (0 <= row < num_classes and 0 <= column < num_classes):
+            raise ValueError(
+                f"confusion entry {[row, column, count]} outside {num_classes} classes"
+            )
+        key = int(row) * num_classes + int(column)
+        table[key] = table.get(key, 0) + int(count)
+    return table
 
 
 def shard_stats_json(counts, *, num_input_images, output_file, num_records, num_bytes, **keys):
@@ -589,6 +637,12 @@ def _recorded_counts(obj, num_classes):
         for uid, (known, correct) in true_labels.get(key, {}).items():
             rows[:, int(uid)] += [known, correct]
     counts.true_invalid = int(true_labels.get("invalid", 0))
+    confusion = true_labels.get("confusion", {})
+    for key, table in (
+        ("before_filtering", counts.confusion_before),
+        ("after_balancing", counts.confusion_after),
+    ):
+        triples_to_sparse(confusion.get(key, []), num_classes, table)
     return counts
 
 
@@ -622,7 +676,7 @@ def _accuracy_json(known, correct):
     }
 
 
-def pseudo_label_accuracy(before, after, num_without, num_invalid):
+def pseudo_label_accuracy(before, after, num_without, num_invalid, confusion=None):
     """The "pseudo_label_accuracy" entry of the final stats.
 
     Args:
@@ -631,14 +685,16 @@ def pseudo_label_accuracy(before, after, num_without, num_invalid):
       after: the same for the written records, copies counted.
       num_without: predictions without a true label.
       num_invalid: predictions whose true label is outside 1..num_classes.
+      confusion: {"before_filtering", "after_balancing"}: the confusion
+        matrices as [[true class, pseudo label, count], ...], or None.
 
     Returns:
       {"before_filtering": ..., "after_balancing": ...} each with the
       overall "accuracy", "num_correct", "num_images" and "per_class"
       {uid: the same} (per pseudo label: of the images labeled c, the
       fraction whose true class is c), plus "num_images_without_true_label"
-      and "num_images_with_invalid_true_label"; None when no image has a
-      true label.
+      and "num_images_with_invalid_true_label", and `confusion` as given
+      (when given); None when no image has a true label.
     """
     if not before[0].any():
         return None
@@ -652,6 +708,8 @@ def pseudo_label_accuracy(before, after, num_without, num_invalid):
         result[key] = entry
     result["num_images_without_true_label"] = int(num_without)
     result["num_images_with_invalid_true_label"] = int(num_invalid)
+    if confusion is not None:
+        result["confusion"] = confusion
     return result
 
 
@@ -664,6 +722,17 @@ def _warn_lost_classes(after, before):
             c,
             before[c],
         )
+
+
+def _summed_confusion(shard_stats):
+    """The confusion_json of all shards' counts summed."""
+    total = ShardCounts(shard_stats[0].counts.num_classes)
+    for s in shard_stats:
+        for name in ("confusion_before", "confusion_after"):
+            table = getattr(total, name)
+            for key, count in getattr(s.counts, name).items():
+                table[key] = table.get(key, 0) + count
+    return total.confusion_json()
 
 
 def final_stats(shard_stats, *, num_shards, num_filter_tasks, output_dir):
@@ -712,7 +781,11 @@ def final_stats(shard_stats, *, num_shards, num_filter_tasks, output_dir):
     num_invalid = sum(s.counts.true_invalid for s in shard_stats)
     num_without = sum(s.num_input_images for s in shard_stats) - true_before[0].sum() - num_invalid
     accuracy = pseudo_label_accuracy(
-        true_before, sum(s.counts.true_after for s in shard_stats), num_without, num_invalid
+        true_before,
+        sum(s.counts.true_after for s in shard_stats),
+        num_without,
+        num_invalid,
+        _summed_confusion(shard_stats),
     )
     if accuracy is not None:
         final["pseudo_label_accuracy"] = accuracy

@@ -10,7 +10,10 @@ and writes
                   "dev_top_1", "train_top_1", "num_pseudo_labeled", ...}, ...],
                   "wall_seconds", "step_seconds", "settings"}
   summary.png    test accuracy per round; per round, the pseudo-label class
-                 histogram before and after filtering/balancing
+                 histogram before and after filtering/balancing (class names
+                 from the data's dataset_info.json when --setting=data_dir=... names it)
+  round<r>_pseudo/pseudo_labels.png   per class its most confident kept images
+                 and those just above its threshold, and the class histogram
 and prints a table of accuracy per round.
 
 When the unlabeled records carry their true labels (proc_mnist.py and
@@ -20,7 +23,10 @@ pseudo labels; each student round then also reports
 "pseudo_label_accuracy_after" (the filtered, balanced records it trained on,
 copies counted) and the same per class (per pseudo label:
 "pseudo_label_accuracy_per_class_before" / "_after", None for a class
-without images), and the table shows the two overall values.
+without images) and the confusion matrices ("pseudo_label_confusion_before" /
+"_after": [[true class, pseudo label, count], ...]); the table shows the two
+overall values, a second table each class, and
+round<r>_pseudo/pseudo_label_accuracy.png draws both.
 
 Usage:
   python loop_report.py --output_dir=output/mnist_demo --rounds=2
@@ -116,7 +122,9 @@ def pseudo_label_accuracy(output_dir, round_index, num_classes):
     Returns:
       {"pseudo_label_accuracy_before", "pseudo_label_accuracy_after": overall
       accuracy, "pseudo_label_accuracy_per_class_before", "..._after": lists
-      [num_classes] of per-class accuracy or None}; all None when the
+      [num_classes] of per-class accuracy or None,
+      "pseudo_label_confusion_before", "..._after": the confusion matrices
+      as [[true class, pseudo label, count], ...]}; all None when the
       unlabeled records had no true labels (or the stats predate them).
     """
     root = pseudo_dir(output_dir, round_index)
@@ -131,6 +139,8 @@ def pseudo_label_accuracy(output_dir, round_index, num_classes):
                 per_class[int(uid)] = value.get("accuracy")
         out[f"pseudo_label_accuracy_{when}"] = entry.get("accuracy")
         out[f"pseudo_label_accuracy_per_class_{when}"] = per_class if entry else None
+        confusion = accuracy.get("confusion") or {}
+        out[f"pseudo_label_confusion_{when}"] = confusion.get(key) if entry else None
     return out
 
 
@@ -233,11 +243,27 @@ def _accuracy_pair(entry):
     return " / ".join("-" if v is None else f"{100 * v:.2f}" for v in (before, after))
 
 
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _aligned(rows, text_column):
+    """Lines of a table: a header row, a rule, the rows; `text_column` left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == text_column else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def format_table(results):
     """A plain-text table of accuracy per round."""
-
-    def pct(value):
-        return "-" if value is None else f"{100 * value:.2f}"
+    pct = _pct
 
     rows = [
         (
@@ -266,152 +292,155 @@ def format_table(results):
                 _accuracy_pair(e),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 1 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = _aligned(rows, 1)
     lines.append(f"model: {results['rounds'][0]['model_name']}")
     lines.append(f"time of all steps: {results['wall_seconds'] / 60:.1f} min")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
-# PNG (Pillow, which TensorBoard already depends on).
+# Pictures (matplotlib). Each *_figure function returns the figure, so tests
+# can read its axes; draw_* saves it.
 
-_BLUE = (31, 119, 180)
-_ORANGE = (255, 127, 14)
-_GRAY = (170, 170, 170)
-_GREEN = (44, 160, 44)
-_BLACK = (0, 0, 0)
-_GRID = (225, 225, 225)
+_KEPT_COLOR = "tab:orange"
+_ALL_COLOR = "tab:gray"
 
 
-def _font(size):
-    from PIL import ImageFont
+def _pyplot():
+    import matplotlib
 
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one bitmap size only
-        return ImageFont.load_default()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-
-def _text(draw, xy, text, font, anchor="la", fill=_BLACK):
-    draw.text(xy, text, font=font, fill=fill, anchor=anchor)
+    return plt
 
 
-def _bar_panel(draw, box, groups, colors, y_range, font, small, title, value_fmt=None, labels=()):
-    """Draws grouped bars in box = (x0, y0, x1, y1): groups[i][j] is series j of group i."""
-    x0, y0, x1, y1 = box
-    lo, hi = y_range
-    _text(draw, ((x0 + x1) / 2, y0 - 26), title, font, anchor="ms")
-    for k in range(5):
-        value = lo + (hi - lo) * k / 4
-        y = y1 - (y1 - y0) * k / 4
-        draw.line([(x0, y), (x1, y)], fill=_GRID)
-        _text(draw, (x0 - 4, y), f"{value:g}" if hi > 10 else f"{value:.1f}", small, anchor="rm")
-    draw.line([(x0, y0), (x0, y1), (x1, y1)], fill=_BLACK)
-    n = len(groups)
-    slot = (x1 - x0) / max(n, 1)
-    for i, values in enumerate(groups):
-        width = slot * 0.8 / len(values)
-        for j, value in enumerate(values):
-            left = x0 + slot * i + slot * 0.1 + j * width
-            frac = 0.0 if hi == lo else (min(max(value, lo), hi) - lo) / (hi - lo)
-            top = y1 - frac * (y1 - y0)
-            draw.rectangle([left, top, left + width - 1, y1], fill=colors[j % len(colors)])
-            if value_fmt:
-                _text(draw, (left + width / 2, top - 3), value_fmt(value), small, anchor="ms")
-        if i < len(labels):
-            _text(draw, (x0 + slot * (i + 0.5), y1 + 5), labels[i], small, anchor="ma")
+def _save(fig, path):
+    """Saves `fig` as a PNG at `path` atomically and closes it."""
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    os.replace(tmp, path)
 
 
-def _nice_top(value):
-    """A round axis maximum >= value whose quarters are round numbers."""
-    quarter = value / 4
-    scale = 10 ** max(len(str(int(quarter))) - 1, 0)
-    for mult in (1, 2, 2.5, 5, 10):
-        if mult * scale >= quarter:
-            return 4 * mult * scale
-    return 4 * 10 * scale
+def _class_ticks(ax, class_names, axis="x"):
+    many = len(class_names) > 10
+    positions = list(range(len(class_names)))
+    if axis == "x":
+        ax.set_xticks(positions, class_names, rotation=90 if many else 0, fontsize=7)
+    else:
+        ax.set_yticks(positions, class_names, fontsize=7)
 
 
-def draw_summary(results, path):
-    """Writes the summary PNG: accuracy per round, then one histogram panel per round."""
-    from PIL import Image, ImageDraw
-
+def summary_figure(results, class_names):
+    """The summary figure: accuracy per round, then per student round the class histogram."""
+    plt = _pyplot()
     rounds = results["rounds"]
-    panels = 1 + (len(rounds) - 1)
-    width, height = 60 + 340 * panels, 430
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font, small = _font(15), _font(12)
-
+    fig, axes = plt.subplots(
+        1, len(rounds), figsize=(3.2 + 4.2 * (len(rounds) - 1), 3.6), squeeze=False
+    )
+    axes = axes[0]
     subset = compared_subset(rounds)
     accs = [100 * e[f"{subset}_top_1"] for e in rounds]
-    lo = max(0.0, min(accs) - 1.5)
-    lo = float(int(lo * 2)) / 2
-    hi = min(100.0, max(accs) + 0.5)
-    labels = ["teacher"] + [f"student {e['round']}" for e in rounds[1:]]
-    _bar_panel(
-        draw,
-        (70, 60, 340, 330),
-        [[a] for a in accs],
-        [_BLUE],
-        (lo, hi),
-        font,
-        small,
-        f"{subset.capitalize()} accuracy (%) per round",
-        value_fmt=lambda v: f"{v:.2f}",
-        labels=labels,
-    )
-    for k, e in enumerate(rounds[1:]):
-        x0 = 70 + 340 * (k + 1)
-        before = e.get("pseudo_label_counts_before") or []
-        after = e.get("pseudo_label_counts_after") or []
-        _bar_panel(
-            draw,
-            (x0, 60, x0 + 290, 330),
-            list(zip(before, after, strict=True)),
-            [_GRAY, _ORANGE],
-            (0, _nice_top(max(before + after + [1]))),
-            font,
-            small,
-            f"Round {e['round']} pseudo labels per class",
-            labels=[str(c) for c in range(len(before))],
-        )
+    names = ["teacher"] + [f"student {e['round']}" for e in rounds[1:]]
+    bars = axes[0].bar(names, accs, color="tab:blue")
+    axes[0].bar_label(bars, fmt="%.2f", fontsize=7)
+    axes[0].set_ylim(max(0.0, min(accs) - 2.0), min(100.0, max(accs) + 1.0))
+    axes[0].set_ylabel(f"{subset} top-1 accuracy (%)")
+    axes[0].set_title(f"{subset.capitalize()} accuracy per round", fontsize=9)
+    axes[0].tick_params(axis="x", labelsize=7)
+    for ax, e in zip(axes[1:], rounds[1:], strict=True):
+        before = e.get("pseudo_label_counts_before") or [0] * len(class_names)
+        after = e.get("pseudo_label_counts_after") or [0] * len(class_names)
+        x = range(len(class_names))
+        ax.bar([i - 0.2 for i in x], before, 0.4, color=_ALL_COLOR, label="teacher's predictions")
+        ax.bar([i + 0.2 for i in x], after, 0.4, color=_KEPT_COLOR, label="after filter + balance")
+        _class_ticks(ax, class_names)
+        ax.set_ylabel("images")
+        title = f"Round {e['round']}: pseudo labels per class"
         if e.get("pseudo_label_accuracy_before") is not None:
-            _text(
-                draw,
-                (x0 + 145, 48),
-                f"pseudo-label accuracy {_accuracy_pair(e)} % (all / kept)",
-                small,
-                anchor="ms",
-            )
-    if len(rounds) > 1:
-        for i, (color, label) in enumerate(
-            (
-                (_GRAY, "teacher's prediction, all unlabeled images"),
-                (_ORANGE, "after filter + balance"),
-            )
-        ):
-            y = 362 + 18 * i
-            draw.rectangle([410, y, 422, y + 12], fill=color)
-            _text(draw, (428, y + 6), label, small, anchor="lm")
-    _text(
-        draw,
-        (10, height - 10),
-        f"{rounds[0]['model_name']}; steps took {results['wall_seconds'] / 60:.1f} min",
-        small,
-        anchor="ls",
+            title += f"\naccuracy {_accuracy_pair(e)} % (all / kept)"
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6)
+    fig.suptitle(
+        f"{rounds[0]['model_name']}; steps took {results['wall_seconds'] / 60:.1f} min", fontsize=8
     )
-    tmp = path + ".tmp.png"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    fig.tight_layout()
+    return fig
+
+
+def draw_summary(results, path, class_names=None):
+    """Writes summary.png (see summary_figure)."""
+    num_classes = len((results["rounds"][-1].get("pseudo_label_counts_before")) or [])
+    names = class_names or [str(c) for c in range(num_classes)]
+    _save(summary_figure(results, names), path)
+
+
+def confusion_matrix(triples, num_classes):
+    """The dense [true class, pseudo label] counts of [[true, pseudo, count], ...]."""
+    import numpy as np
+
+    matrix = np.zeros([num_classes, num_classes], np.int64)
+    for true, pseudo, count in triples or []:
+        matrix[true, pseudo] += count
+    return matrix
+
+
+def pseudo_label_accuracy_figure(entry, class_names):
+    """Per-class pseudo-label accuracy (before and after filtering) and the confusion matrices.
+
+    The matrices' rows are the true classes, their columns the pseudo labels;
+    each row is shown as fractions of its true class (the numbers are counts).
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    num_classes = len(class_names)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    x = np.arange(num_classes)
+    for offset, when, color, label in (
+        (-0.2, "before", _ALL_COLOR, "all predictions"),
+        (0.2, "after", _KEPT_COLOR, "kept (copies counted)"),
+    ):
+        values = entry.get(f"pseudo_label_accuracy_per_class_{when}") or [None] * num_classes
+        heights = [np.nan if v is None else 100 * v for v in values]
+        axes[0].bar(x + offset, heights, 0.4, color=color, label=label)
+    _class_ticks(axes[0], class_names)
+    axes[0].set_ylabel("pseudo-label accuracy (%)")
+    axes[0].set_xlabel("pseudo label")
+    axes[0].set_title(
+        f"Round {entry['round']}: accuracy per pseudo label, {_accuracy_pair(entry)} % overall",
+        fontsize=9,
+    )
+    axes[0].legend(fontsize=7)
+    for ax, when, title in (
+        (axes[1], "before", "all predictions"),
+        (axes[2], "after", "kept records"),
+    ):
+        matrix = confusion_matrix(entry.get(f"pseudo_label_confusion_{when}"), num_classes)
+        rows = matrix.sum(axis=1, keepdims=True)
+        shown = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+        image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+        if num_classes <= 12:
+            for (i, j), count in np.ndenumerate(matrix):
+                if count:
+                    ax.text(
+                        j,
+                        i,
+                        str(count),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if shown[i, j] > 0.5 else "black",
+                    )
+        _class_ticks(ax, class_names)
+        _class_ticks(ax, class_names, axis="y")
+        ax.set_xlabel("pseudo label")
+        ax.set_ylabel("true class")
+        ax.set_title(f"Confusion matrix, {title}", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    fig.tight_layout()
+    return fig
 
 
 FLAGS = flags.FLAGS
@@ -430,6 +459,7 @@ def define_flags():
 
 
 PSEUDO_LABELS_FILE = "pseudo_labels.png"
+PSEUDO_LABEL_ACCURACY_FILE = "pseudo_label_accuracy.png"
 # Images per row of pseudo_labels.png: the most confident kept ones, and the
 # least confident kept ones (just above the class's threshold).
 PICTURE_IMAGES = 8
@@ -477,12 +507,9 @@ def draw_pseudo_labels(output_dir, round_index, class_names, path):
     and the class histogram before and after balancing (matplotlib)."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
+    plt = _pyplot()
     num_classes = len(class_names)
     examples = pseudo_label_examples(output_dir, round_index, num_classes)
     before, after, _ = class_histograms(output_dir, round_index, num_classes)
@@ -514,8 +541,7 @@ def draw_pseudo_labels(output_dir, round_index, class_names, path):
     ax.set_ylabel("images")
     ax.legend(fontsize=7)
     fig.suptitle(f"Round {round_index}: pseudo labels (confidence above each image)")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def class_names_of(settings, num_classes):
@@ -527,33 +553,48 @@ def class_names_of(settings, num_classes):
 
 
 def write_pseudo_label_pictures(output_dir, results):
-    """Writes round<r>_pseudo/pseudo_labels.png for every student round; returns the paths.
+    """Writes the pictures of every student round's pseudo labels; returns their paths.
 
-    Needs matplotlib (requirements.txt); without it the pictures are left out
-    with a note, and results.json and summary.png are still written.
+    round<r>_pseudo/pseudo_labels.png: the kept images per class and the class
+    histogram. round<r>_pseudo/pseudo_label_accuracy.png, when the unlabeled
+    records carry true labels: accuracy per class and the confusion matrices.
     """
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print(
-            "loop_report.py: matplotlib is not installed: no pseudo_labels.png (pip install matplotlib)."
-        )
-        return []
     paths = []
     for entry in results["rounds"]:
         r = entry["round"]
-        if r == 0 or not os.path.isdir(
-            os.path.join(pseudo_dir(output_dir, r), "filter_data", "data")
-        ):
-            continue
         num_classes = len(entry.get("pseudo_label_counts_before") or [])
-        if not num_classes:
+        if r == 0 or not num_classes:
             continue
         names = class_names_of(results.get("settings") or {}, num_classes)
-        path = os.path.join(pseudo_dir(output_dir, r), PSEUDO_LABELS_FILE)
-        draw_pseudo_labels(output_dir, r, names, path)
-        paths.append(path)
+        if os.path.isdir(os.path.join(pseudo_dir(output_dir, r), "filter_data", "data")):
+            path = os.path.join(pseudo_dir(output_dir, r), PSEUDO_LABELS_FILE)
+            draw_pseudo_labels(output_dir, r, names, path)
+            paths.append(path)
+        if entry.get("pseudo_label_confusion_before") is not None:
+            path = os.path.join(pseudo_dir(output_dir, r), PSEUDO_LABEL_ACCURACY_FILE)
+            _save(pseudo_label_accuracy_figure(entry, names), path)
+            paths.append(path)
     return paths
+
+
+def format_per_class_table(entry, class_names):
+    """Per pseudo label of a student round: images before/after, accuracy before/after."""
+    pct = _pct
+
+    before = entry.get("pseudo_label_accuracy_per_class_before") or []
+    after = entry.get("pseudo_label_accuracy_per_class_after") or []
+    rows = [("class", "predicted", "kept", "accuracy % (all)", "accuracy % (kept)")]
+    for c, name in enumerate(class_names):
+        rows.append(
+            (
+                name,
+                str(entry["pseudo_label_counts_before"][c]),
+                str(entry["pseudo_label_counts_after"][c]),
+                pct(before[c] if c < len(before) else None),
+                pct(after[c] if c < len(after) else None),
+            )
+        )
+    return f"round {entry['round']} pseudo labels per class:\n" + "\n".join(_aligned(rows, 0))
 
 
 def main(argv):
@@ -579,11 +620,16 @@ def main(argv):
     with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
     os.replace(path + ".tmp", path)
+    num_classes = len(results["rounds"][-1].get("pseudo_label_counts_before") or [])
+    class_names = class_names_of(settings, num_classes)
     if FLAGS.png:
-        draw_summary(results, os.path.join(FLAGS.output_dir, SUMMARY_FILE))
+        draw_summary(results, os.path.join(FLAGS.output_dir, SUMMARY_FILE), class_names)
         for picture in write_pseudo_label_pictures(FLAGS.output_dir, results):
             print(f"Wrote {picture}")
     print(format_table(results))
+    for entry in results["rounds"][1:]:
+        if entry.get("pseudo_label_accuracy_before") is not None:
+            print(format_per_class_table(entry, class_names))
     print(f"Wrote {path}" + (f" and {SUMMARY_FILE}" if FLAGS.png else ""))
 
 

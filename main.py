@@ -221,6 +221,7 @@ def override_params_from_flags():
 
 def resolve_config():
     """Applies task defaults to the flags and returns a train_lib.TrainConfig."""
+    import data_input
     import efficientnet_builder
     import task_info
     import train_lib
@@ -238,6 +239,11 @@ def resolve_config():
         raise app.UsageError("--data_format: only channels_last is supported.")
     if FLAGS.data_type != "tfrecord":
         raise app.UsageError("--data_type: only tfrecord is supported.")
+    try:
+        data_input.augment_name_for_unlabeled(FLAGS.augment_name, FLAGS.unl_aug)
+        data_input.augment_name_or_none(FLAGS.augment_name)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     for name, default in _IGNORED_FLAGS.items():
         if FLAGS[name].present and FLAGS[name].value != default:
             logging.warning("--%s is accepted for compatibility and ignored.", name)

@@ -14,6 +14,10 @@ Sources:
                         --test_dir hold the same class folders, or
                         --dev_fraction of each class is held out (--seed).
   --unlabeled_dir, --unlabeled_glob, --unlabeled_list   unlabeled images.
+  --unlabeled_class_dir=DIR   unlabeled images whose classes you know, in the
+                        class folders of --labeled_dir: the classes are kept
+                        as true labels only, so the loop's report measures the
+                        pseudo labels (accuracy per class, confusion matrix).
   --tfds_name=NAME      any TFDS image-classification dataset, with
                         --tfds_labeled_split, --tfds_test_split, --tfds_unlabeled_split.
 
@@ -61,6 +65,7 @@ class FolderSettings(typing.NamedTuple):
     unlabeled_dir: str | None = None
     unlabeled_glob: str | None = None
     unlabeled_list: str | None = None
+    unlabeled_class_dir: str | None = None
     tfds_name: str | None = None
     tfds_labeled_split: str = "train"
     tfds_test_split: str | None = "test"
@@ -290,9 +295,16 @@ def folder_sources(settings):
     # Shards mix classes; the order is fixed by the seed.
     rng = np.random.RandomState(settings.seed)
     items["train"] = [items["train"][i] for i in rng.permutation(len(items["train"]))]
-    unlabeled = unlabeled_paths(settings)
+    unlabeled = [(path, -1) for path in unlabeled_paths(settings)]
+    if settings.unlabeled_class_dir:
+        # Held-out labels: stored as the records' true labels, which training
+        # never reads; the filter measures the pseudo labels against them.
+        classes = list_class_folders(
+            settings.unlabeled_class_dir, "unlabeled_class_dir", class_names
+        )
+        unlabeled += labeled_items(classes, class_names)
     if unlabeled:
-        items[dataset_writer.UNLABELED_SUBSET] = [(path, -1) for path in unlabeled]
+        items[dataset_writer.UNLABELED_SUBSET] = unlabeled
     return class_names, items
 
 
@@ -584,6 +596,12 @@ def define_flags():
     flags.DEFINE_string("unlabeled_dir", None, "Unlabeled images, searched recursively.")
     flags.DEFINE_string("unlabeled_glob", None, "Unlabeled images: a glob (** recursive).")
     flags.DEFINE_string("unlabeled_list", None, "Unlabeled images: a file of paths, one a line.")
+    flags.DEFINE_string(
+        "unlabeled_class_dir",
+        None,
+        "Unlabeled images in the class folders of --labeled_dir: their classes are never "
+        "trained on, only kept as true labels to measure the pseudo labels.",
+    )
     flags.DEFINE_string(
         "tfds_name", None, "A TFDS image-classification dataset instead of folders."
     )

@@ -10,6 +10,7 @@ import tensorflow as tf
 from conftest import NUM_CLASSES, ROOT
 from test_scripts import run_bash
 
+import filter_stats
 import utils
 
 SVHN = os.path.join(ROOT, "local_scripts", "svhn")
@@ -36,13 +37,13 @@ def run_beam(*args, timeout=600):
     )
 
 
-def beam_flags(teacher_dir, unlabeled_dir, output_dir, **extra):
+def beam_flags(teacher_dir, unlabeled_dir, output_dir, num_image=NUM_IMAGE, **extra):
     flags = dict(
         input_dir=unlabeled_dir,
         file_prefix=PREFIX,
         predict_ckpt_path=teacher_dir,
         output_dir=output_dir,
-        num_image=NUM_IMAGE,
+        num_image=num_image,
         min_threshold=0.0,
         num_label_classes=NUM_CLASSES,
         task_name="mnist",
@@ -68,9 +69,32 @@ def without_provenance(thresholds):
     return {k: v for k, v in thresholds.items() if k != "provenance"}
 
 
+def predicted_class_counts(prelim_dir):
+    """Images per predicted class, summed over pass 1's per-shard statistics."""
+    counts = collections.Counter()
+    for path in tf.io.gfile.glob(os.path.join(prelim_dir, "prelim_stats_*.json")):
+        for uid, bins in utils.read_json(path).items():
+            if uid != filter_stats.PROVENANCE_KEY:
+                counts[int(uid)] += sum(n for _, n in bins)
+    return counts
+
+
+def balancing_target(counts):
+    """A NUM_IMAGE between the fewest and most images of the predicted classes.
+
+    The classes below it are upsampled (copies drawn per record, keyed), those
+    above it downsampled: the equality test needs both.
+    """
+    present = sorted(n for n in counts.values() if n)
+    assert len(present) >= 2 and present[-1] - present[0] >= 2, (
+        f"the tiny teacher must predict two classes of different sizes; it predicted {counts}"
+    )
+    return (present[0] + present[-1]) // 2
+
+
 @pytest.fixture(scope="module")
 def script_result(teacher, tiny_data, unlabeled_dir, tmp_path_factory):
-    """predict.sh + filter_unlabel.sh 1 + filter_unlabel.sh 0: the DATA_ROOT."""
+    """predict.sh + filter_unlabel.sh 1 + filter_unlabel.sh 0: (DATA_ROOT, NUM_IMAGE)."""
     root = tmp_path_factory.mktemp("script")
     env = dict(
         PYTHON=sys.executable,
@@ -84,31 +108,36 @@ def script_result(teacher, tiny_data, unlabeled_dir, tmp_path_factory):
         NUM_WORKERS="2",
         BATCH_SIZE="16",
         FILE_PREFIX=PREFIX,
-        NUM_IMAGE=str(NUM_IMAGE),
         MIN_THRESHOLD="0.0",
     )
     check_ok(run_bash(os.path.join(SVHN, "predict.sh"), env, timeout=300))
     check_ok(run_bash(os.path.join(SVHN, "filter_unlabel.sh"), env, "1", timeout=300))
+    num_image = balancing_target(predicted_class_counts(str(root / "prelim_stats")))
+    env["NUM_IMAGE"] = str(num_image)
     check_ok(run_bash(os.path.join(SVHN, "filter_unlabel.sh"), env, "0", timeout=300))
-    return root
+    return root, num_image
 
 
-@pytest.mark.xfail(
-    reason="Issue 13, item 2 is open: since the merge with batch-norm folding and the new "
-    "optimizer kernel, the tiny teacher's predictions change the test's premise (one "
-    "downsampled class) and the Beam and script records differed in CI; see the closing note.",
-    strict=False,
-)
 def test_beam_equals_the_scripts(teacher, unlabeled_dir, script_result, tmp_path):
     """Same multiset of records and same thresholds; with 1 and with 2 local workers."""
-    script_records = record_multiset(str(script_result / "filter_data" / "data" / "train-*"))
-    script_thresholds = utils.read_json(script_result / "filter_data" / "threshold.json")
-    counts = [n for _, n in without_provenance(script_thresholds).values()]
-    # The class the tiny teacher predicts has more images than NUM_IMAGE: downsampled.
-    assert max(counts) > NUM_IMAGE > sum(script_records.values()) > 0, counts
+    root, num_image = script_result
+    script_records = record_multiset(str(root / "filter_data" / "data" / "train-*"))
+    script_thresholds = utils.read_json(root / "filter_data" / "threshold.json")
+    counts = predicted_class_counts(str(root / "prelim_stats"))
+    written = collections.Counter()
+    for record, copies in script_records.items():
+        label = tf.train.Example.FromString(record).features.feature["label"]
+        written[label.int64_list.value[0]] += copies
+    upsampled = [c for c, n in counts.items() if 0 < n < num_image]
+    downsampled = [c for c, n in counts.items() if n > num_image]
+    assert upsampled and downsampled, (counts, num_image)
+    for c in upsampled:  # every image kept, some twice (drawn per record)
+        assert counts[c] < written[c] and max(script_records.values()) >= 2, (counts, written)
+    for c in downsampled:
+        assert written[c] < counts[c], (counts, written)
     for workers in (1, 2):
         out = tmp_path / f"beam{workers}"
-        args = beam_flags(teacher[0].model_dir, unlabeled_dir, str(out))
+        args = beam_flags(teacher[0].model_dir, unlabeled_dir, str(out), num_image=num_image)
         check_ok(
             run_beam(
                 *args, f"--direct_num_workers={workers}", "--direct_running_mode=multi_threading"
@@ -117,6 +146,12 @@ def test_beam_equals_the_scripts(teacher, unlabeled_dir, script_result, tmp_path
         assert record_multiset(str(out / "data" / "train-*")) == script_records
         beam_thresholds = utils.read_json(out / "threshold.json")
         assert without_provenance(beam_thresholds) == without_provenance(script_thresholds)
+    print(  # shown with pytest -s
+        f"predicted per class {dict(sorted(counts.items()))}, NUM_IMAGE {num_image}; "
+        f"written per class {dict(sorted(written.items()))}: {sum(script_records.values())} "
+        f"records ({len(script_records)} distinct), thresholds "
+        f"{without_provenance(script_thresholds)}; Beam with 1 and 2 workers: the same"
+    )
 
 
 def test_missing_checkpoint_and_empty_glob_are_named(tmp_path):
@@ -137,3 +172,33 @@ def test_missing_checkpoint_and_empty_glob_are_named(tmp_path):
         f"{tmp_path / 'empty' / PREFIX}-*"
     ), empty.stderr[-2000:]
     assert not out.exists()
+
+
+def test_wrong_class_count_is_named_before_anything_is_written(teacher, unlabeled_dir, tmp_path):
+    out = tmp_path / "out"
+    args = beam_flags(teacher[0].model_dir, unlabeled_dir, str(out))
+    args = [a for a in args if not a.startswith("--num_label_classes=")]
+    result = run_beam(*args, f"--num_label_classes={NUM_CLASSES + 3}")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"beam_pseudo_label.py: error: --num_label_classes={NUM_CLASSES + 3}, but "
+    ), result.stderr[-2000:]
+    assert last.endswith(f"predicts {NUM_CLASSES} classes (its model_params.txt)")
+    assert not out.exists()
+
+
+def test_corrupt_record_is_named(teacher, unlabeled_dir, tmp_path):
+    """A truncated input file: the error names the file and the record it could not read."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = sorted(tf.io.gfile.glob(os.path.join(unlabeled_dir, f"{PREFIX}-*")))[0]
+    data = open(source, "rb").read()
+    bad = folder / f"{PREFIX}-00000-of-00001"
+    bad.write_bytes(data[: len(data) // 2])
+    num_whole = sum(1 for _ in tf.data.TFRecordDataset(str(bad)).ignore_errors())
+    result = run_beam(*beam_flags(teacher[0].model_dir, str(folder), str(tmp_path / "out")))
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{bad}: corrupt record {num_whole}:" in last, result.stderr[-3000:]
+    assert last.startswith("beam_pseudo_label.py: error: ")

@@ -114,6 +114,22 @@ def test_counts_must_be_positive(flag, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--augment_name=v2", "--augment_name='v2': expected 'none' or one of ['v1']."),
+        ("--unl_aug=randaug", "--unl_aug='randaug': expected 'none' or one of ['v1']."),
+    ],
+)
+def test_unknown_augmentation_is_a_usage_error(flag, message, tiny_data, tmp_path):
+    out = run_main(
+        "--mode=train", f"--label_data_dir={tiny_data}", f"--model_dir={tmp_path}/m", flag
+    )
+    assert_fails(out, message)
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------------------
 # Labels and targets.
 

@@ -13,6 +13,7 @@ import filter_helpers as fh
 import numpy as np
 import pytest
 
+import loop_report
 import utils
 
 # (predicted class, top-1 probability, true class or -1 = unknown).
@@ -69,6 +70,22 @@ def test_accuracy_by_hand(tmp_path):
     }
     assert accuracy["num_images_without_true_label"] == 1
     assert accuracy["num_images_with_invalid_true_label"] == 0
+    # Confusion matrices, [true class, pseudo label, count], by hand from HAND_SHARD.
+    assert accuracy["confusion"]["before_filtering"] == [
+        [0, 0, 2],
+        [1, 0, 1],
+        [1, 1, 1],
+        [2, 1, 1],
+        [2, 2, 1],
+        [3, 3, 1],
+    ]
+    assert accuracy["confusion"]["after_balancing"] == [
+        [0, 0, 1],
+        [1, 0, 1],
+        [1, 1, 1],
+        [2, 2, 1],
+        [3, 3, 1],
+    ]
 
 
 def test_accuracy_counts_copies_of_the_written_records(tmp_path):
@@ -76,6 +93,7 @@ def test_accuracy_counts_copies_of_the_written_records(tmp_path):
     dirs, truth = fh.make_dataset(tmp_path, 2, 40, num_workers=2, true_labels=0.7, seed=4)
     fh.run_both_passes(dirs, 2, 25, min_threshold=0.3)
     correct, total = np.zeros(fh.NUM_CLASSES), np.zeros(fh.NUM_CLASSES)
+    confusion = np.zeros([fh.NUM_CLASSES, fh.NUM_CLASSES], np.int64)
     for shard in range(2):
         for record in fh.read_records(utils.filtered_path(dirs["out"], 0, shard, 2)):
             feature = record.features.feature
@@ -83,6 +101,7 @@ def test_accuracy_counts_copies_of_the_written_records(tmp_path):
             true = truth[feature["image/encoded"].bytes_list.value[0]][2]
             total[label] += 1
             correct[label] += true == label
+            confusion[true, label] += 1
     assert total.max() > 25, "data must exercise upsampling (several copies)"
     final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     after = final["pseudo_label_accuracy"]["after_balancing"]
@@ -95,6 +114,16 @@ def test_accuracy_counts_copies_of_the_written_records(tmp_path):
     true = [t for _, _, t in truth.values()]
     assert before["num_images"] == len(truth)
     assert before["num_correct"] == sum(p == t for p, t in zip(predicted, true, strict=True))
+    # The confusion matrices, summed over the shards and filter tasks, equal the records'.
+    matrices = final["pseudo_label_accuracy"]["confusion"]
+    np.testing.assert_array_equal(
+        loop_report.confusion_matrix(matrices["after_balancing"], fh.NUM_CLASSES), confusion
+    )
+    expected = np.zeros_like(confusion)
+    np.add.at(expected, (true, predicted), 1)
+    np.testing.assert_array_equal(
+        loop_report.confusion_matrix(matrices["before_filtering"], fh.NUM_CLASSES), expected
+    )
 
 
 def test_unknown_and_invalid_true_labels(tmp_path):
@@ -189,6 +218,23 @@ def test_loop_report_shows_pseudo_label_accuracy(loop_output):
     assert lines[3].split()[:3] == ["1", "student", "1"] and lines[3].endswith(pair)
     assert lines[4].endswith(" -")
     assert os.path.getsize(os.path.join(out, "summary.png")) > 1000
+    # Round 1's confusion matrices and its picture; the per-class table.
+    confusion = accuracy["confusion"]
+    assert rounds[1]["pseudo_label_confusion_before"] == confusion["before_filtering"]
+    assert rounds[1]["pseudo_label_confusion_after"] == confusion["after_balancing"]
+    assert rounds[2]["pseudo_label_confusion_before"] is None
+    picture = os.path.join(out, "round1_pseudo", loop_report.PSEUDO_LABEL_ACCURACY_FILE)
+    assert f"Wrote {picture}" in result.stdout
+    assert not os.path.exists(picture.replace("round1", "round2"))
+    table = result.stdout[result.stdout.index("round 1 pseudo labels per class:") :]
+    row = table.splitlines()[3].split()  # header, column names, rule, class 0
+    per_class_before = rounds[1]["pseudo_label_accuracy_per_class_before"]
+    assert row[:3] == [
+        "0",
+        str(rounds[1]["pseudo_label_counts_before"][0]),
+        str(rounds[1]["pseudo_label_counts_after"][0]),
+    ]
+    assert row[3] == f"{100 * per_class_before[0]:.2f}"
 
 
 def test_loop_report_names_a_missing_round(loop_output):

@@ -233,6 +233,9 @@ def test_in_graph_decisions_match_numpy(tmp_path):
             ],
         )
     assert out["true_invalid"] == 10
+    # The confusion entries of the known images, keyed true * K + pseudo label.
+    np.testing.assert_array_equal(out["true_pairs"], (true * num_classes + labels)[known])
+    np.testing.assert_array_equal(out["true_pair_copies"], copies[known])
     assert correct.sum() > 100 and (known & ~correct).any(), "data must exercise both cases"
 
     bad = probs.copy()

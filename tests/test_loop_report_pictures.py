@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-import pytest
 
 import loop_report
 import utils
@@ -41,7 +40,6 @@ def test_most_and_least_confident_per_class(tmp_path):
 
 
 def test_pseudo_labels_png_has_class_rows(tmp_path):
-    pytest.importorskip("matplotlib")
     from PIL import Image
 
     fake_round(tmp_path, {0: [0.9, 0.8], 1: [0.7], 2: [0.6, 0.99]})
@@ -49,3 +47,52 @@ def test_pseudo_labels_png_has_class_rows(tmp_path):
     loop_report.draw_pseudo_labels(str(tmp_path), 1, ["cat", "dog", "bird"], path)
     image = Image.open(path)
     assert image.format == "PNG" and image.size[1] > image.size[0] * 0.5
+
+
+def student_round_results(confusion=None):
+    """results.json of a teacher and one student round of 3 classes."""
+    student = {
+        "round": 1,
+        "role": "student",
+        "test_top_1": 0.93,
+        "pseudo_label_counts_before": [50, 30, 20],
+        "pseudo_label_counts_after": [25, 25, 25],
+        "pseudo_label_accuracy_before": 0.8,
+        "pseudo_label_accuracy_after": 0.9,
+        "pseudo_label_accuracy_per_class_before": [0.9, 0.7, None],
+        "pseudo_label_accuracy_per_class_after": [1.0, 0.8, None],
+        "pseudo_label_confusion_before": confusion,
+        "pseudo_label_confusion_after": confusion,
+    }
+    teacher = {"round": 0, "role": "teacher", "test_top_1": 0.9, "model_name": "b0"}
+    return {"rounds": [teacher, student], "wall_seconds": 60.0}
+
+
+def test_summary_figure_names_the_classes_and_rounds():
+    fig = loop_report.summary_figure(student_round_results(), ["cat", "dog", "bird"])
+    accuracy, histogram = fig.axes[:2]
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["teacher", "student 1"]
+    assert [round(b.get_height(), 6) for b in accuracy.patches] == [90.0, 93.0]
+    assert [t.get_text() for t in histogram.get_xticklabels()] == ["cat", "dog", "bird"]
+    heights = [b.get_height() for b in histogram.patches]
+    assert heights == [50, 30, 20, 25, 25, 25]  # before, then after balancing
+    assert "80.00 / 90.00" in histogram.get_title()
+
+
+def test_pseudo_label_accuracy_figure_shows_the_confusion_matrix():
+    confusion = [[0, 0, 3], [1, 0, 1], [1, 1, 3], [2, 2, 2]]
+    fig = loop_report.pseudo_label_accuracy_figure(
+        student_round_results(confusion)["rounds"][1], ["cat", "dog", "bird"]
+    )
+    bars, before = fig.axes[:2]
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["cat", "dog", "bird"]
+    heights = [b.get_height() for b in bars.patches]
+    np.testing.assert_allclose(heights, [90, 70, np.nan, 100, 80, np.nan])
+    # Rows: true classes as fractions of their images; the counts are written in the cells.
+    shown = before.images[0].get_array()
+    np.testing.assert_allclose(shown, [[1, 0, 0], [0.25, 0.75, 0], [0, 0, 1]])
+    assert sorted(t.get_text() for t in before.texts) == ["1", "2", "3", "3"]
+    assert [t.get_text() for t in before.get_yticklabels()] == ["cat", "dog", "bird"]
+    np.testing.assert_array_equal(
+        loop_report.confusion_matrix(confusion, 3), [[3, 0, 0], [1, 3, 0], [0, 0, 2]]
+    )

@@ -309,3 +309,37 @@ def test_cli_errors_name_the_folder(tmp_path, case, message):
     assert message.format(root=root) in result.stderr
     if case != "strict":
         assert not os.path.exists(f"{root}/out")  # checked before anything is written
+
+
+def test_unlabeled_class_dir_keeps_held_out_labels_as_true_labels(tmp_path):
+    """--unlabeled_class_dir: unlabeled records whose true label is the class folder's + 1."""
+    root = str(tmp_path)
+    make_folders(root, per_class=4)
+    rng = np.random.default_rng(5)
+    for name, count in (("c_bird", 2), ("a_cat", 1)):
+        for i in range(count):
+            _save(f"{root}/held_out/{name}/{i}.png", smooth_image(rng, (8, 8)))
+    result = run_script(
+        "proc_folder.py",
+        f"--labeled_dir={root}/labeled",
+        f"--unlabeled_dir={root}/unlabeled",
+        f"--unlabeled_class_dir={root}/held_out",
+        f"--output_dir={root}/out",
+        "--num_workers=1",
+    )
+    assert result.returncode == 0, result.stderr
+    labels = sorted(label for _, label in read_records(f"{root}/out/unlabeled/extra-*"))
+    # The 2 readable unlabeled images: 0 (unknown); a_cat -> 1, c_bird -> 3 (twice).
+    assert labels == [0, 0, 1, 3, 3]
+    # A held-out class that training does not have is an error naming the folder.
+    _save(f"{root}/held_out/zebra/0.png", smooth_image(rng, (8, 8)))
+    result = run_script(
+        "proc_folder.py",
+        f"--labeled_dir={root}/labeled",
+        f"--unlabeled_class_dir={root}/held_out",
+        f"--output_dir={root}/out2",
+        "--num_workers=1",
+    )
+    assert result.returncode == 1
+    assert f"--unlabeled_class_dir={root}/held_out: class folder(s) ['zebra']" in result.stderr
+    assert not os.path.exists(f"{root}/out2")

@@ -14,6 +14,10 @@
 #   UNLABELED_DIR    unlabeled images, searched recursively
 #   UNLABELED_GLOB   unlabeled images by glob (** recursive)
 #   UNLABELED_LIST   a file of unlabeled image paths, one a line
+#   UNLABELED_CLASS_DIR  unlabeled images whose classes you know, in the class
+#                    folders of LABELED_DIR: kept as true labels only, never
+#                    trained on; the loop's report then measures the pseudo
+#                    labels (accuracy per class, confusion matrix)
 #   TFDS_NAME        a TFDS dataset instead of folders, with
 #                    TFDS_LABELED_SPLIT [train], TFDS_TEST_SPLIT [test],
 #                    TFDS_UNLABELED_SPLIT []
@@ -36,6 +40,7 @@ python_command proc_folder.py --output_dir="${DATA_DIR}" --num_workers="${PREPRO
   ${TEST_DIR:+"--test_dir=${TEST_DIR}"} ${UNLABELED_DIR:+"--unlabeled_dir=${UNLABELED_DIR}"} \
   ${UNLABELED_GLOB:+"--unlabeled_glob=${UNLABELED_GLOB}"} \
   ${UNLABELED_LIST:+"--unlabeled_list=${UNLABELED_LIST}"} \
+  ${UNLABELED_CLASS_DIR:+"--unlabeled_class_dir=${UNLABELED_CLASS_DIR}"} \
   ${TFDS_NAME:+"--tfds_name=${TFDS_NAME}" "--tfds_labeled_split=${TFDS_LABELED_SPLIT}" \
     "--tfds_test_split=${TFDS_TEST_SPLIT}"} \
   ${TFDS_UNLABELED_SPLIT:+"--tfds_unlabeled_split=${TFDS_UNLABELED_SPLIT}"} \
