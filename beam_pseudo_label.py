@@ -211,6 +211,37 @@ class Decide(beam.DoFn):
         for record, copies in zip(out["records"].numpy(), out["copies"].numpy(), strict=True):
             for _ in range(int(copies)):
                 yield record
+        counts = filter_stats.ShardCounts(selection.num_label_classes)
+        counts.add({k: v.numpy() for k, v in out.items()})
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, counts)
+
+
+COUNTS_TAG = "counts"
+# The whole pipeline's pass-2 counts (the filter's before-balancing counts
+# and true-label counts), in the format of a pass-2 stats file.
+PIPELINE_COUNTS_FILE = "stats/pipeline_counts.json"
+
+
+def merge_counts(counts, num_classes):
+    """The sum of ShardCounts (a CombineGlobally function)."""
+    total = filter_stats.ShardCounts(num_classes)
+    for c in counts:
+        total.merge(c)
+    return total
+
+
+def write_pipeline_counts(counts, output_dir):
+    """Writes the merged ShardCounts to PIPELINE_COUNTS_FILE."""
+    utils.write_json(
+        os.path.join(output_dir, PIPELINE_COUNTS_FILE),
+        filter_stats.shard_stats_json(
+            counts,
+            num_input_images=int(counts.seen_bins.sum()),
+            output_file="",
+            num_records=int(counts.after.sum()),
+            num_bytes=0,
+        ),
+    )
 
 
 def settings_from_flags():
@@ -287,26 +318,49 @@ def build_pipeline(pipeline, shards, handler, config):
         )
     )
     selection = total | "Select" >> beam.Map(select, config["settings"], len(shards), output_dir)
-    kept = batches | "Decide" >> beam.ParDo(
+    decided = batches | "Decide" >> beam.ParDo(
         Decide(config["seed"]), beam.pvalue.AsSingleton(selection)
+    ).with_outputs(COUNTS_TAG, main="records")
+    (
+        decided[COUNTS_TAG]
+        | "Counts" >> beam.CombineGlobally(merge_counts, num_classes)
+        | "Write counts" >> beam.Map(write_pipeline_counts, output_dir)
     )
-    return _write(kept, output_dir, "data/train", config["num_output_shards"])
+    return _write(decided.records, output_dir, "data/train", config["num_output_shards"])
 
 
 def write_final_stats(output_dir, num_classes):
     """stats/final_stats.json of the written data files, as filter_stats.final_stats builds it.
 
-    Each data file's counts are the labels of its records (copies counted);
-    the pipeline's balancing happened before the split into files, so the
-    per-file stats have no before-balancing side.
+    Each data file's counts are the labels of its records (copies counted).
+    The pipeline balanced before the split into files, so its whole-pipeline
+    counts (PIPELINE_COUNTS_FILE: images above the thresholds, true-label
+    counts and confusion matrices, images read) go with the first file: the
+    final stats sum over the files, and get the script path's totals.
     """
+    pipeline_counts = None
+    counts_path = os.path.join(output_dir, PIPELINE_COUNTS_FILE)
+    if tf.io.gfile.exists(counts_path):
+        pipeline_counts = filter_stats.read_shard_stats(
+            utils.read_json(counts_path), num_classes, counts_path, 0
+        )
     shard_stats = []
     for i, path in enumerate(sorted(tf.io.gfile.glob(os.path.join(output_dir, "data", "train-*")))):
         counts = filter_stats.ShardCounts(num_classes)
         for record in tf.data.TFRecordDataset(path):
             label = tf.train.Example.FromString(record.numpy()).features.feature["label"]
             counts.after[label.int64_list.value[0]] += 1
-        counts.before[:] = counts.after
+        num_input_images = 0
+        if pipeline_counts is None:
+            counts.before[:] = counts.after
+        elif i == 0:
+            whole = pipeline_counts.counts
+            counts.before[:] = whole.before
+            counts.true_before, counts.true_after = whole.true_before, whole.true_after
+            counts.true_invalid = whole.true_invalid
+            counts.confusion_before = whole.confusion_before
+            counts.confusion_after = whole.confusion_after
+            num_input_images = pipeline_counts.num_input_images
         shard_stats.append(
             filter_stats.ShardStats(
                 path,
@@ -315,7 +369,7 @@ def write_final_stats(output_dir, num_classes):
                 os.path.basename(path),
                 tf.io.gfile.stat(path).length,
                 int(counts.after.sum()),
-                0,
+                num_input_images,
                 None,
             )
         )

@@ -504,6 +504,16 @@ class ShardCounts:
             add_sparse_counts(self.confusion_before, pairs, np.ones(len(pairs), np.int64))
             add_sparse_counts(self.confusion_after, pairs, batch["true_pair_copies"])
 
+    def merge(self, other):
+        """Adds the counts of another ShardCounts of the same classes; returns self."""
+        for key in self._KEYS:
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        for name in ("confusion_before", "confusion_after"):
+            table = getattr(self, name)
+            for key, count in getattr(other, name).items():
+                table[key] = table.get(key, 0) + count
+        return self
+
     def confusion_json(self):
         """{"before_filtering", "after_balancing"}: [[true class, pseudo label, count], ...]."""
         return {
@@ -728,10 +738,7 @@ def _summed_confusion(shard_stats):
     """The confusion_json of all shards' counts summed."""
     total = ShardCounts(shard_stats[0].counts.num_classes)
     for s in shard_stats:
-        for name in ("confusion_before", "confusion_after"):
-            table = getattr(total, name)
-            for key, count in getattr(s.counts, name).items():
-                table[key] = table.get(key, 0) + count
+        total.merge(s.counts)
     return total.confusion_json()
 
 

@@ -29,6 +29,40 @@ def unlabeled_dir(tiny_data):
     return tiny_data
 
 
+@pytest.fixture(scope="module")
+def teacher_dir(tiny_data, tmp_path_factory):
+    """A tiny teacher of its own, seeded and deterministic, trained long enough to tell
+    several classes apart (the session's 40-step teacher may predict one class for all)."""
+    model_dir = str(tmp_path_factory.mktemp("beam_teacher"))
+    flags = [
+        "--mode=train",
+        "--use_tpu=False",
+        "--use_bfloat16=False",
+        "--task_name=mnist",
+        "--width_coefficient=0.1",
+        "--depth_coefficient=0.1",
+        "--train_steps=150",
+        "--train_batch_size=16",
+        "--iterations_per_loop=50",
+        "--save_checkpoints_steps=150",
+        "--base_learning_rate=0.1",
+        "--seed=0",
+        "--deterministic=True",
+        f"--label_data_dir={tiny_data}",
+        f"--model_dir={model_dir}",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "main.py"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    check_ok(result)
+    return model_dir
+
+
 def run_beam(*args, timeout=600):
     command = [sys.executable, os.path.join(ROOT, "beam_pseudo_label.py"), *args]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -93,7 +127,7 @@ def balancing_target(counts):
 
 
 @pytest.fixture(scope="module")
-def script_result(teacher, tiny_data, unlabeled_dir, tmp_path_factory):
+def script_result(teacher_dir, tiny_data, unlabeled_dir, tmp_path_factory):
     """predict.sh + filter_unlabel.sh 1 + filter_unlabel.sh 0: (DATA_ROOT, NUM_IMAGE)."""
     root = tmp_path_factory.mktemp("script")
     env = dict(
@@ -102,7 +136,7 @@ def script_result(teacher, tiny_data, unlabeled_dir, tmp_path_factory):
         TASK_NAME="mnist",
         DATA_DIR=tiny_data,
         UNLABEL_DIR=unlabeled_dir,
-        TEACHER_CKPT=teacher[0].model_dir,
+        TEACHER_CKPT=teacher_dir,
         DATA_ROOT=str(root),
         NUM_SHARDS=str(NUM_SHARDS),
         NUM_WORKERS="2",
@@ -118,12 +152,16 @@ def script_result(teacher, tiny_data, unlabeled_dir, tmp_path_factory):
     return root, num_image
 
 
-def test_beam_equals_the_scripts(teacher, unlabeled_dir, script_result, tmp_path):
-    """Same multiset of records and same thresholds; with 1 and with 2 local workers."""
+def test_beam_equals_the_scripts(teacher_dir, unlabeled_dir, script_result, tmp_path):
+    """Same multiset of records, thresholds and final stats; with 1 and with 2 local workers."""
     root, num_image = script_result
     script_records = record_multiset(str(root / "filter_data" / "data" / "train-*"))
-    script_thresholds = utils.read_json(root / "filter_data" / "threshold.json")
     counts = predicted_class_counts(str(root / "prelim_stats"))
+    script_thresholds = utils.read_json(root / "filter_data" / "threshold.json")
+    script_final = utils.read_json(utils.final_stats_path(str(root / "filter_data")))
+    assert script_final["pseudo_label_accuracy"]["before_filtering"]["num_images"] == sum(
+        counts.values()
+    )
     written = collections.Counter()
     for record, copies in script_records.items():
         label = tf.train.Example.FromString(record).features.feature["label"]
@@ -137,7 +175,9 @@ def test_beam_equals_the_scripts(teacher, unlabeled_dir, script_result, tmp_path
         assert written[c] < counts[c], (counts, written)
     for workers in (1, 2):
         out = tmp_path / f"beam{workers}"
-        args = beam_flags(teacher[0].model_dir, unlabeled_dir, str(out), num_image=num_image)
+        args = beam_flags(teacher_dir, unlabeled_dir, str(out), num_image=num_image)
+        if workers == 2:
+            args.append("--write_predictions")
         check_ok(
             run_beam(
                 *args, f"--direct_num_workers={workers}", "--direct_running_mode=multi_threading"
@@ -146,6 +186,15 @@ def test_beam_equals_the_scripts(teacher, unlabeled_dir, script_result, tmp_path
         assert record_multiset(str(out / "data" / "train-*")) == script_records
         beam_thresholds = utils.read_json(out / "threshold.json")
         assert without_provenance(beam_thresholds) == without_provenance(script_thresholds)
+        # The final stats' totals, and the pseudo labels' accuracy against the
+        # records' true labels (the teacher's own training images carry them).
+        beam_final = utils.read_json(utils.final_stats_path(str(out)))
+        for key in ("cat_count", "total_cnt", "pseudo_label_accuracy"):
+            assert beam_final[key] == script_final[key], key
+    # --write_predictions: predict.sh's prediction records, the same multiset.
+    assert record_multiset(str(out / "predict_label" / "train-info-*")) == record_multiset(
+        str(root / "predict_label" / "*")
+    )
     print(  # shown with pytest -s
         f"predicted per class {dict(sorted(counts.items()))}, NUM_IMAGE {num_image}; "
         f"written per class {dict(sorted(written.items()))}: {sum(script_records.values())} "
@@ -174,9 +223,11 @@ def test_missing_checkpoint_and_empty_glob_are_named(tmp_path):
     assert not out.exists()
 
 
-def test_wrong_class_count_is_named_before_anything_is_written(teacher, unlabeled_dir, tmp_path):
+def test_wrong_class_count_is_named_before_anything_is_written(
+    teacher_dir, unlabeled_dir, tmp_path
+):
     out = tmp_path / "out"
-    args = beam_flags(teacher[0].model_dir, unlabeled_dir, str(out))
+    args = beam_flags(teacher_dir, unlabeled_dir, str(out))
     args = [a for a in args if not a.startswith("--num_label_classes=")]
     result = run_beam(*args, f"--num_label_classes={NUM_CLASSES + 3}")
     assert result.returncode != 0
@@ -188,7 +239,7 @@ def test_wrong_class_count_is_named_before_anything_is_written(teacher, unlabele
     assert not out.exists()
 
 
-def test_corrupt_record_is_named(teacher, unlabeled_dir, tmp_path):
+def test_corrupt_record_is_named(teacher_dir, unlabeled_dir, tmp_path):
     """A truncated input file: the error names the file and the record it could not read."""
     folder = tmp_path / "in"
     folder.mkdir()
@@ -197,7 +248,7 @@ def test_corrupt_record_is_named(teacher, unlabeled_dir, tmp_path):
     bad = folder / f"{PREFIX}-00000-of-00001"
     bad.write_bytes(data[: len(data) // 2])
     num_whole = sum(1 for _ in tf.data.TFRecordDataset(str(bad)).ignore_errors())
-    result = run_beam(*beam_flags(teacher[0].model_dir, str(folder), str(tmp_path / "out")))
+    result = run_beam(*beam_flags(teacher_dir, str(folder), str(tmp_path / "out")))
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert f"{bad}: corrupt record {num_whole}:" in last, result.stderr[-3000:]
