@@ -21,6 +21,15 @@ IMAGE_SIZE = 32
 
 # A tiny EfficientNet for tests: a few thousand parameters, 32x32 inputs.
 TINY_OVERRIDES = {"width_coefficient": 0.1, "depth_coefficient": 0.1}
+# main.py --mode=train of the tiny network on CPU, for tests that run the entry point.
+TINY_TRAIN_FLAGS = [
+    "--mode=train",
+    "--use_tpu=False",
+    "--use_bfloat16=False",
+    "--task_name=mnist",
+    *(f"--{key}={value}" for key, value in TINY_OVERRIDES.items()),
+    "--seed=0",
+]
 
 
 def class_image(label, rng, size=IMAGE_SIZE):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import tensorflow as tf
-from conftest import NUM_CLASSES, ROOT
+from conftest import NUM_CLASSES, ROOT, TINY_TRAIN_FLAGS
 from test_scripts import run_bash
 
 import filter_stats
@@ -35,18 +35,12 @@ def teacher_dir(tiny_data, tmp_path_factory):
     several classes apart (the session's 40-step teacher may predict one class for all)."""
     model_dir = str(tmp_path_factory.mktemp("beam_teacher"))
     flags = [
-        "--mode=train",
-        "--use_tpu=False",
-        "--use_bfloat16=False",
-        "--task_name=mnist",
-        "--width_coefficient=0.1",
-        "--depth_coefficient=0.1",
+        *TINY_TRAIN_FLAGS,
         "--train_steps=150",
         "--train_batch_size=16",
         "--iterations_per_loop=50",
         "--save_checkpoints_steps=150",
         "--base_learning_rate=0.1",
-        "--seed=0",
         "--deterministic=True",
         f"--label_data_dir={tiny_data}",
         f"--model_dir={model_dir}",

@@ -8,20 +8,14 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAIN_FLAGS
 
 FLAGS = [
-    "--mode=train",
-    "--use_tpu=False",
-    "--use_bfloat16=False",
-    "--task_name=mnist",
-    "--width_coefficient=0.1",
-    "--depth_coefficient=0.1",
+    *TINY_TRAIN_FLAGS,
     "--train_steps=4",
     "--train_batch_size=8",
     "--iterations_per_loop=2",
     "--save_checkpoints_steps=4",
-    "--seed=0",
 ]
 
 
