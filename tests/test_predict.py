@@ -170,3 +170,19 @@ def test_bad_shard_ids_and_missing_checkpoint(teacher, unlabeled_shards, tmp_pat
         predict(teacher, unlabeled_shards, tmp_path, shard_id="2")
     with pytest.raises(FileNotFoundError, match="--predict_ckpt_path"):
         predict(teacher, unlabeled_shards, tmp_path, predict_ckpt_path=str(tmp_path))
+
+
+def test_prediction_traces_once_across_shards(teacher, unlabeled_shards, tmp_path, monkeypatch):
+    """One predict function for all shards of a run, traced once: the batches have one
+    shape (13 and 7 images in batches of 4: both shards end with a padded batch)."""
+    made = []
+    original = predict_label.make_loaded_predict_fn
+
+    def recording(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(predict_label, "make_loaded_predict_fn", recording)
+    assert predict(teacher, unlabeled_shards, tmp_path) == {0: 13, 1: 7}
+    assert len(made) == 1
+    assert made[0].experimental_get_tracing_count() == 1
