@@ -206,13 +206,14 @@ class Decide(beam.DoFn):
             tf.constant([p for _, (_, p) in batch]),
             tf.constant(uniforms, tf.float64),
         )
+        out = {k: v.numpy() for k, v in out.items()}
         if not out["valid"]:
             raise PipelineError("negative or non-finite probabilities in a prediction batch")
-        for record, copies in zip(out["records"].numpy(), out["copies"].numpy(), strict=True):
+        for record, copies in zip(out["records"], out["copies"], strict=True):
             for _ in range(int(copies)):
                 yield record
         counts = filter_stats.ShardCounts(selection.num_label_classes)
-        counts.add({k: v.numpy() for k, v in out.items()})
+        counts.add(out)
         yield beam.pvalue.TaggedOutput(COUNTS_TAG, counts)
 
 
@@ -220,14 +221,6 @@ COUNTS_TAG = "counts"
 # The whole pipeline's pass-2 counts (the filter's before-balancing counts
 # and true-label counts), in the format of a pass-2 stats file.
 PIPELINE_COUNTS_FILE = "stats/pipeline_counts.json"
-
-
-def merge_counts(counts, num_classes):
-    """The sum of ShardCounts (a CombineGlobally function)."""
-    total = filter_stats.ShardCounts(num_classes)
-    for c in counts:
-        total.merge(c)
-    return total
 
 
 def write_pipeline_counts(counts, output_dir):
@@ -323,7 +316,7 @@ def build_pipeline(pipeline, shards, handler, config):
     ).with_outputs(COUNTS_TAG, main="records")
     (
         decided[COUNTS_TAG]
-        | "Counts" >> beam.CombineGlobally(merge_counts, num_classes)
+        | "Counts" >> beam.CombineGlobally(filter_stats.sum_counts, num_classes)
         | "Write counts" >> beam.Map(write_pipeline_counts, output_dir)
     )
     return _write(decided.records, output_dir, "data/train", config["num_output_shards"])
@@ -354,12 +347,8 @@ def write_final_stats(output_dir, num_classes):
         if pipeline_counts is None:
             counts.before[:] = counts.after
         elif i == 0:
-            whole = pipeline_counts.counts
-            counts.before[:] = whole.before
-            counts.true_before, counts.true_after = whole.true_before, whole.true_after
-            counts.true_invalid = whole.true_invalid
-            counts.confusion_before = whole.confusion_before
-            counts.confusion_after = whole.confusion_after
+            file_after, counts = counts.after, pipeline_counts.counts
+            counts.after = file_after
             num_input_images = pipeline_counts.num_input_images
         shard_stats.append(
             filter_stats.ShardStats(

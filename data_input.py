@@ -272,11 +272,18 @@ def augment_name_or_none(name, flag="--augment_name"):
     return name
 
 
-def augment_name_for_unlabeled(augment_name, unl_aug):
-    """`--unl_aug=default` uses `--augment_name`; 'none' means no RandAugment."""
+def augment_names(augment_name, unl_aug):
+    """(labeled, unlabeled) RandAugment names, each None or a known name.
+
+    `--unl_aug=default` uses `--augment_name`; 'none' means no RandAugment.
+
+    Raises:
+      ValueError: an unknown name, naming its flag.
+    """
+    labeled = augment_name_or_none(augment_name)
     if unl_aug == "default":
-        return augment_name_or_none(augment_name)
-    return augment_name_or_none(unl_aug, "--unl_aug")
+        return labeled, labeled
+    return labeled, augment_name_or_none(unl_aug, "--unl_aug")
 
 
 def _seeded_records(files, input_context, cache, shuffle_buffer, seed, stream):
@@ -380,8 +387,7 @@ def make_train_dataset(
       A `tf.data.Dataset` of per-replica batch dicts (see module docstring).
     """
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    unlabeled_augment_name = augment_name_for_unlabeled(augment_name, unl_aug)
-    augment_name = augment_name_or_none(augment_name)
+    augment_name, unlabeled_augment_name = augment_names(augment_name, unl_aug)
     preprocess = functools.partial(
         preprocessing.preprocess_image,
         is_training=not remove_aug,

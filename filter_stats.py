@@ -734,12 +734,12 @@ def _warn_lost_classes(after, before):
         )
 
 
-def _summed_confusion(shard_stats):
-    """The confusion_json of all shards' counts summed."""
-    total = ShardCounts(shard_stats[0].counts.num_classes)
-    for s in shard_stats:
-        total.merge(s.counts)
-    return total.confusion_json()
+def sum_counts(counts, num_classes):
+    """The sum of an iterable of ShardCounts, as a new ShardCounts."""
+    total = ShardCounts(num_classes)
+    for c in counts:
+        total.merge(c)
+    return total
 
 
 def final_stats(shard_stats, *, num_shards, num_filter_tasks, output_dir):
@@ -792,7 +792,9 @@ def final_stats(shard_stats, *, num_shards, num_filter_tasks, output_dir):
         sum(s.counts.true_after for s in shard_stats),
         num_without,
         num_invalid,
-        _summed_confusion(shard_stats),
+        sum_counts(
+            (s.counts for s in shard_stats), shard_stats[0].counts.num_classes
+        ).confusion_json(),
     )
     if accuracy is not None:
         final["pseudo_label_accuracy"] = accuracy

@@ -240,7 +240,7 @@ def _accuracy_pair(entry):
     after = entry.get("pseudo_label_accuracy_after")
     if before is None and after is None:
         return "" if entry["role"] == "teacher" else "-"
-    return " / ".join("-" if v is None else f"{100 * v:.2f}" for v in (before, after))
+    return " / ".join(_pct(v) for v in (before, after))
 
 
 def _pct(value):
@@ -263,7 +263,6 @@ def _aligned(rows, text_column):
 
 def format_table(results):
     """A plain-text table of accuracy per round."""
-    pct = _pct
 
     rows = [
         (
@@ -284,9 +283,9 @@ def format_table(results):
             (
                 str(e["round"]),
                 "teacher" if e["role"] == "teacher" else f"student {e['round']}",
-                pct(e["train_top_1"]),
-                pct(e["dev_top_1"]),
-                pct(e["test_top_1"]),
+                _pct(e["train_top_1"]),
+                _pct(e["dev_top_1"]),
+                _pct(e["test_top_1"]),
                 change,
                 str(e["num_pseudo_labeled"]),
                 _accuracy_pair(e),
@@ -579,8 +578,6 @@ def write_pseudo_label_pictures(output_dir, results):
 
 def format_per_class_table(entry, class_names):
     """Per pseudo label of a student round: images before/after, accuracy before/after."""
-    pct = _pct
-
     before = entry.get("pseudo_label_accuracy_per_class_before") or []
     after = entry.get("pseudo_label_accuracy_per_class_after") or []
     rows = [("class", "predicted", "kept", "accuracy % (all)", "accuracy % (kept)")]
@@ -590,8 +587,8 @@ def format_per_class_table(entry, class_names):
                 name,
                 str(entry["pseudo_label_counts_before"][c]),
                 str(entry["pseudo_label_counts_after"][c]),
-                pct(before[c] if c < len(before) else None),
-                pct(after[c] if c < len(after) else None),
+                _pct(before[c] if c < len(before) else None),
+                _pct(after[c] if c < len(after) else None),
             )
         )
     return f"round {entry['round']} pseudo labels per class:\n" + "\n".join(_aligned(rows, 0))

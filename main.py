@@ -240,8 +240,7 @@ def resolve_config():
     if FLAGS.data_type != "tfrecord":
         raise app.UsageError("--data_type: only tfrecord is supported.")
     try:
-        data_input.augment_name_for_unlabeled(FLAGS.augment_name, FLAGS.unl_aug)
-        data_input.augment_name_or_none(FLAGS.augment_name)
+        data_input.augment_names(FLAGS.augment_name, FLAGS.unl_aug)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     for name, default in _IGNORED_FLAGS.items():
