@@ -28,8 +28,9 @@ from filter_stats import NUM_BINS, FilterError
 
 PREDICTION_BATCH = 4096
 # Pass 2 reads images in batches of about BATCH_BYTES, at most IMAGE_BATCH
-# images: large enough that the per-batch Python work is negligible.
-IMAGE_BATCH = 1024
+# images: large enough that the per-batch work outside the graph (about a
+# millisecond a call) is negligible.
+IMAGE_BATCH = 4096
 BATCH_BYTES = 16 * 1024 * 1024
 READ_BUFFER = 8 * 1024 * 1024
 # Kept images are shuffled in chunks of about this many encoded bytes: a shard
@@ -241,6 +242,25 @@ def diagnose(part, num_classes, error):
 # Pass 1.
 
 
+def _count_batch(num_classes, records):
+    pseudo = label_and_bin(parse_predictions(records, num_classes))
+    return {
+        "counts": bin_counts(pseudo["labels"], pseudo["bins"], num_classes),
+        "valid": pseudo["valid"],
+        "size": tf.shape(records)[0],
+    }
+
+
+@functools.cache
+def _count_function(num_classes):
+    # Traced once per process and called per batch, outside tf.data (see decided_batches).
+    return tf.function(
+        functools.partial(_count_batch, num_classes),
+        autograph=False,
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+
+
 def count_prediction_bins(path, num_classes, batch_size=PREDICTION_BATCH):
     """Pass 1 of one prediction file: its images per (pseudo label, bin).
 
@@ -253,25 +273,13 @@ def count_prediction_bins(path, num_classes, batch_size=PREDICTION_BATCH):
         is negative or not finite, or the file cannot be parsed (truncated,
         corrupt, a record without `probabilities`); the message names the file.
     """
-
-    def count(records):
-        pseudo = label_and_bin(parse_predictions(records, num_classes))
-        return {
-            "counts": bin_counts(pseudo["labels"], pseudo["bins"], num_classes),
-            "valid": pseudo["valid"],
-            "size": tf.shape(records)[0],
-        }
-
-    dataset = (
-        tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER)
-        .batch(batch_size)
-        .map(count)
-        .prefetch(2)
-    )
+    count = _count_function(num_classes)
+    dataset = tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER).batch(batch_size).prefetch(2)
     counts = np.zeros([num_classes, NUM_BINS], np.int64)
     start = 0
     try:
-        for batch in dataset:
+        for records in dataset:
+            batch = count(records)
             if not batch["valid"]:
                 raise FilterError(
                     f"{path}: negative or non-finite probabilities near record {start}"
@@ -327,6 +335,67 @@ def _true_label_counts(true_label, labels, copies, num_classes):
     }
 
 
+def _decide_batch(encoder, with_images, inputs, threshold_idx, rates, max_prob):
+    """BatchDecisions' work, as plain TensorFlow ops (see BatchDecisions.__call__)."""
+    input_records, prediction_records, uniforms = inputs
+    num_classes = encoder.num_classes
+    size = tf.shape(input_records)[0]
+    for other in (prediction_records, uniforms):
+        tf.debugging.assert_equal(size, tf.shape(other)[0], message=_COUNT_MISMATCH)
+    parsed = tf.io.parse_example(input_records, _INPUT_SPEC)
+    probs = parse_predictions(prediction_records, num_classes)
+    pseudo = label_and_bin(probs)
+    labels = pseudo["labels"]
+    passed = (pseudo["bins"] >= tf.gather(threshold_idx, labels)) & (pseudo["top_prob"] <= max_prob)
+    rate = tf.gather(rates, labels)
+    whole = tf.floor(rate)
+    copies = tf.cast(whole, tf.int64) + tf.cast(uniforms < rate - whole, tf.int64)
+    copies = tf.where(passed, copies, 0)
+    kept = tf.where(copies > 0)[:, 0]
+    kept_images = tf.gather(parsed["image/encoded"], kept)
+    kept_labels = tf.gather(labels, kept)
+    out = {
+        "records": encoder.encode_batch(kept_images, tf.gather(probs, kept), kept_labels),
+        "copies": tf.gather(copies, kept),
+        "labels": kept_labels,
+        "top_prob": tf.gather(pseudo["top_prob"], kept),
+        "kept": kept,
+        "image_bytes": tf.reduce_sum(tf.cast(tf.strings.length(kept_images), tf.int64)),
+        "seen_bins": bin_counts(labels, pseudo["bins"], num_classes),
+        "before": per_class_sum(tf.cast(passed, tf.int64), labels, num_classes),
+        "after": per_class_sum(copies, labels, num_classes),
+        **_true_label_counts(parsed["image/class/label"], labels, copies, num_classes),
+        "valid": pseudo["valid"],
+        "size": size,
+    }
+    if with_images:
+        out["images"] = kept_images
+    return out
+
+
+@functools.cache
+def _decide_function(num_classes, with_images):
+    # One trace per process and kind: the thresholds and rates are arguments,
+    # not constants, so every shard and selection reuses it. Tracing it took
+    # about as long as deciding 25,000 small images; autograph is off, as
+    # nothing in it is Python control flow on tensors.
+    encoder = _encoder(num_classes)
+    return tf.function(
+        functools.partial(_decide_batch, encoder, with_images),
+        autograph=False,
+        input_signature=[
+            (
+                tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([None], tf.float64),
+            ),
+            tf.TensorSpec([num_classes], tf.int64),
+            tf.TensorSpec([num_classes], tf.float64),
+            tf.TensorSpec([], tf.float32),
+        ],
+    )
+
+
 class BatchDecisions:
     """The pass-2 work of one batch, in-graph: labels, bins, copies, encoded records, counts.
 
@@ -341,12 +410,12 @@ class BatchDecisions:
 
     def __init__(self, selection, with_images):
         self.num_classes = selection.num_label_classes
-        self._with_images = with_images
-        self._encoder = _encoder(self.num_classes)
+        self._function = _decide_function(self.num_classes, bool(with_images))
         self._threshold_idx = tf.constant(selection.threshold_idx, tf.int64)
         self._rates = tf.constant(selection.rates, tf.float64)
         self._max_prob = tf.constant(selection.max_prob, tf.float32)
 
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, input_records, prediction_records, uniforms):
         """Decides a batch of n images.
 
@@ -361,40 +430,12 @@ class BatchDecisions:
           size; the counts of filter_stats.ShardCounts; `valid` (see
           label_and_bin); `size`, n; with_images: `images`, the kept images.
         """
-        size = tf.shape(input_records)[0]
-        for other in (prediction_records, uniforms):
-            tf.debugging.assert_equal(size, tf.shape(other)[0], message=_COUNT_MISMATCH)
-        parsed = tf.io.parse_example(input_records, _INPUT_SPEC)
-        probs = parse_predictions(prediction_records, self.num_classes)
-        pseudo = label_and_bin(probs)
-        labels = pseudo["labels"]
-        passed = (pseudo["bins"] >= tf.gather(self._threshold_idx, labels)) & (
-            pseudo["top_prob"] <= self._max_prob
+        return self._function(
+            (input_records, prediction_records, uniforms),
+            self._threshold_idx,
+            self._rates,
+            self._max_prob,
         )
-        rate = tf.gather(self._rates, labels)
-        whole = tf.floor(rate)
-        copies = tf.cast(whole, tf.int64) + tf.cast(uniforms < rate - whole, tf.int64)
-        copies = tf.where(passed, copies, 0)
-        kept = tf.where(copies > 0)[:, 0]
-        kept_images = tf.gather(parsed["image/encoded"], kept)
-        kept_labels = tf.gather(labels, kept)
-        out = {
-            "records": self._encoder.encode_batch(kept_images, tf.gather(probs, kept), kept_labels),
-            "copies": tf.gather(copies, kept),
-            "labels": kept_labels,
-            "top_prob": tf.gather(pseudo["top_prob"], kept),
-            "kept": kept,
-            "image_bytes": tf.reduce_sum(tf.cast(tf.strings.length(kept_images), tf.int64)),
-            "seen_bins": bin_counts(labels, pseudo["bins"], self.num_classes),
-            "before": per_class_sum(tf.cast(passed, tf.int64), labels, self.num_classes),
-            "after": per_class_sum(copies, labels, self.num_classes),
-            **_true_label_counts(parsed["image/class/label"], labels, copies, self.num_classes),
-            "valid": pseudo["valid"],
-            "size": size,
-        }
-        if self._with_images:
-            out["images"] = kept_images
-        return out
 
 
 def batch_size_for(input_file, num_records):
@@ -407,23 +448,12 @@ def _empty_batch(dtype):
     return tf.data.Dataset.from_tensors(tf.constant([], dtype))
 
 
-def _draw_batches(uniforms, batch_size):
-    """The draws as whole batches: slicing them per image would cost more than the rest."""
-    num_batches = -(-len(uniforms) // batch_size)
-    padded = np.zeros([num_batches * batch_size], np.float64)
-    padded[: len(uniforms)] = uniforms
-    sizes = np.minimum(batch_size, len(uniforms) - np.arange(num_batches) * batch_size)
-    return tf.data.Dataset.from_tensor_slices((padded.reshape(num_batches, batch_size), sizes)).map(
-        lambda u, n: u[:n]
-    )
-
-
 def decided_batches(part, decide, uniforms, batch_size):
     """Yields the pass-2 decisions of one prediction worker's images, batch by batch.
 
     One tf.data pipeline reads the input records worker, worker + W, ... and
-    the worker's predictions, and runs `decide` on each batch, so everything
-    but the final writes runs in TensorFlow's threads.
+    the worker's predictions in TensorFlow's threads; `decide` runs on each
+    batch as it arrives.
 
     Args:
       part: the WorkerPart.
@@ -450,17 +480,21 @@ def decided_batches(part, decide, uniforms, batch_size):
         predictions = tf.data.TFRecordDataset(part.prediction_file, buffer_size=READ_BUFFER)
     else:
         predictions = tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
-    # A final empty batch on every side: zip stops at the shortest, so
-    # without it the extra records of a longer one would go unnoticed.
+    # A final empty batch on both sides: zip stops at the shortest, so without
+    # it the extra records of the longer one would go unnoticed. `decide` runs
+    # outside tf.data, as a function traced once per process: a map would
+    # instantiate and optimize its graph again for every worker's pipeline,
+    # which cost as much as deciding 10,000 small images.
     dataset = tf.data.Dataset.zip(
-        inputs.batch(batch_size).concatenate(_empty_batch(tf.string)),
-        predictions.batch(batch_size).concatenate(_empty_batch(tf.string)),
-        _draw_batches(uniforms, batch_size).concatenate(_empty_batch(tf.float64)),
-    )
-    dataset = dataset.map(decide, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        inputs.batch(batch_size).concatenate(_empty_batch(tf.string)).prefetch(1),
+        predictions.batch(batch_size).concatenate(_empty_batch(tf.string)).prefetch(1),
+    ).prefetch(2)
     seen = 0
     try:
-        for batch in dataset:
+        for input_records, prediction_records in dataset:
+            # Fewer draws than records (image_num too small) fails decide's count check.
+            draws = uniforms[seen : seen + int(input_records.shape[0])]
+            batch = decide(input_records, prediction_records, draws)
             batch = {key: value.numpy() for key, value in batch.items()}
             if not batch["valid"]:
                 raise FilterError(
@@ -472,6 +506,8 @@ def decided_batches(part, decide, uniforms, batch_size):
                 yield batch
     except tf.errors.OpError as e:
         raise diagnose(part, decide.num_classes, e) from e
+    if seen != len(uniforms):
+        raise diagnose(part, decide.num_classes, FilterError(_COUNT_MISMATCH))
 
 
 # ---------------------------------------------------------------------------

@@ -531,3 +531,44 @@ def test_pass_two_count_mismatches_name_the_file(tmp_path):
         fud.filter_shard(fh.files_of(dirs, 1), 0, fh.select(dirs, 1, 3))
     with pytest.raises(fud.FilterError, match="only 'tfrecord'"):
         fud.check_data_type("sstable")
+
+
+@pytest.mark.parametrize("image_num", [2, 4])
+def test_pass_two_names_an_info_file_whose_image_num_is_wrong(tmp_path, image_num):
+    # 3 inputs and predictions per worker; the info file of worker 1 says otherwise.
+    dirs, _ = fh.make_dataset(tmp_path, 1, 6, num_workers=2, provenance=None)
+    fh.run_pass1(dirs, 1)
+    selection = fh.select(dirs, 1, 3)
+    fh.write_info(dirs, 0, 1, 1, image_num, provenance=None)
+    with pytest.raises(fud.FilterError, match=f"info file says image_num={image_num}"):
+        fud.filter_shard(fh.files_of(dirs, 1), 0, selection)
+    assert not os.path.exists(utils.filtered_path(dirs["out"], 0, 0, 1))
+
+
+def test_both_passes_trace_once_across_shards_and_workers(tmp_path, monkeypatch):
+    # Tracing (and a tf.data map's per-pipeline instantiation) once cost as much
+    # as filtering 10,000 small images, for every shard and worker.
+    traced = []
+    real_decide, real_count = filter_pipeline._decide_batch, filter_pipeline._count_batch
+
+    def decide(encoder, with_images, *args):
+        traced.append(("decide", with_images))
+        return real_decide(encoder, with_images, *args)
+
+    def count(num_classes, records):
+        traced.append(("count", num_classes))
+        return real_count(num_classes, records)
+
+    monkeypatch.setattr(filter_pipeline, "_decide_batch", decide)
+    monkeypatch.setattr(filter_pipeline, "_count_batch", count)
+    filter_pipeline._decide_function.cache_clear()
+    filter_pipeline._count_function.cache_clear()
+    try:
+        dirs, _ = fh.make_dataset(tmp_path, 3, 24, num_workers=2)
+        fh.run_both_passes(dirs, 3, 4)
+        fh.run_both_passes(dirs, 3, 5, seed=1)
+    finally:
+        filter_pipeline._decide_function.cache_clear()
+        filter_pipeline._count_function.cache_clear()
+    # One trace per kind: pass 1's counts; pass 2 with samples (shard 0) and without.
+    assert sorted(traced) == [("count", fh.NUM_CLASSES), ("decide", False), ("decide", True)]
