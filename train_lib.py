@@ -961,6 +961,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
     start_step = state.step
     progress = utils.Progress(until_step, "steps", start=start_step, interval=0)
     last_log_step = start_step
+    first_call = None  # (step, rate, ETA) after the loop's first call
     logging.info(
         "Training %s from step %d to %d (%.2f epochs of %d labeled images in all).",
         config.model_name,
@@ -983,6 +984,11 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         step = state.step
         state.history.append((step, metrics))
         progress.done = step
+        if first_call is None:
+            # The first call traced (and with XLA compiled) the loop: the
+            # rates logged after it measure the training alone.
+            first_call = (step, progress.rate(), progress.eta_seconds())
+            progress.restart_clock()
         with summary_writer.as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(name, value)
@@ -990,7 +996,9 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
             raise FloatingPointError(f"Training loss is {metrics['train/loss']} at step {step}.")
         if step - last_log_step >= config.log_step_count_steps or step >= until_step:
             last_log_step = step
-            rate = progress.rate()
+            rate, eta = progress.rate(), progress.eta_seconds()
+            if step == first_call[0]:
+                _, rate, eta = first_call
             logging.info(
                 "step %d/%d: loss %.4f, lab/acc %.3f, lr %.3g, %.1f images/s, ETA %s",
                 step,
@@ -999,7 +1007,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
                 metrics["lab/acc"],
                 metrics["train/lr"],
                 rate * images_per_step,
-                utils.format_seconds(progress.eta_seconds() or 0),
+                utils.format_seconds(eta or 0),
             )
         if step % config.save_checkpoints_steps == 0 or step >= until_step:
             state.save()

@@ -658,8 +658,18 @@ class Progress:
         self._prefix = prefix
 
     def rate(self):
+        """Units per second since the start (or the last restart_clock); 0 before any."""
         elapsed = time.time() - self._t0
         return (self.done - self._start_count) / elapsed if elapsed > 0 else 0.0
+
+    def restart_clock(self):
+        """Measures the rate from now on, without the units done so far.
+
+        For work whose first unit carries a one-off cost, such as a training
+        loop's first call, which traces and compiles it.
+        """
+        self._start_count = self.done
+        self._t0 = time.time()
 
     def eta_seconds(self):
         rate = self.rate()

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import NUM_CLASSES, ROOT, TINY_OVERRIDES, tiny_config
+from test_utils import FakeClock
 
 import train_lib
+import utils
 
 STRATEGY = tf.distribute.get_strategy()
 
@@ -223,6 +225,37 @@ def test_resume_continues_from_last_step(tiny_data, tmp_path, caplog):
     assert state2.step == 9
     names = sorted(os.listdir(tmp_path))
     assert "ckpt-9.index" in names and "ckpt-6.index" in names and "ckpt-3.index" in names
+
+
+def test_logged_rate_leaves_out_the_first_call_that_traces(
+    tiny_data, tmp_path, monkeypatch, caplog
+):
+    """The images/s and ETA of training exclude the loop's first call (tracing, compiling)."""
+    clock = FakeClock()
+    monkeypatch.setattr(utils, "time", clock)
+    real_make_train_loop = train_lib.make_train_loop
+
+    def make_timed_loop(config, state):
+        loop = real_make_train_loop(config, state)
+        calls = []
+
+        def timed(iterator, num_steps):
+            calls.append(num_steps)
+            clock.now += 100.0 if len(calls) == 1 else 1.0  # the first call "traces"
+            return loop(iterator, num_steps)
+
+        return timed
+
+    monkeypatch.setattr(train_lib, "make_train_loop", make_timed_loop)
+    config = tiny_config(tmp_path, tiny_data, train_steps=30, train_batch_size=16)
+    with caplog.at_level("INFO"):
+        train_lib.train(config, STRATEGY)
+    lines = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    # 10 steps per call of 16 images: 1.6 images/s with the 100 s call, then 160.
+    assert [line.split(": ", 1)[0] for line in lines] == ["step 10/30", "step 20/30", "step 30/30"]
+    assert lines[0].endswith("1.6 images/s, ETA 0:03:20")
+    assert lines[1].endswith("160.0 images/s, ETA 0:00:01")
+    assert lines[2].endswith("160.0 images/s, ETA 0:00:00")
 
 
 def test_student_with_on_the_fly_teacher(teacher, tiny_data, tmp_path):
