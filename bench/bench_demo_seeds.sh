@@ -37,9 +37,10 @@
 #   DATA_DIR       prepared data [defaults.sh: data/mnist/proc]
 #   DETERMINISTIC  passed to loop.sh [1]
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
-# Settings of the models and steps (MODEL_FLAGS, TEACHER_FLAGS,
-# STUDENT_FLAGS, INIT_STUDENT, NUM_IMAGE, LABELED_PER_CLASS, ...) pass
-# through to prepro.sh and loop.sh, see local_scripts/mnist/defaults.sh.
+# Settings of the models and steps (MODEL_FLAGS, TEACHER_STEPS,
+# STUDENT_STEPS, TEACHER_FLAGS, STUDENT_FLAGS, INIT_STUDENT, NUM_IMAGE,
+# LABELED_PER_CLASS, ...) pass through to prepro.sh and loop.sh, see
+# local_scripts/mnist/defaults.sh and local_scripts/steps/cpu_recipe.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source local_scripts/mnist/defaults.sh

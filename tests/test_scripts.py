@@ -23,7 +23,8 @@ SCRIPTS = os.path.join(ROOT, "local_scripts")
 # Variables of the scripts that a developer's shell may have set.
 USER_VARIABLES = (
     "GPUS NUM_WORKERS DRY_RUN EXTRA_FLAGS TRAIN_FLAGS PREDICT_FLAGS FILTER_FLAGS MODEL_FLAGS "
-    "RUN_FLAGS TEACHER_FLAGS STUDENT_FLAGS MODEL DATA_DIR DATA_ROOT UNLABEL_DIR MODEL_DIR PYTHON"
+    "RUN_FLAGS TEACHER_FLAGS STUDENT_FLAGS TEACHER_STEPS STUDENT_STEPS MODEL DATA_DIR DATA_ROOT "
+    "UNLABEL_DIR MODEL_DIR PYTHON"
 ).split()
 ENTRY_SCRIPTS = sorted(
     os.path.join(task, name)
@@ -276,14 +277,22 @@ def test_imagenet_unknown_model_lists_the_published_ones():
 # MNIST: the values of its defaults.sh, each flag once (no SVHN value under them).
 
 
-def mnist_settings():
-    """The flag settings of local_scripts/mnist/defaults.sh, as {name: {flag: value}}."""
+def task_settings(task, **env):
+    """The flag settings of local_scripts/<task>/defaults.sh, as {name: {flag: value}}.
+
+    Args:
+      task: the folder of local_scripts.
+      **env: variables set before the defaults.sh is sourced.
+    """
     names = ("MODEL_FLAGS", "RUN_FLAGS", "TEACHER_FLAGS", "STUDENT_FLAGS")
-    script = "source local_scripts/mnist/defaults.sh; printf '%s\\n' " + " ".join(
+    script = f"source local_scripts/{task}/defaults.sh; printf '%s\\n' " + " ".join(
         f'"${name}"' for name in names
     )
-    env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
-    out = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    full_env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
+    full_env.update(env)
+    out = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, env=full_env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     return {
@@ -292,8 +301,21 @@ def mnist_settings():
     }
 
 
+def test_one_cpu_recipe_for_mnist_and_own_small_images(tmp_path):
+    # Own small images train with the demo's network and recipe (one copy:
+    # local_scripts/steps/cpu_recipe.sh), and the step counts reach both.
+    mnist = task_settings("mnist")
+    custom = task_settings("custom", DATA_DIR=str(tmp_path / "no_data_yet"))
+    for name in ("MODEL_FLAGS", "TEACHER_FLAGS", "STUDENT_FLAGS"):
+        assert custom[name] == mnist[name], name
+    for task in ("mnist", "custom"):
+        steps = task_settings(task, TEACHER_STEPS="7", STUDENT_STEPS="9")
+        assert steps["TEACHER_FLAGS"]["train_steps"] == "7"
+        assert steps["STUDENT_FLAGS"]["train_steps"] == "9"
+
+
 def test_mnist_training_scripts_take_their_flags_from_defaults_once():
-    settings = mnist_settings()
+    settings = task_settings("mnist")
     base = {"use_tpu": "False", "use_bfloat16": "False", "task_name": "mnist"}
     shared = dict(base, **settings["MODEL_FLAGS"], **settings["RUN_FLAGS"])
     # EVAL_AFTER_TRAINING=in_process: one main.py call trains and evaluates.

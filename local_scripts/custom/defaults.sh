@@ -44,20 +44,18 @@ if [[ -f "${DATA_DIR}/dataset_info.json" ]]; then
 fi
 NUM_CLASSES="${NUM_CLASSES:-${DATA_NUM_CLASSES}}"
 
-# The network. Small images (median side <= 64 px): the 32x32 small-image
-# EfficientNet-B0 scaled by 0.25 in width and depth (as for MNIST: CPU-sized).
-# Larger ones: EfficientNet-B0 at its own resolution (224), the ImageNet path.
+# The network and the training recipe. Small images (median side <= 64 px):
+# the MNIST demo's CPU-sized network and recipe (TEACHER_STEPS, STUDENT_STEPS,
+# TEACHER_FLAGS, STUDENT_FLAGS: local_scripts/steps/cpu_recipe.sh), a
+# starting point for a CPU. Larger ones: EfficientNet-B0 at its own
+# resolution (224), the ImageNet path, with the same recipe.
+source local_scripts/steps/cpu_recipe.sh
 if [[ "${DATA_SMALL_IMAGE}" == 1 ]]; then
-  MODEL_FLAGS="${MODEL_FLAGS:---model_name=efficientnet-b0 --width_coefficient=0.25 --depth_coefficient=0.25}"
+  MODEL_FLAGS="${MODEL_FLAGS:-${CPU_SMALL_IMAGE_MODEL_FLAGS}}"
 else
   MODEL_FLAGS="${MODEL_FLAGS:---model_name=efficientnet-b0}"
 fi
 RUN_FLAGS="${RUN_FLAGS:---iterations_per_loop=250 --save_checkpoints_steps=500 --log_step_count_steps=250 --eval_batch_size=250 --eval_subsets=${DATA_EVAL_SUBSETS}}"
-TEACHER_STEPS="${TEACHER_STEPS:-3000}"
-STUDENT_STEPS="${STUDENT_STEPS:-1500}"
-# The MNIST demo's settings (docs/mnist_demo.md), a starting point for a CPU.
-TEACHER_FLAGS="${TEACHER_FLAGS:---train_batch_size=64 --train_steps=${TEACHER_STEPS} --base_learning_rate=0.048 --final_base_lr=0.0002 --weight_decay=1e-4 --augment_name=v1 --randaug_mag=10}"
-STUDENT_FLAGS="${STUDENT_FLAGS:---train_batch_size=32 --unlabel_ratio=3 --teacher_softmax_temp=-1 --train_steps=${STUDENT_STEPS} --base_learning_rate=0.048 --final_base_lr=0.01 --weight_decay=1e-4 --augment_name=v1 --randaug_mag=10}"
 EVAL_AFTER_TRAINING=in_process
 
 ROUNDS="${ROUNDS:-1}"

@@ -29,20 +29,13 @@ TEACHER_DIR=ckpt/mnist/teacher
 OFFLINE_STUDENT_DIR=ckpt/mnist/student
 REASSIGN_CKPT="${REASSIGN_CKPT:-${OFFLINE_STUDENT_DIR}}"
 
-# The network: EfficientNet-B0 with width and depth scaled by 0.25 (131k
-# parameters, 32x32 small-image variant as for SVHN). Dropout 0.2 before the
-# classifier and stochastic depth 0.2 are the B0 defaults.
-MODEL_FLAGS="${MODEL_FLAGS:---model_name=efficientnet-b0 --width_coefficient=0.25 --depth_coefficient=0.25}"
+# The network and the training recipe: the CPU-sized one of small images
+# (MODEL_FLAGS, TEACHER_STEPS, STUDENT_STEPS, TEACHER_FLAGS, STUDENT_FLAGS),
+# shared with local_scripts/custom/defaults.sh.
+source local_scripts/steps/cpu_recipe.sh
+MODEL_FLAGS="${MODEL_FLAGS:-${CPU_SMALL_IMAGE_MODEL_FLAGS}}"
 # Logging, checkpoints and evaluation (the training accuracy is evaluated too).
 RUN_FLAGS="${RUN_FLAGS:---iterations_per_loop=250 --save_checkpoints_steps=500 --log_step_count_steps=250 --eval_batch_size=500 --eval_subsets=train,dev,test}"
-# Teacher: supervised on the labeled images only, with RandAugment.
-TEACHER_FLAGS="${TEACHER_FLAGS:---train_batch_size=64 --train_steps=3000 --base_learning_rate=0.048 --final_base_lr=0.0002 --weight_decay=1e-4 --augment_name=v1 --randaug_mag=10}"
-# Noisy student: labeled + filtered pseudo-labeled images (3 per labeled one),
-# hard pseudo labels, RandAugment on the student's inputs, trained from
-# scratch. Its learning rate decays to 0.01 per 256 images rather than the
-# teacher's 0.0002: a student that starts from scratch on 51,000 images needs
-# its updates at a useful rate (chosen on dev: docs/mnist_demo.md).
-STUDENT_FLAGS="${STUDENT_FLAGS:---train_batch_size=32 --unlabel_ratio=3 --teacher_softmax_temp=-1 --train_steps=1500 --base_learning_rate=0.048 --final_base_lr=0.01 --weight_decay=1e-4 --augment_name=v1 --randaug_mag=10}"
 # Evaluate in the training process: one process start less per model.
 EVAL_AFTER_TRAINING=in_process
 

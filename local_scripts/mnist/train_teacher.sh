@@ -13,7 +13,9 @@
 #                  there is resumed, delete the directory to start over
 #   MODEL_FLAGS    architecture [defaults.sh]
 #   RUN_FLAGS      loops, checkpoints, logging, evaluation [defaults.sh]
-#   TEACHER_FLAGS  training flags [defaults.sh]
+#   TEACHER_STEPS  training steps [local_scripts/steps/cpu_recipe.sh]
+#   TEACHER_FLAGS  training flags, with TEACHER_STEPS [local_scripts/steps/
+#                  cpu_recipe.sh]
 #   TRAIN_FLAGS    your flags for the training (and evaluation) call
 #   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
