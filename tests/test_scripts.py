@@ -274,7 +274,8 @@ def test_imagenet_unknown_model_lists_the_published_ones():
 
 
 # ---------------------------------------------------------------------------
-# MNIST: the values of its defaults.sh, each flag once (no SVHN value under them).
+# MNIST (and own images, which share its recipe): the values of defaults.sh, each
+# flag once (no SVHN value under them).
 
 
 def task_settings(task, **env):
@@ -305,13 +306,24 @@ def test_one_cpu_recipe_for_mnist_and_own_small_images(tmp_path):
     # Own small images train with the demo's network and recipe (one copy:
     # local_scripts/steps/cpu_recipe.sh), and the step counts reach both.
     mnist = task_settings("mnist")
-    custom = task_settings("custom", DATA_DIR=str(tmp_path / "no_data_yet"))
+    no_data = str(tmp_path / "no_data_yet")
+    custom = task_settings("custom", DATA_DIR=no_data)
     for name in ("MODEL_FLAGS", "TEACHER_FLAGS", "STUDENT_FLAGS"):
         assert custom[name] == mnist[name], name
     for task in ("mnist", "custom"):
-        steps = task_settings(task, TEACHER_STEPS="7", STUDENT_STEPS="9")
+        steps = task_settings(task, DATA_DIR=no_data, TEACHER_STEPS="7", STUDENT_STEPS="9")
         assert steps["TEACHER_FLAGS"]["train_steps"] == "7"
         assert steps["STUDENT_FLAGS"]["train_steps"] == "9"
+        # A whole recipe given replaces it, its step count included.
+        given = task_settings(
+            task,
+            DATA_DIR=no_data,
+            TEACHER_STEPS="7",
+            TEACHER_FLAGS="--train_steps=5",
+            MODEL_FLAGS="--model_name=efficientnet-b1",
+        )
+        assert given["TEACHER_FLAGS"] == {"train_steps": "5"}
+        assert given["MODEL_FLAGS"] == {"model_name": "efficientnet-b1"}
 
 
 def test_mnist_training_scripts_take_their_flags_from_defaults_once():

@@ -47,8 +47,9 @@ NUM_CLASSES="${NUM_CLASSES:-${DATA_NUM_CLASSES}}"
 # The network and the training recipe. Small images (median side <= 64 px):
 # the MNIST demo's CPU-sized network and recipe (TEACHER_STEPS, STUDENT_STEPS,
 # TEACHER_FLAGS, STUDENT_FLAGS: local_scripts/steps/cpu_recipe.sh), a
-# starting point for a CPU. Larger ones: EfficientNet-B0 at its own
-# resolution (224), the ImageNet path, with the same recipe.
+# starting point for a CPU (its step counts are the demo's 15-minute budget;
+# more steps give more accurate models). Larger ones: EfficientNet-B0 at its
+# own resolution (224), the ImageNet path, with the same recipe.
 source local_scripts/steps/cpu_recipe.sh
 if [[ "${DATA_SMALL_IMAGE}" == 1 ]]; then
   MODEL_FLAGS="${MODEL_FLAGS:-${CPU_SMALL_IMAGE_MODEL_FLAGS}}"

@@ -15,7 +15,8 @@
 #   RUN_FLAGS      loops, checkpoints, logging, evaluation [defaults.sh]
 #   TEACHER_STEPS  training steps [local_scripts/steps/cpu_recipe.sh]
 #   TEACHER_FLAGS  training flags, with TEACHER_STEPS [local_scripts/steps/
-#                  cpu_recipe.sh]
+#                  cpu_recipe.sh]; setting it replaces them all, TEACHER_STEPS
+#                  included
 #   TRAIN_FLAGS    your flags for the training (and evaluation) call
 #   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
