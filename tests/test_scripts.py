@@ -34,21 +34,29 @@ ENTRY_SCRIPTS = sorted(
 )
 
 
+def script_env(env=None):
+    """The caller's environment without the scripts' own variables, plus `env`.
+
+    Dropping USER_VARIABLES first means a developer's shell cannot change what
+    a test sees.
+    """
+    full_env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
+    full_env.update(env or {})
+    return full_env
+
+
 def run_bash(script, env=None, *args, cwd="/", timeout=120):
     """Runs `bash script args` with the caller's environment plus `env`.
 
-    The scripts' own variables are dropped from the caller's environment
-    first, so a developer's shell cannot change what a test sees. The
-    default cwd is unrelated to the repository: the scripts must find it.
+    The environment is script_env(env). The default cwd is unrelated to the
+    repository: the scripts must find it.
 
     Returns:
       The subprocess.CompletedProcess, with text stdout and stderr.
     """
-    full_env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
-    full_env.update(env or {})
     command = ["bash", script, *args]
     return subprocess.run(
-        command, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        command, env=script_env(env), cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -289,10 +297,8 @@ def task_settings(task, **env):
     script = f"source local_scripts/{task}/defaults.sh; printf '%s\\n' " + " ".join(
         f'"${name}"' for name in names
     )
-    full_env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
-    full_env.update(env)
     out = subprocess.run(
-        ["bash", "-c", script], cwd=ROOT, env=full_env, capture_output=True, text=True
+        ["bash", "-c", script], cwd=ROOT, env=script_env(env), capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
