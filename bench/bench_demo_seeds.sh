@@ -1,7 +1,7 @@
 #!/bin/bash
 # The MNIST demo's gain as a distribution over seeds, not one draw:
 #
-#   bash bench/bench_demo_seeds.sh                  # seeds 0 1 2, ~15 min each on 2 CPU cores
+#   bash bench/bench_demo_seeds.sh                  # seeds 0 1 2, 11-12 min each on 2 CPU cores (2026-12-04)
 #   SEEDS="0 1 2 3 4" bash bench/bench_demo_seeds.sh
 #   N=5 bash bench/bench_demo_seeds.sh              # the same: seeds 0 .. N-1
 #

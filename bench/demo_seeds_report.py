@@ -11,23 +11,30 @@ folder (bench/bench_demo_seeds.sh runs them) and writes one JSON file:
    "summary": [{"round": 0, "test_error": {"mean", "std", "values"},
                 "test_error_vs_teacher": {...}, "dev_error": {...}, ...}, ...],
    "wall_seconds": {"mean", "std", "values"},
-   "goals": {...}}
+   "goals": {...},
+   "machine": {"cpu": "AMD EPYC", "cpu_count": 2, "python": ..., "tensorflow": ...,
+               "keras": ..., "numpy": ...}}
 
 Errors are fractions (0.0150 = 1.50%), ratios are a round's error divided by
 the same seed's teacher's, std is the sample standard deviation (n - 1) over
 seeds. It also prints a table, and checks the benchmark goals: for every seed,
 round 1's test error <= --max_ratio x its teacher's, round 2's test error at
 most --max_round2_loss points above round 1's, and the run (every step of
-loop.sh for that seed) within --max_seconds.
+loop.sh for that seed) within --max_seconds. "machine" is the machine this
+report runs on (bench_demo_seeds.sh runs it right after the seeds): the same
+seeds give other numbers on another CPU, since TensorFlow's op determinism
+holds on the same hardware and software only, and the times depend on it.
 
 Usage:
   python bench/demo_seeds_report.py --output=bench.json seed0/ seed1/ seed2/
 """
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import sys
 
 
@@ -182,10 +189,48 @@ def format_table(report):
     widths = [max(len(x[i]) for x in [header] + rows) for i in range(len(header))]
     for row in [header] + rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    machine = report["machine"]
+    lines.append(
+        f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, Python {machine['python']}, "
+        + ", ".join(f"{name} {machine[name]}" for name in NUMERIC_PACKAGES)
+    )
     lines.append("goals:")
     for name, goal in report["goals"].items():
         lines.append(f"  {'MET   ' if goal['met'] else 'MISSED'} {name}: {goal['detail']}")
     return "\n".join(lines)
+
+
+def cpu_model(cpuinfo_path="/proc/cpuinfo"):
+    """The CPU's model name: Linux's /proc/cpuinfo, else `platform.processor()`."""
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+NUMERIC_PACKAGES = ("tensorflow", "keras", "numpy")
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info():
+    """What the results depend on besides the code and seeds: CPU, cores, versions."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        **{name: package_version(name) for name in NUMERIC_PACKAGES},
+    }
 
 
 def build_report(output_dirs, max_ratio=0.8, max_round2_loss=0.1, max_seconds=900.0):
@@ -196,6 +241,7 @@ def build_report(output_dirs, max_ratio=0.8, max_round2_loss=0.1, max_seconds=90
         "summary": summarize(per_seed),
         "wall_seconds": mean_std([s["wall_seconds"] for s in per_seed]),
         "goals": check_goals(per_seed, max_ratio, max_round2_loss, max_seconds),
+        "machine": machine_info(),
     }
 
 

@@ -8,9 +8,11 @@ the finished steps. Also checks bench/demo_seeds_report.py (the summary of
 bench/bench_demo_seeds.sh) on made-up results.
 """
 
+import importlib.metadata
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import struct
 import subprocess
@@ -278,6 +280,26 @@ def test_seeds_report(tmp_path, capsys):
     assert goals["round2_vs_round1_points"]["met"]
     table = capsys.readouterr().out
     assert "mean±std (n=2)" in table and "MISSED" not in table
+    machine = report["machine"]
+    assert machine["cpu_count"] == os.cpu_count()
+    for package in ("tensorflow", "keras", "numpy"):
+        assert machine[package] == importlib.metadata.version(package)
+        assert f"{package} {machine[package]}" in table
+    assert f"machine: {machine['cpu']}, {os.cpu_count()} CPUs" in table
+
+
+def test_seeds_report_reads_the_cpu_model(tmp_path):
+    report_lib = _load_seeds_report()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9B14\n"
+    )
+    assert report_lib.cpu_model(str(cpuinfo)) == "AMD EPYC 9B14"
+    # No /proc/cpuinfo (macOS, Windows): the platform module's answer.
+    assert report_lib.cpu_model(str(tmp_path / "none")) == (
+        platform.processor() or platform.machine()
+    )
 
 
 def test_seeds_report_missed_goal_and_missing_seed(tmp_path):
