@@ -12,8 +12,9 @@ folder (bench/bench_demo_seeds.sh runs them) and writes one JSON file:
                 "test_error_vs_teacher": {...}, "dev_error": {...}, ...}, ...],
    "wall_seconds": {"mean", "std", "values"},
    "goals": {...},
-   "machine": {"cpu": "AMD EPYC", "cpu_count": 2, "python": ..., "tensorflow": ...,
-               "keras": ..., "numpy": ...}}
+   "machine": {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model_number": "17",
+               "isa": ["avx", "avx2", ...], "cpu_count": 2, "python": ...,
+               "tensorflow": ..., "keras": ..., "numpy": ...}}
 
 Errors are fractions (0.0150 = 1.50%), ratios are a round's error divided by
 the same seed's teacher's, std is the sample standard deviation (n - 1) over
@@ -21,9 +22,11 @@ seeds. It also prints a table, and checks the benchmark goals: for every seed,
 round 1's test error <= --max_ratio x its teacher's, round 2's test error at
 most --max_round2_loss points above round 1's, and the run (every step of
 loop.sh for that seed) within --max_seconds. "machine" is the machine this
-report runs on (bench_demo_seeds.sh runs it right after the seeds): the same
-seeds give other numbers on another CPU, since TensorFlow's op determinism
-holds on the same hardware and software only, and the times depend on it.
+report runs on (bench_demo_seeds.sh runs it right after the seeds; a re-run
+that skips finished seeds records the machine of the re-run): the same seeds
+can give other numbers on another CPU or with other package versions, since
+TensorFlow's op determinism holds on the same hardware and software only,
+and the times depend on it.
 
 Usage:
   python bench/demo_seeds_report.py --output=bench.json seed0/ seed1/ seed2/
@@ -36,6 +39,76 @@ import math
 import os
 import platform
 import sys
+
+# The packages whose versions decide the numerics, recorded next to the results.
+RECORDED_PACKAGES = ("tensorflow", "keras", "numpy")
+# /proc/cpuinfo flags of the vector instruction sets that oneDNN and XLA choose
+# kernels by: two machines that differ in these may round differently.
+ISA_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4")
+
+
+def read_cpuinfo(cpuinfo_path="/proc/cpuinfo"):
+    """The CPU as Linux describes it: model, family, model number, vector ISAs.
+
+    Args:
+      cpuinfo_path: Linux's cpuinfo file; its first processor is read.
+
+    Returns:
+      A dict with "cpu" (the model name; `platform.processor()` or
+      `platform.machine()` where the file has none, as on macOS or ARM Linux),
+      "cpu_family", "cpu_model_number" (None where unknown) and "isa" (the
+      sorted vector-instruction flags, empty where unknown).
+    """
+    fields = {}
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = fields.get("flags", "").split()
+    return {
+        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model_number": fields.get("model"),
+        "isa": sorted(f for f in flags if f.startswith(ISA_FLAG_PREFIXES)),
+    }
+
+
+def usable_cpu_count():
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
+def package_version(name):
+    """`name`'s installed version, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(cpuinfo_path="/proc/cpuinfo"):
+    """What the results depend on besides the code and seeds: CPU, cores, versions.
+
+    Args:
+      cpuinfo_path: see `read_cpuinfo`.
+
+    Returns:
+      `read_cpuinfo`'s dict plus "cpu_count", "python" and one version per
+      name of RECORDED_PACKAGES.
+    """
+    return {
+        **read_cpuinfo(cpuinfo_path),
+        "cpu_count": usable_cpu_count(),
+        "python": platform.python_version(),
+        **{name: package_version(name) for name in RECORDED_PACKAGES},
+    }
 
 
 def mean_std(values):
@@ -191,46 +264,16 @@ def format_table(report):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     machine = report["machine"]
     lines.append(
-        f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, Python {machine['python']}, "
-        + ", ".join(f"{name} {machine[name]}" for name in NUMERIC_PACKAGES)
+        f"machine: {machine['cpu']} (family {machine['cpu_family']}, "
+        f"model {machine['cpu_model_number']}), {machine['cpu_count']} CPUs, "
+        f"Python {machine['python']}, "
+        + ", ".join(f"{name} {machine[name]}" for name in RECORDED_PACKAGES)
     )
+    lines.append(f"vector instructions: {' '.join(machine['isa']) or 'unknown'}")
     lines.append("goals:")
     for name, goal in report["goals"].items():
         lines.append(f"  {'MET   ' if goal['met'] else 'MISSED'} {name}: {goal['detail']}")
     return "\n".join(lines)
-
-
-def cpu_model(cpuinfo_path="/proc/cpuinfo"):
-    """The CPU's model name: Linux's /proc/cpuinfo, else `platform.processor()`."""
-    try:
-        with open(cpuinfo_path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-NUMERIC_PACKAGES = ("tensorflow", "keras", "numpy")
-
-
-def package_version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info():
-    """What the results depend on besides the code and seeds: CPU, cores, versions."""
-    return {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        **{name: package_version(name) for name in NUMERIC_PACKAGES},
-    }
 
 
 def build_report(output_dirs, max_ratio=0.8, max_round2_loss=0.1, max_seconds=900.0):
