@@ -340,6 +340,32 @@ def test_seeds_report_missed_goal_and_missing_seed(tmp_path):
         report_lib.main(["--output", str(tmp_path / "x.json"), str(tmp_path / "none")])
 
 
+def test_seeds_report_as_a_user_runs_it(tmp_path):
+    """The script as bench_demo_seeds.sh runs it: a subprocess, its status and output."""
+    script = os.path.join(ROOT, "bench", "demo_seeds_report.py")
+    run = str(tmp_path / "seed0")
+    _fake_loop_output(run, 0, (0.980, 0.986, 0.988), (0.97, 0.98, 0.98), 800.0)
+    output = str(tmp_path / "bench.json")
+    proc = subprocess.run(
+        [sys.executable, script, f"--output={output}", run], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"Wrote {output}" in proc.stdout and "machine: " in proc.stdout
+    with open(output) as f:
+        assert json.load(f)["machine"]["python"] == platform.python_version()
+    missing = str(tmp_path / "none")
+    proc = subprocess.run(
+        [sys.executable, script, f"--output={tmp_path / 'x.json'}", missing],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert (
+        "demo_seeds_report.py: error:" in proc.stderr and "results.json is missing" in proc.stderr
+    )
+    assert not os.path.exists(tmp_path / "x.json")
+
+
 def test_bench_script_rejects_bad_seeds():
     env = dict(SEEDS="0 a", PYTHON=sys.executable)
     proc = run_bash("bench/bench_demo_seeds.sh", env, cwd=ROOT)
