@@ -49,6 +49,7 @@ TRAIN_SETTINGS = (
     "dropout_rate",
     "stochastic_depth_rate",
     "train_steps",
+    "train_epochs",
     "train_batch_size",
     "unlabel_ratio",
     "teacher_softmax_temp",
@@ -159,6 +160,21 @@ def step_seconds(output_dir):
     return out
 
 
+def images_trained(flags_json):
+    """Images a training run processed: steps x (labeled + unlabeled images per step).
+
+    The loop's compute in a unit that does not depend on the machine; None
+    when its FLAGS.json lacks the step count or batch size.
+    """
+    steps, batch = flags_json.get("train_steps"), flags_json.get("train_batch_size")
+    if steps is None or batch is None:
+        return None
+    last_steps = flags_json.get("train_last_step_num")
+    if last_steps is not None and last_steps >= 0:
+        steps = last_steps  # fine-tuning: only the last steps are trained
+    return int(round(steps * batch * (1 + float(flags_json.get("unlabel_ratio") or 0))))
+
+
 def _top1(results, subset):
     value = (results or {}).get(subset, {}).get("top_1_accuracy")
     return None if value is None else float(value)
@@ -202,8 +218,9 @@ def collect(output_dir, rounds, settings=None):
                 pseudo_label_counts_after=after,
             )
             entry.update(pseudo_label_accuracy(output_dir, r, num_classes or 10))
-        entries.append(entry)
         flags_json = _read_json(os.path.join(mdir, "FLAGS.json"), {})
+        entry["train_images"] = images_trained(flags_json)
+        entries.append(entry)
         train_settings[f"round{r}_{entry['role']}"] = {
             k: flags_json.get(k) for k in TRAIN_SETTINGS if k in flags_json
         }
@@ -214,8 +231,10 @@ def collect(output_dir, rounds, settings=None):
         ratio = round(error / teacher_error, 4) if teacher_error else None
         entry[f"{subset}_error_vs_teacher"] = ratio
     seconds = step_seconds(output_dir)
+    trained = [e["train_images"] for e in entries]
     return {
         "rounds": entries,
+        "train_images": None if None in trained else sum(trained),
         "wall_seconds": round(sum(seconds.values()), 1),
         "step_seconds": seconds,
         "settings": dict(settings or {}, training=train_settings),
@@ -293,6 +312,8 @@ def format_table(results):
         )
     lines = _aligned(rows, 1)
     lines.append(f"model: {results['rounds'][0]['model_name']}")
+    if results.get("train_images") is not None:
+        lines.append(f"images processed by training, all rounds: {results['train_images']:,}")
     lines.append(f"time of all steps: {results['wall_seconds'] / 60:.1f} min")
     return "\n".join(lines)
 
@@ -340,13 +361,24 @@ def summary_figure(results, class_names):
     )
     axes = axes[0]
     subset = compared_subset(rounds)
-    accs = [100 * e[f"{subset}_top_1"] for e in rounds]
     names = ["teacher"] + [f"student {e['round']}" for e in rounds[1:]]
-    bars = axes[0].bar(names, accs, color="tab:blue")
-    axes[0].bar_label(bars, fmt="%.2f", fontsize=7)
+    # The train accuracy (of its own labeled images, eval mode) beside the
+    # compared one: a teacher that does not fit its own labels is underfit.
+    shown = [("train", "tab:gray"), (subset, "tab:blue")]
+    shown = [(s, c) for s, c in shown if all(e.get(f"{s}_top_1") is not None for e in rounds)]
+    width = 0.8 / len(shown)
+    accs = []
+    for k, (name, color) in enumerate(shown):
+        values = [100 * e[f"{name}_top_1"] for e in rounds]
+        accs += values
+        x = [i + (k - (len(shown) - 1) / 2) * width for i in range(len(rounds))]
+        bars = axes[0].bar(x, values, width, color=color, label=name)
+        axes[0].bar_label(bars, fmt="%.2f", fontsize=6)
+    axes[0].set_xticks(range(len(rounds)), names)
     axes[0].set_ylim(max(0.0, min(accs) - 2.0), min(100.0, max(accs) + 1.0))
-    axes[0].set_ylabel(f"{subset} top-1 accuracy (%)")
-    axes[0].set_title(f"{subset.capitalize()} accuracy per round", fontsize=9)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[0].set_title(f"{' and '.join(n for n, _ in shown).capitalize()} accuracy", fontsize=9)
+    axes[0].legend(fontsize=6, loc="lower right")
     axes[0].tick_params(axis="x", labelsize=7)
     for ax, e in zip(axes[1:], rounds[1:], strict=True):
         before = e.get("pseudo_label_counts_before") or [0] * len(class_names)

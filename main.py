@@ -42,6 +42,13 @@ flags.DEFINE_enum(
     "What to run.",
 )
 flags.DEFINE_integer("train_steps", 109474, "Training steps (multiplied by --train_ratio).")
+flags.DEFINE_float(
+    "train_epochs",
+    None,
+    "If set, the training length in epochs of the data the run learns from, replacing "
+    "--train_steps: of the labeled images, or of the unlabeled images when --unlabel_ratio > 0 "
+    "(a student). Multiplied by --train_ratio.",
+)
 flags.DEFINE_integer(
     "input_image_size", None, "Input resolution; default from the model table (32 for svhn/mnist)."
 )
@@ -254,7 +261,24 @@ def resolve_config():
         num_train_images = task_info.num_images(
             FLAGS.task_name, info.train_subset, FLAGS.label_data_dir
         )
-    train_steps = int(FLAGS.train_steps * FLAGS.train_ratio)
+    train_steps = FLAGS.train_steps
+    if FLAGS.train_epochs is not None and FLAGS.mode in ("train", "train_and_eval"):
+        if not FLAGS.train_epochs > 0:
+            raise app.UsageError(f"--train_epochs={FLAGS.train_epochs}: expected > 0.")
+        import training_length
+
+        try:
+            train_steps, what = training_length.train_steps_for_epochs(
+                FLAGS.train_epochs,
+                num_train_images=num_train_images,
+                train_batch_size=FLAGS.train_batch_size,
+                unlabel_ratio=FLAGS.unlabel_ratio,
+                unlabel_data_dir=FLAGS.unlabel_data_dir,
+            )
+        except (ValueError, FileNotFoundError) as e:
+            raise app.UsageError(f"--train_epochs: {e}") from e
+        logging.info("--train_epochs: %d steps (%s).", train_steps, what)
+    train_steps = int(train_steps * FLAGS.train_ratio)
     train_last_step_num = FLAGS.train_last_step_num
     if train_last_step_num != -1:
         train_last_step_num = int(train_last_step_num * FLAGS.train_ratio)

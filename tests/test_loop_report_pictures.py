@@ -79,6 +79,20 @@ def test_summary_figure_names_the_classes_and_rounds():
     assert "80.00 / 90.00" in histogram.get_title()
 
 
+def test_summary_figure_shows_train_accuracy_beside_test():
+    """An underfit teacher shows at a glance: its train bar beside its test bar."""
+    results = student_round_results()
+    results["rounds"][0]["train_top_1"] = 0.75
+    results["rounds"][1]["train_top_1"] = 0.99
+    accuracy = loop_report.summary_figure(results, ["cat", "dog", "bird"]).axes[0]
+    assert [round(b.get_height(), 6) for b in accuracy.patches] == [75.0, 99.0, 90.0, 93.0]
+    # Each round's pair of bars sits on its tick, train left of test.
+    x = [b.get_x() + b.get_width() / 2 for b in accuracy.patches]
+    assert x[0] < 0 < x[2] and x[1] < 1 < x[3]
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == ["train", "test"]
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["teacher", "student 1"]
+
+
 def test_pseudo_label_accuracy_figure_shows_the_confusion_matrix():
     confusion = [[0, 0, 3], [1, 0, 1], [1, 1, 3], [2, 2, 2]]
     fig = loop_report.pseudo_label_accuracy_figure(

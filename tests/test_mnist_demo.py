@@ -4,15 +4,11 @@ A tiny EfficientNet (width/depth 0.1), a few training steps per model and one
 noisy-student round: teacher -> predict -> filter (both passes) -> student ->
 loop_report.py. Checks every step's outputs, results.json and summary.png,
 that SEED reaches every training run and the filter, and that a re-run skips
-the finished steps. Also checks bench/demo_seeds_report.py (the summary of
-bench/bench_demo_seeds.sh) on made-up results.
+the finished steps.
 """
 
-import importlib.metadata
-import importlib.util
 import json
 import os
-import platform
 import shutil
 import struct
 import subprocess
@@ -168,8 +164,12 @@ def test_results_json_is_well_formed(loop_run):
     assert settings["task_name"] == "mnist" and settings["min_threshold"] == "0"
     assert settings["labeled_data"]["train"] == 100
     assert settings["training"]["round1_student"]["unlabel_ratio"] == 2
-    # The table is printed.
+    # The loop's compute: 4 teacher steps of 8 images, 4 student steps of 8 + 16.
+    assert [r["train_images"] for r in rounds] == [32, 96]
+    assert results["train_images"] == 128
+    # The table is printed, with the compute.
     assert "teacher" in proc.stdout and "student 1" in proc.stdout
+    assert "images processed by training, all rounds: 128" in proc.stdout
 
 
 def test_summary_png(loop_run):
@@ -224,151 +224,3 @@ def test_missing_data_fails_fast(tmp_path):
 def test_scripts_parse(script):
     path = os.path.join(ROOT, "local_scripts", "mnist", script)
     assert subprocess.run(["bash", "-n", path]).returncode == 0
-
-
-def _load_seeds_report():
-    path = os.path.join(ROOT, "bench", "demo_seeds_report.py")
-    spec = importlib.util.spec_from_file_location("demo_seeds_report", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _fake_loop_output(path, seed, test_top1, dev_top1, wall):
-    os.makedirs(path)
-    rounds = [
-        {
-            "round": r,
-            "role": "teacher" if r == 0 else "student",
-            "test_top_1": t,
-            "dev_top_1": d,
-            "train_top_1": 1.0,
-            "num_pseudo_labeled": 0 if r == 0 else 500,
-        }
-        for r, (t, d) in enumerate(zip(test_top1, dev_top1, strict=True))
-    ]
-    with open(os.path.join(path, "results.json"), "w") as f:
-        json.dump({"rounds": rounds, "wall_seconds": wall, "settings": {"seed": str(seed)}}, f)
-
-
-def test_seeds_report(tmp_path, capsys):
-    report_lib = _load_seeds_report()
-    dirs = []
-    for seed, (test, wall) in enumerate(
-        [((0.980, 0.986, 0.988), 800.0), ((0.985, 0.990, 0.9895), 850.0)]
-    ):
-        dirs.append(str(tmp_path / f"seed{seed}"))
-        _fake_loop_output(dirs[-1], seed, test, (0.97, 0.98, 0.98), wall)
-    output = str(tmp_path / "bench.json")
-    report_lib.main(["--output", output] + dirs)
-    with open(output) as f:
-        report = json.load(f)
-    assert report["seeds"] == [0, 1]
-    seed0 = report["per_seed"][0]["rounds"]
-    assert seed0[1]["test_error"] == pytest.approx(0.014)
-    assert seed0[1]["test_error_vs_teacher"] == pytest.approx(0.7)
-    assert seed0[1]["dev_error_vs_teacher"] == pytest.approx(2 / 3)
-    round1 = report["summary"][1]
-    assert round1["test_error"]["mean"] == pytest.approx(0.012)
-    assert round1["test_error"]["std"] == pytest.approx(np.std([0.014, 0.010], ddof=1))
-    assert round1["test_error_vs_teacher"]["mean"] == pytest.approx((0.7 + 10 / 15) / 2)
-    assert report["wall_seconds"]["mean"] == pytest.approx(825.0)
-    goals = report["goals"]
-    assert goals["round1_test_error_vs_teacher"]["met"]
-    assert goals["seconds_per_run"]["met"]
-    # Seed 1 loses 0.05 points in round 2: within 0.1.
-    assert goals["round2_vs_round1_points"]["met"]
-    table = capsys.readouterr().out
-    assert "mean±std (n=2)" in table and "MISSED" not in table
-    machine = report["machine"]
-    assert machine["cpu_count"] >= 1 and machine["python"] == platform.python_version()
-    assert f"{machine['cpu_count']} CPUs, Python {machine['python']}" in table
-
-
-def test_seeds_report_records_the_machine(tmp_path, monkeypatch):
-    report_lib = _load_seeds_report()
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(
-        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
-        "model name\t: AMD EPYC 9B14\nflags\t\t: fpu sse4_1 avx2 fma avx512f ssse3\n\n"
-        "processor\t: 1\nmodel name\t: another CPU\nflags\t\t: fpu amx_tile\n"
-    )
-    versions = {"tensorflow": "2.99.0", "keras": "3.99.0"}
-
-    def fake_version(name):
-        if name not in versions:
-            raise importlib.metadata.PackageNotFoundError(name)
-        return versions[name]
-
-    monkeypatch.setattr(importlib.metadata, "version", fake_version)
-    machine = report_lib.machine_info(str(cpuinfo))
-    # The first processor's block only; the ISA flags sorted, the others dropped.
-    assert machine["cpu"] == "AMD EPYC 9B14"
-    assert (machine["cpu_family"], machine["cpu_model_number"]) == ("25", "17")
-    assert machine["isa"] == ["avx2", "avx512f", "fma", "sse4_1"]
-    # numpy "not installed": None, not an error.
-    assert (machine["tensorflow"], machine["keras"], machine["numpy"]) == ("2.99.0", "3.99.0", None)
-
-    # ARM Linux has no "model name" line, macOS no /proc/cpuinfo at all.
-    monkeypatch.setattr(platform, "processor", lambda: "")
-    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    arm = tmp_path / "cpuinfo_arm"
-    arm.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")
-    for path in (arm, tmp_path / "none"):
-        cpu = report_lib.read_cpuinfo(str(path))
-        assert cpu == {"cpu": "aarch64", "cpu_family": None, "cpu_model_number": None, "isa": []}
-
-    # The table shows what was recorded.
-    run = str(tmp_path / "seed0")
-    _fake_loop_output(run, 0, (0.98, 0.986, 0.988), (0.97, 0.98, 0.98), 800.0)
-    monkeypatch.setattr(report_lib, "machine_info", lambda: machine)
-    table = report_lib.format_table(report_lib.build_report([run]))
-    assert "machine: AMD EPYC 9B14 (family 25, model 17)" in table
-    assert "tensorflow 2.99.0, keras 3.99.0, numpy None" in table
-    assert "vector instructions: avx2 avx512f fma sse4_1" in table
-
-
-def test_seeds_report_missed_goal_and_missing_seed(tmp_path):
-    report_lib = _load_seeds_report()
-    run = str(tmp_path / "seed0")
-    _fake_loop_output(run, 0, (0.980, 0.982, 0.979), (0.97, 0.98, 0.98), 1000.0)
-    report = report_lib.build_report([run])
-    assert not report["goals"]["round1_test_error_vs_teacher"]["met"]
-    assert not report["goals"]["round2_vs_round1_points"]["met"]
-    assert not report["goals"]["seconds_per_run"]["met"]
-    with pytest.raises(SystemExit, match="results.json is missing"):
-        report_lib.main(["--output", str(tmp_path / "x.json"), str(tmp_path / "none")])
-
-
-def test_seeds_report_as_a_user_runs_it(tmp_path):
-    """The script as bench_demo_seeds.sh runs it: a subprocess, its status and output."""
-    script = os.path.join(ROOT, "bench", "demo_seeds_report.py")
-    run = str(tmp_path / "seed0")
-    _fake_loop_output(run, 0, (0.980, 0.986, 0.988), (0.97, 0.98, 0.98), 800.0)
-    output = str(tmp_path / "bench.json")
-    proc = subprocess.run(
-        [sys.executable, script, f"--output={output}", run], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert f"Wrote {output}" in proc.stdout and "machine: " in proc.stdout
-    with open(output) as f:
-        assert json.load(f)["machine"]["python"] == platform.python_version()
-    missing = str(tmp_path / "none")
-    proc = subprocess.run(
-        [sys.executable, script, f"--output={tmp_path / 'x.json'}", missing],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 1
-    assert (
-        "demo_seeds_report.py: error:" in proc.stderr and "results.json is missing" in proc.stderr
-    )
-    assert not os.path.exists(tmp_path / "x.json")
-
-
-def test_bench_script_rejects_bad_seeds():
-    env = dict(SEEDS="0 a", PYTHON=sys.executable)
-    proc = run_bash("bench/bench_demo_seeds.sh", env, cwd=ROOT)
-    assert proc.returncode != 0 and "'a' is not a non-negative integer" in proc.stderr
-    bench_script = os.path.join(ROOT, "bench", "bench_demo_seeds.sh")
-    assert subprocess.run(["bash", "-n", bench_script]).returncode == 0

@@ -13,9 +13,9 @@
 #                  there is resumed, delete the directory to start over
 #   MODEL_FLAGS    architecture [defaults.sh]
 #   RUN_FLAGS      loops, checkpoints, logging, evaluation [defaults.sh]
-#   TEACHER_STEPS  training steps [local_scripts/steps/cpu_recipe.sh]
-#   TEACHER_FLAGS  training flags, with TEACHER_STEPS [local_scripts/steps/
-#                  cpu_recipe.sh]; setting it replaces them all, TEACHER_STEPS
+#   TEACHER_EPOCHS  training steps [local_scripts/steps/cpu_recipe.sh]
+#   TEACHER_FLAGS  training flags, with TEACHER_EPOCHS [local_scripts/steps/
+#                  cpu_recipe.sh]; setting it replaces them all, TEACHER_EPOCHS
 #                  included
 #   TRAIN_FLAGS    your flags for the training (and evaluation) call
 #   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
