@@ -186,7 +186,14 @@ def forbid_call(monkeypatch, module, name):
 # point or a distributed strategy, or uses a fixture that trains one. A test
 # is e2e when its code starts a subprocess through one of the runners below,
 # or when its module is listed (fixtures there run the scripts).
-E2E_MODULES = {"test_fail_loudly", "test_mnist_demo", "test_pipeline", "test_reproducible"}
+# test_notebook: its kernel runs the scripts.
+E2E_MODULES = {
+    "test_fail_loudly",
+    "test_mnist_demo",
+    "test_notebook",
+    "test_pipeline",
+    "test_reproducible",
+}
 SUBPROCESS_RUNNERS = re.compile(
     r"\b(run_script|run_bash|run_main|dry_run|only_call|loop_calls|train_and_eval|"
     r"subprocess\.run|subprocess\.Popen|mirrored_check)\b"
