@@ -249,11 +249,20 @@ def settings_from_flags():
     )
 
 
-def select(total_counts, settings, num_shards, output_dir):
-    """The Selection of the summed counts; writes threshold.json and total_counts.json."""
+def select(total_counts, settings, num_shards, output_dir, provenance=None):
+    """The Selection of the summed counts; writes threshold.json and total_counts.json.
+
+    `provenance` (the teacher checkpoint, see `teacher_provenance`) goes into
+    threshold.json as the scripts' filter records it.
+    """
     counts = np.asarray(total_counts)
     selection = filter_stats.make_selection(
-        counts, settings, stats_shards=num_shards, num_filter_tasks=1
+        counts,
+        settings,
+        stats_shards=num_shards,
+        num_filter_tasks=1,
+        provenance=provenance,
+        source="--predict_ckpt_path",
     )
     utils.write_json(
         os.path.join(output_dir, "threshold.json"), filter_stats.threshold_json(selection)
@@ -281,7 +290,8 @@ def build_pipeline(pipeline, shards, handler, config):
       shards: the [(shard, path)] of list_shards.
       handler: the TeacherHandler.
       config: a dict with mode, settings, seed, output_dir, num_output_shards,
-        num_classes, batch_size, write_predictions.
+        num_classes, batch_size, write_predictions and, optionally, provenance
+        (the teacher's, for threshold.json).
     """
     predicted = (
         pipeline
@@ -310,7 +320,9 @@ def build_pipeline(pipeline, shards, handler, config):
             )
         )
     )
-    selection = total | "Select" >> beam.Map(select, config["settings"], len(shards), output_dir)
+    selection = total | "Select" >> beam.Map(
+        select, config["settings"], len(shards), output_dir, config.get("provenance")
+    )
     decided = batches | "Decide" >> beam.ParDo(
         Decide(config["seed"]), beam.pvalue.AsSingleton(selection)
     ).with_outputs(COUNTS_TAG, main="records")
@@ -322,7 +334,7 @@ def build_pipeline(pipeline, shards, handler, config):
     return _write(decided.records, output_dir, "data/train", config["num_output_shards"])
 
 
-def write_final_stats(output_dir, num_classes):
+def write_final_stats(output_dir, num_classes, provenance=None):
     """stats/final_stats.json of the written data files, as filter_stats.final_stats builds it.
 
     Each data file's counts are the labels of its records (copies counted).
@@ -330,6 +342,7 @@ def write_final_stats(output_dir, num_classes):
     counts (PIPELINE_COUNTS_FILE: images above the thresholds, true-label
     counts and confusion matrices, images read) go with the first file: the
     final stats sum over the files, and get the script path's totals.
+    `provenance` (the teacher's) is recorded as the scripts' final stats do.
     """
     pipeline_counts = None
     counts_path = os.path.join(output_dir, PIPELINE_COUNTS_FILE)
@@ -359,7 +372,7 @@ def write_final_stats(output_dir, num_classes):
                 tf.io.gfile.stat(path).length,
                 int(counts.after.sum()),
                 num_input_images,
-                None,
+                provenance,
             )
         )
     final = filter_stats.final_stats(
@@ -368,8 +381,24 @@ def write_final_stats(output_dir, num_classes):
     utils.write_json(utils.final_stats_path(output_dir), final)
 
 
+def teacher_provenance(prefix, use_ema):
+    """The teacher's provenance as the filter keeps it from predict.sh's info files.
+
+    The same code as the script path (`checkpoints.checkpoint_provenance`,
+    which `LoadedModel.provenance` extends, read back by
+    `filter_stats.parse_provenance`), so both threshold.json files name the
+    checkpoint, its step and fingerprint, and the EMA choice alike.
+    """
+    return filter_stats.parse_provenance(
+        checkpoints.checkpoint_provenance(prefix, use_ema), "--predict_ckpt_path"
+    )
+
+
 def check_flags():
-    """The input shards; raises PipelineError on flags that cannot work, before any write."""
+    """(input shards, teacher checkpoint prefix); raises PipelineError on bad flags.
+
+    Runs before anything is written.
+    """
     for name in ("input_dir", "output_dir", "predict_ckpt_path"):
         if not getattr(FLAGS, name):
             raise PipelineError(f"--{name} is required")
@@ -388,12 +417,12 @@ def check_flags():
             f"--num_label_classes={FLAGS.num_label_classes}, but {prefix} predicts "
             f"{num_classes} classes (its model_params.txt)"
         )
-    return shards
+    return shards, prefix
 
 
 def main(argv):
     try:
-        shards = check_flags()
+        shards, prefix = check_flags()
     except (PipelineError, FileNotFoundError, ValueError) as e:
         sys.exit(f"beam_pseudo_label.py: error: {e}")
     handler = TeacherHandler(
@@ -412,6 +441,7 @@ def main(argv):
         num_classes=FLAGS.num_label_classes,
         batch_size=FLAGS.batch_size,
         write_predictions=FLAGS.write_predictions,
+        provenance=teacher_provenance(prefix, FLAGS.use_ema),
     )
     tf.io.gfile.makedirs(FLAGS.output_dir)
     logging.info("%d input shards, %s", len(shards), FLAGS.mode)
@@ -419,7 +449,7 @@ def main(argv):
         with beam.Pipeline(options=PipelineOptions(argv[1:])) as pipeline:
             build_pipeline(pipeline, shards, handler, config)
         if FLAGS.mode == "filter":
-            write_final_stats(FLAGS.output_dir, FLAGS.num_label_classes)
+            write_final_stats(FLAGS.output_dir, FLAGS.num_label_classes, config["provenance"])
     except Exception as e:  # noqa: BLE001 - the runner wraps the worker's error
         message = str(e).strip().splitlines()
         named = [line for line in message if "Error:" in line and "beam" not in line.lower()]

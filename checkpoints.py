@@ -135,6 +135,25 @@ def fingerprint(prefix):
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
+def checkpoint_provenance(prefix, use_ema):
+    """What identifies the outputs of a checkpoint's weights, without loading them.
+
+    Args:
+      prefix: a checkpoint prefix (see `resolve_checkpoint`).
+      use_ema: whether the moving-average weights are (to be) read.
+
+    Returns:
+      {"checkpoint", "global_step", "fingerprint", "use_ema"}: the keys the
+      filter keeps from prediction's provenance (`filter_stats.parse_provenance`).
+    """
+    return {
+        "checkpoint": prefix,
+        "global_step": checkpoint_step(prefix),
+        "fingerprint": fingerprint(prefix),
+        "use_ema": bool(use_ema),
+    }
+
+
 def load_ema_weights(model, path, what="checkpoint", use_ema=True, skip_mismatched_head=False):
     """Loads the moving-average (EMA) weights of a checkpoint into `model`.
 
@@ -259,13 +278,7 @@ class LoadedModel:
 
     def provenance(self):
         """What identifies this network's outputs: checkpoint, step, fingerprint, model."""
-        return {
-            "checkpoint": self.prefix,
-            "global_step": checkpoint_step(self.prefix),
-            "fingerprint": fingerprint(self.prefix),
-            "use_ema": bool(self.use_ema),
-            "model": self.description,
-        }
+        return dict(checkpoint_provenance(self.prefix, self.use_ema), model=self.description)
 
 
 def with_normalization(description, path, default_task_name):

@@ -185,11 +185,12 @@ def forbid_call(monkeypatch, module, name):
 # script as a user does (a subprocess). slow: it trains a model, runs an entry
 # point or a distributed strategy, or uses a fixture that trains one. A test
 # is e2e when its code starts a subprocess through one of the runners below,
-# or when its module is listed (fixtures there run the scripts).
+# or when its module is listed (fixtures there run the scripts). A notebook's
+# kernel (nbclient's NotebookClient) is a subprocess too.
 E2E_MODULES = {"test_fail_loudly", "test_mnist_demo", "test_pipeline", "test_reproducible"}
 SUBPROCESS_RUNNERS = re.compile(
     r"\b(run_script|run_bash|run_main|dry_run|only_call|loop_calls|train_and_eval|"
-    r"subprocess\.run|subprocess\.Popen|mirrored_check)\b"
+    r"subprocess\.run|subprocess\.Popen|mirrored_check|NotebookClient)\b"
 )
 # Dry runs of the shell scripts start only bash: e2e, but fast.
 FAST_E2E_MODULES = {"test_scripts"}

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import tensorflow as tf
+import test_package
 from conftest import NUM_CLASSES, ROOT, TINY_TRAIN_FLAGS
 from test_scripts import run_bash
 
@@ -178,13 +179,7 @@ def test_beam_equals_the_scripts(teacher_dir, unlabeled_dir, script_result, tmp_
             )
         )
         assert record_multiset(str(out / "data" / "train-*")) == script_records
-        beam_thresholds = utils.read_json(out / "threshold.json")
-        assert without_provenance(beam_thresholds) == without_provenance(script_thresholds)
-        # The final stats' totals, and the pseudo labels' accuracy against the
-        # records' true labels (the teacher's own training images carry them).
-        beam_final = utils.read_json(utils.final_stats_path(str(out)))
-        for key in ("cat_count", "total_cnt", "pseudo_label_accuracy"):
-            assert beam_final[key] == script_final[key], key
+        assert_same_thresholds_and_stats(out, script_thresholds, script_final)
     # --write_predictions: predict.sh's prediction records, the same multiset.
     assert record_multiset(str(out / "predict_label" / "train-info-*")) == record_multiset(
         str(root / "predict_label" / "*")
@@ -195,6 +190,70 @@ def test_beam_equals_the_scripts(teacher_dir, unlabeled_dir, script_result, tmp_
         f"records ({len(script_records)} distinct), thresholds "
         f"{without_provenance(script_thresholds)}; Beam with 1 and 2 workers: the same"
     )
+
+
+def assert_same_thresholds_and_stats(out, script_thresholds, script_final):
+    """threshold.json (provenance included) and the final stats' totals are the scripts'."""
+    beam_thresholds = utils.read_json(out / "threshold.json")
+    assert beam_thresholds == script_thresholds
+    provenance = beam_thresholds["provenance"]
+    assert set(provenance) == {"checkpoint", "global_step", "fingerprint", "use_ema"}
+    assert provenance["global_step"] > 0 and provenance["use_ema"] is True
+    # The final stats' totals, and the pseudo labels' accuracy against the
+    # records' true labels (the teacher's own training images carry them).
+    beam_final = utils.read_json(utils.final_stats_path(str(out)))
+    for key in ("cat_count", "total_cnt", "pseudo_label_accuracy", "provenance"):
+        assert beam_final[key] == script_final[key], key
+
+
+def run_installed_beam(python, cwd, *args, timeout=600):
+    """`python -m beam_pseudo_label` of an installed package, in `cwd`, without PYTHONPATH."""
+    return subprocess.run(
+        [python, "-m", "beam_pseudo_label", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=test_package.clean_env(),
+    )
+
+
+def test_installed_wheel_on_worker_processes_equals_the_scripts(
+    teacher_dir, unlabeled_dir, script_result, tmp_path
+):
+    """The wheel in a fresh virtualenv, run from another folder on 2 worker processes.
+
+    The workers are new Python processes of that virtualenv: they import the
+    installed modules only (checked: the checkout is on no path), as
+    Dataflow, Flink or Spark workers that got the wheel do.
+    """
+    root, num_image = script_result
+    python, site_packages = test_package.install_wheel(tmp_path / "package")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for module, path in test_package.module_files(python, str(elsewhere)).items():
+        assert path == os.path.join(site_packages, f"{module}.py"), (module, path)
+    out = tmp_path / "beam"
+    args = beam_flags(teacher_dir, unlabeled_dir, str(out), num_image=num_image)
+    check_ok(
+        run_installed_beam(
+            python,
+            str(elsewhere),
+            *args,
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        )
+    )
+    assert record_multiset(str(out / "data" / "train-*")) == record_multiset(
+        str(root / "filter_data" / "data" / "train-*")
+    )
+    assert_same_thresholds_and_stats(
+        out,
+        utils.read_json(root / "filter_data" / "threshold.json"),
+        utils.read_json(utils.final_stats_path(str(root / "filter_data"))),
+    )
+    assert os.listdir(elsewhere) == []  # nothing written where it ran
 
 
 def test_missing_checkpoint_and_empty_glob_are_named(tmp_path):
