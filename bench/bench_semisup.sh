@@ -40,7 +40,7 @@
 #   OUT_ROOT           outputs [output/bench_semisup/$DATASET]
 #   FASHION_RAW_DIR    Fashion-MNIST's IDX files [/usr/share/datasets/fashion-mnist]
 #   PYTHON             interpreter [.venv/bin/python if present, else python]
-# The recipe's variables (TEACHER_EPOCHS, STUDENT_EPOCHS, TEACHER_FLAGS, ...)
+# The recipe's variables (TEACHER_EPOCHS, STUDENT_STEPS, TEACHER_FLAGS, ...)
 # pass through to loop.sh and the training scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."

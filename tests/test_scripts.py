@@ -23,7 +23,7 @@ SCRIPTS = os.path.join(ROOT, "local_scripts")
 # Variables of the scripts that a developer's shell may have set.
 USER_VARIABLES = (
     "GPUS NUM_WORKERS DRY_RUN EXTRA_FLAGS TRAIN_FLAGS PREDICT_FLAGS FILTER_FLAGS MODEL_FLAGS "
-    "RUN_FLAGS TEACHER_FLAGS STUDENT_FLAGS TEACHER_EPOCHS STUDENT_EPOCHS MODEL DATA_DIR DATA_ROOT "
+    "RUN_FLAGS TEACHER_FLAGS STUDENT_FLAGS TEACHER_EPOCHS STUDENT_STEPS MODEL DATA_DIR DATA_ROOT "
     "UNLABEL_DIR MODEL_DIR PYTHON"
 ).split()
 ENTRY_SCRIPTS = sorted(
@@ -317,9 +317,9 @@ def test_one_cpu_recipe_for_mnist_and_own_small_images(tmp_path):
     for name in ("MODEL_FLAGS", "TEACHER_FLAGS", "STUDENT_FLAGS"):
         assert custom[name] == mnist[name], name
     for task in ("mnist", "custom"):
-        steps = task_settings(task, DATA_DIR=no_data, TEACHER_EPOCHS="7", STUDENT_EPOCHS="0.5")
+        steps = task_settings(task, DATA_DIR=no_data, TEACHER_EPOCHS="7", STUDENT_STEPS="9")
         assert steps["TEACHER_FLAGS"]["train_epochs"] == "7"
-        assert steps["STUDENT_FLAGS"]["train_epochs"] == "0.5"
+        assert steps["STUDENT_FLAGS"]["train_steps"] == "9"
         # A whole recipe given replaces it, its step count included.
         given = task_settings(
             task,

@@ -45,7 +45,7 @@ fi
 NUM_CLASSES="${NUM_CLASSES:-${DATA_NUM_CLASSES}}"
 
 # The network and the training recipe. Small images (median side <= 64 px):
-# the MNIST demo's CPU-sized network and recipe (TEACHER_EPOCHS, STUDENT_EPOCHS,
+# the MNIST demo's CPU-sized network and recipe (TEACHER_EPOCHS, STUDENT_STEPS,
 # TEACHER_FLAGS, STUDENT_FLAGS: local_scripts/steps/cpu_recipe.sh), a
 # starting point for a CPU (its step counts are the demo's 15-minute budget;
 # more steps give more accurate models). Larger ones: EfficientNet-B0 at its

@@ -7,7 +7,7 @@
 # (results.json, summary.png, round<r>_pseudo/pseudo_labels.png).
 #
 #   bash local_scripts/custom/loop.sh
-#   ROUNDS=2 TEACHER_EPOCHS=50 STUDENT_EPOCHS=2 bash local_scripts/custom/loop.sh
+#   ROUNDS=2 TEACHER_EPOCHS=50 STUDENT_STEPS=1000 bash local_scripts/custom/loop.sh
 #   DRY_RUN=1 bash local_scripts/custom/loop.sh   # print every step's commands
 #
 # Every setting of defaults.sh and of local_scripts/mnist/loop.sh can be

@@ -30,7 +30,7 @@ OFFLINE_STUDENT_DIR=ckpt/mnist/student
 REASSIGN_CKPT="${REASSIGN_CKPT:-${OFFLINE_STUDENT_DIR}}"
 
 # The network and the training recipe: the CPU-sized one of small images
-# (MODEL_FLAGS, TEACHER_EPOCHS, STUDENT_EPOCHS, TEACHER_FLAGS, STUDENT_FLAGS),
+# (MODEL_FLAGS, TEACHER_EPOCHS, STUDENT_STEPS, TEACHER_FLAGS, STUDENT_FLAGS),
 # shared with local_scripts/custom/defaults.sh.
 source local_scripts/steps/cpu_recipe.sh
 MODEL_FLAGS="${MODEL_FLAGS:-${CPU_SMALL_IMAGE_MODEL_FLAGS}}"

@@ -53,7 +53,7 @@
 #   PYTHON        interpreter [.venv/bin/python if present, else python]
 #   DRY_RUN       1: print every step's commands instead of running them
 #                 (no markers, logs or report) [0]
-# The step scripts' own variables (MODEL_FLAGS, TEACHER_EPOCHS, STUDENT_EPOCHS,
+# The step scripts' own variables (MODEL_FLAGS, TEACHER_EPOCHS, STUDENT_STEPS,
 # TEACHER_FLAGS, STUDENT_FLAGS of local_scripts/steps/cpu_recipe.sh,
 # NUM_SHARDS, NUM_IMAGE, MIN_THRESHOLD, GPUS, NUM_WORKERS, TRAIN_FLAGS,
 # PREDICT_FLAGS, FILTER_FLAGS, EXTRA_FLAGS, ... see the task's defaults.sh

@@ -19,9 +19,9 @@
 #                  there is resumed, delete the directory to start over
 #   MODEL_FLAGS    architecture [defaults.sh]
 #   RUN_FLAGS      loops, checkpoints, logging, evaluation [defaults.sh]
-#   STUDENT_EPOCHS  training steps [local_scripts/steps/cpu_recipe.sh]
-#   STUDENT_FLAGS  training flags, with STUDENT_EPOCHS [local_scripts/steps/
-#                  cpu_recipe.sh]; setting it replaces them all, STUDENT_EPOCHS
+#   STUDENT_STEPS  training steps [local_scripts/steps/cpu_recipe.sh]
+#   STUDENT_FLAGS  training flags, with STUDENT_STEPS [local_scripts/steps/
+#                  cpu_recipe.sh]; setting it replaces them all, STUDENT_STEPS
 #                  included
 #   TRAIN_FLAGS    your flags for the training (and evaluation) call
 #   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS

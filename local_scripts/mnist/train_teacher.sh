@@ -13,7 +13,8 @@
 #                  there is resumed, delete the directory to start over
 #   MODEL_FLAGS    architecture [defaults.sh]
 #   RUN_FLAGS      loops, checkpoints, logging, evaluation [defaults.sh]
-#   TEACHER_EPOCHS  training steps [local_scripts/steps/cpu_recipe.sh]
+#   TEACHER_EPOCHS training length, in epochs of the labeled images
+#                  [local_scripts/steps/cpu_recipe.sh]
 #   TEACHER_FLAGS  training flags, with TEACHER_EPOCHS [local_scripts/steps/
 #                  cpu_recipe.sh]; setting it replaces them all, TEACHER_EPOCHS
 #                  included
