@@ -936,6 +936,12 @@ def _check_flags():
     empty = [f"--{name}" for name in required if not getattr(FLAGS, name)]
     if empty:
         raise FilterError(f"{', '.join(empty)} must be set")
+    # Checked before the shard ids, whose range [0, num_shards) they bound.
+    for name in ("num_shards", "num_label_classes", "total_replicas"):
+        if FLAGS[name].value < 1:
+            raise FilterError(
+                f"--{name}={FLAGS[name].value}: {name} must be positive (a whole number >= 1)"
+            )
     try:
         shard_ids = utils.parse_shard_ids(FLAGS.shard_id, FLAGS.num_shards)
     except ValueError as e:

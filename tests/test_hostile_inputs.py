@@ -6,6 +6,7 @@ import os
 import sys
 
 import pytest
+from conftest import run_script
 from test_scripts import SCRIPTS, run_bash
 
 import task_info
@@ -82,3 +83,20 @@ def test_shell_settings_of_good_data(tmp_path):
         "DATA_EVAL_SUBSETS=train",
         "DATA_NUM_IMAGE=3",
     ]
+
+
+def test_filter_num_shards_must_be_positive(tmp_path):
+    flag = "num_shards"
+    dirs = [f"--{name}={tmp_path}/{name}" for name in ("prediction_dir", "info_dir")]
+    result = run_script(
+        "filter_unlabel_data.py",
+        *dirs,
+        f"--prelim_stats_dir={tmp_path}/stats",
+        "--only_get_stats=1",
+        f"--{flag}=0",
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"filter_unlabel_data.py: error: --{flag}=0: {flag} must be positive (a whole number >= 1)"
+    )
+    assert os.listdir(tmp_path) == []
