@@ -5,8 +5,10 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
-from conftest import run_script
+import tensorflow as tf
+from conftest import TINY_TRAIN_FLAGS, class_image, run_script
 from test_scripts import SCRIPTS, run_bash
 
 import task_info
@@ -100,3 +102,191 @@ def test_filter_num_shards_must_be_positive(tmp_path):
         f"filter_unlabel_data.py: error: --{flag}=0: {flag} must be positive (a whole number >= 1)"
     )
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------
+# TFRecords that are not what the pipelines read.
+
+
+def _labeled_records(count=4):
+    import utils
+
+    rng = np.random.default_rng(0)
+    return [
+        utils.labeled_example(utils.encode_jpeg(class_image(i % 10, rng)), i % 10)
+        for i in range(count)
+    ]
+
+
+def _float_label(example):
+    copy = tf.train.Example()
+    copy.CopyFrom(example)
+    copy.features.feature["image/class/label"].ClearField("int64_list")
+    copy.features.feature["image/class/label"].float_list.value[:] = [3.0]
+    return copy
+
+
+def _renamed_label(example):
+    copy = tf.train.Example()
+    copy.CopyFrom(example)
+    copy.features.feature["label"].CopyFrom(copy.features.feature.pop("image/class/label"))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "change, kind, expected",
+    [
+        (_float_label, "labeled", "key 'image/class/label' holds float values, expected int64"),
+        (
+            _renamed_label,
+            "labeled",
+            "key 'image/class/label' is missing (keys present: image/encoded, label)",
+        ),
+        (
+            lambda e: e,
+            "unlabeled",
+            "key 'probabilities' is missing (keys present: image/class/label, image/encoded)",
+        ),
+    ],
+)
+def test_bad_record_names_file_record_and_key(tmp_path, change, kind, expected):
+    import data_input
+    import utils
+
+    examples = _labeled_records()
+    examples[2] = change(examples[2])
+    path = str(tmp_path / "train-00000-of-00001")
+    utils.write_tfrecord(path, (e.SerializeToString() for e in examples))
+    error = data_input.locate_bad_record([path], kind, num_classes=10)
+    assert (
+        str(error) == f"{path}: record {0 if kind == 'unlabeled' else 2} cannot be used: {expected}"
+    )
+
+
+def test_training_on_a_file_that_is_no_tfrecord_says_so_first(tmp_path):
+    import utils
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = utils.labeled_shard_path(str(data_dir), "train", 0, 1)
+    with open(path, "wb") as f:
+        f.write(b"a text file, not TFRecords\n" * 20)
+    utils.write_json(str(data_dir / "dataset_info.json"), {"train": 8})
+    result = run_script(
+        "main.py",
+        *TINY_TRAIN_FLAGS,
+        f"--label_data_dir={data_dir}",
+        f"--model_dir={tmp_path}/m",
+        "--train_steps=2",
+        "--train_batch_size=4",
+        timeout=300,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if not line.startswith(("I", "W"))]
+    assert errors[-1] == (
+        f"main.py: error: {path}: record 0 cannot be used: not a TFRecord file "
+        "(no readable record at its start)"
+    )
+    assert "Traceback" not in result.stderr and "Detected at node" not in result.stderr
+    assert not os.path.exists(f"{tmp_path}/m/checkpoint")
+
+
+# ---------------------------------------------------------------------------
+# A task's classes against its labels.
+
+
+def _custom_data(folder, labels, **changes):
+    """Labeled train records with these 0-based `labels`, described by a dataset_info.json."""
+    import utils
+
+    rng = np.random.default_rng(0)
+    path = utils.labeled_shard_path(str(folder), "train", 0, 1)
+    os.makedirs(folder, exist_ok=True)
+    utils.write_tfrecord(
+        path,
+        (
+            utils.labeled_example(utils.encode_jpeg(class_image(lab, rng)), lab).SerializeToString()
+            for lab in labels
+        ),
+    )
+    info = write_info(str(folder), splits={"train": len(labels)}, num_files={"train": 1}, **changes)
+    return path, info
+
+
+def _train_custom(data_dir, model_dir, batch_size=4):
+    return run_script(
+        "main.py",
+        *TINY_TRAIN_FLAGS,
+        "--task_name=custom",
+        f"--label_data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        "--train_steps=2",
+        f"--train_batch_size={batch_size}",
+        "--iterations_per_loop=2",
+        timeout=300,
+    )
+
+
+def test_classes_without_images_and_a_large_batch_are_warned_about(tmp_path):
+    _, info = _custom_data(
+        tmp_path / "data", [0, 1] * 4, num_classes=4, class_names=["a", "b", "c", "d"]
+    )
+    result = _train_custom(tmp_path / "data", tmp_path / "m", batch_size=16)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [
+        line.split("] ", 1)[1]
+        for line in result.stderr.splitlines()
+        if line.startswith("W") and "] " in line
+    ]
+    assert (
+        "--train_batch_size=16 is larger than the labeled training set (8 images): every batch "
+        "repeats images. A batch of at most 8 is usual." in warnings
+    )
+    assert (
+        f"{info}: 2 of its 4 classes have no training image: 2 (c), 3 (d). The model will never "
+        "learn them; add images, or rewrite the data with proc_folder.py if the file was edited."
+        in warnings
+    )
+    assert os.path.exists(tmp_path / "m" / "ckpt-2.index")
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (
+            [0, 1, 2, 1],
+            "num_classes is 2, but {path}: record 2 cannot be used: key 'image/class/label' "
+            "is 3: expected 1..2 (1-based)",
+        ),
+        (
+            [1, 1, 1, 1],
+            "every training image is of class 'b': a classifier needs images of at "
+            "least 2 classes.",
+        ),
+    ],
+)
+def test_labels_that_disagree_with_the_classes_stop_training(tmp_path, labels, message):
+    path, info = _custom_data(tmp_path / "data", labels)
+    result = _train_custom(tmp_path / "data", tmp_path / "m")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if not line.startswith(("I", "W"))]
+    assert errors[-1] == f"main.py: error: {info}: " + message.format(path=path)
+    assert "Traceback" not in result.stderr and "Detected at node" not in result.stderr
+    assert not os.path.exists(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"num_classes": 1, "class_names": ["a"]},
+            "num_classes is 1: a classifier needs at least 2 classes",
+        ),
+        ({"num_classes": 3}, "num_classes is 3 but class_names lists 2: the file was edited"),
+    ],
+)
+def test_class_count_that_disagrees_with_the_file_is_an_error(tmp_path, changes, expected):
+    path = write_info(str(tmp_path), **changes)
+    result = run_script("task_info.py", str(tmp_path))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"task_info.py: error: {path}: {expected}")
