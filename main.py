@@ -393,16 +393,19 @@ def main(argv):
 
 
 def main_naming_bad_input(argv):
-    """`main`, ending on a bad input with its message (file, record, key) instead of a traceback.
+    """`main`, ending on a bad input with its message instead of a traceback.
 
-    The message of a `data_input.DataError` already says where and what; a
-    traceback and TensorFlow's op text before it would only bury it.
+    The message of a `data_input.DataError` (file, record, key) or of a
+    `checkpoints.CheckpointMismatchError` (which checkpoint, what it holds)
+    already says where and what; a traceback and TensorFlow's op text before
+    it would only bury it.
     """
+    import checkpoints
     import data_input
 
     try:
         main(argv)
-    except data_input.DataError as e:
+    except (data_input.DataError, checkpoints.CheckpointMismatchError) as e:
         sys.exit(f"main.py: error: {e}")
 
 

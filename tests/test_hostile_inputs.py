@@ -3,12 +3,15 @@ bad input stops with one message naming the file and what was expected."""
 
 import json
 import os
+import struct
+import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY_TRAIN_FLAGS, class_image, run_script
+from conftest import ROOT, TINY_TRAIN_FLAGS, class_image, run_script
 from test_scripts import SCRIPTS, run_bash
 
 import task_info
@@ -290,3 +293,125 @@ def test_class_count_that_disagrees_with_the_file_is_an_error(tmp_path, changes,
     result = run_script("task_info.py", str(tmp_path))
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith(f"task_info.py: error: {path}: {expected}")
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints of another network.
+
+
+def _wide_checkpoint(folder):
+    """A checkpoint of a 0.2-wide tiny network (the tests' flags build a 0.1-wide one)."""
+    import checkpoints
+    import utils
+
+    description = checkpoints.model_description(
+        "efficientnet-b0",
+        10,
+        True,
+        {"width_coefficient": 0.2, "depth_coefficient": 0.1},
+        32,
+        task_name="mnist",
+    )
+    model = checkpoints.create_model(description)
+    prefix = tf.train.Checkpoint(model=model, ema_model=model).write(str(folder / "ckpt-1"))
+    utils.write_json(str(folder / checkpoints.MODEL_PARAMS_FILE), description)
+    return prefix
+
+
+def test_init_checkpoint_of_another_width_is_one_message(tiny_data, tmp_path):
+    prefix = _wide_checkpoint(tmp_path)
+    result = run_script(
+        "main.py",
+        *TINY_TRAIN_FLAGS,
+        f"--label_data_dir={tiny_data}",
+        f"--model_dir={tmp_path}/student",
+        f"--init_model_path={prefix}",
+        "--train_steps=1",
+        "--train_batch_size=4",
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    # No warning per unmatched value of the checkpoint.
+    assert sum(line.startswith("W") for line in result.stderr.splitlines()) <= 3
+    message = result.stderr.splitlines()[-1]
+    assert message.startswith(
+        f"main.py: error: --init_model_path {prefix!r} holds another network than the model "
+    )
+    assert (
+        "It holds efficientnet-b0 of width_coefficient 0.2, depth_coefficient 0.1 and 10 classes "
+        "(model_params.txt)." in message
+    )
+    assert not os.path.exists(f"{tmp_path}/student/checkpoint")
+
+
+# ---------------------------------------------------------------------------
+# A huge image among the class folders.
+
+
+def _write_large_png(path, width, height):
+    """A valid grey RGB PNG, compressed row by row (never whole in memory)."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    compressor = zlib.compressobj(1)
+    row = b"\x00" + b"\x80" * (3 * width)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+        f.write(chunk(b"IDAT", data))
+        f.write(chunk(b"IEND", b""))
+
+
+# Runs proc_folder.py and prints its peak resident memory (KiB, Linux) last.
+_MEASURED_PROC_FOLDER = """
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def test_proc_folder_skips_a_huge_image_without_decoding_it(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(2):
+        os.makedirs(tmp_path / "labeled" / f"c{label}")
+        for i in range(3):
+            Image.fromarray(class_image(label, rng)).save(
+                tmp_path / "labeled" / f"c{label}/{i}.png"
+            )
+    huge = tmp_path / "labeled" / "c1" / "huge.png"
+    _write_large_png(huge, 8000, 8000)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MEASURED_PROC_FOLDER,
+            os.path.join(ROOT, "proc_folder.py"),
+            f"--labeled_dir={tmp_path}/labeled",
+            f"--output_dir={tmp_path}/out",
+            "--num_workers=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "skipped.txt").read_text() == (
+        f"{huge}\ttoo large: 8000x8000 = 64,000,000 pixels, more than the 40,000,000 "
+        "proc_folder.py takes (MAX_IMAGE_PIXELS); downscale it\n"
+    )
+    info = json.loads((tmp_path / "out" / "dataset_info.json").read_text())
+    assert info["splits"] == {"train": 6} and info["median_size"] == [32.0, 32.0]
+    # Decoding it would take 192 MB for the pixels alone, and the statistics'
+    # float64 copies 3 GB: the run stays at what TensorFlow's import takes.
+    peak_mb = int(result.stderr.splitlines()[-1]) / 1024
+    assert peak_mb < 1500, peak_mb
