@@ -248,7 +248,7 @@ def locate_bad_record(files, kind, num_classes=None):
 
 
 def _reason(path, index, kind, num_classes, error):
-    """The words of `describe_record_problem` for record `index` of `path`, else TF's."""
+    """Why record `index` of `path` failed (`error`), in words that name the key."""
     try:
         raw = next(iter(tf.data.TFRecordDataset(path).skip(index).take(1)), None)
     except RECORD_ERRORS:
@@ -257,10 +257,9 @@ def _reason(path, index, kind, num_classes, error):
         return "the file is truncated or corrupted here (not a whole TFRecord)"
     problem = describe_record_problem(raw.numpy(), kind, num_classes) if raw is not None else None
     if problem is None:
-        # Everything tf.data parses is there: the image itself is the problem.
-        first = error.message.strip().splitlines()[0][:400]
-        key = "image/encoded"
-        return f"key {key!r} is not a decodable JPEG/PNG/GIF/BMP image ({first})"
+        # Every key parses: decoding the image is what failed.
+        logging.debug("%s: record %d: %s", path, index, error.message)
+        return "key 'image/encoded' is not a decodable JPEG, PNG, GIF or BMP image"
     return problem
 
 
