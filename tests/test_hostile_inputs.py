@@ -318,16 +318,26 @@ def _wide_checkpoint(folder):
     return prefix
 
 
-def test_init_checkpoint_of_another_width_is_one_message(tiny_data, tmp_path):
+@pytest.mark.parametrize("flag", ["init_model_path", "teacher_model_path"])
+def test_checkpoint_of_another_width_is_one_message(tiny_data, tmp_path, flag):
     prefix = _wide_checkpoint(tmp_path)
+    flags = [f"--{flag}={prefix}"]
+    if flag == "teacher_model_path":
+        # Without model_params.txt the teacher is built from the flags (0.1 wide).
+        os.remove(tmp_path / "model_params.txt")
+        flags += [
+            "--teacher_model_name=efficientnet-b0",
+            f"--unlabel_data_dir={tiny_data}/unlabeled",
+            "--unlabel_ratio=1",
+        ]
     result = run_script(
         "main.py",
         *TINY_TRAIN_FLAGS,
         f"--label_data_dir={tiny_data}",
         f"--model_dir={tmp_path}/student",
-        f"--init_model_path={prefix}",
         "--train_steps=1",
         "--train_batch_size=4",
+        *flags,
         timeout=300,
     )
     assert result.returncode == 1
@@ -336,12 +346,17 @@ def test_init_checkpoint_of_another_width_is_one_message(tiny_data, tmp_path):
     assert sum(line.startswith("W") for line in result.stderr.splitlines()) <= 3
     message = result.stderr.splitlines()[-1]
     assert message.startswith(
-        f"main.py: error: --init_model_path {prefix!r} holds another network than the model "
+        f"main.py: error: --{flag} {prefix!r} holds another network than the model "
     )
-    assert (
-        "It holds efficientnet-b0 of width_coefficient 0.2, depth_coefficient 0.1 and 10 classes "
-        "(model_params.txt)." in message
+    assert message.endswith(
+        "Pass the flags of the network it was trained with (--model_name, --width_coefficient, "
+        "--depth_coefficient), or another checkpoint."
     )
+    if flag == "init_model_path":
+        assert (
+            "It holds efficientnet-b0 of width_coefficient 0.2, depth_coefficient 0.1 and 10 "
+            "classes (model_params.txt)." in message
+        )
     assert not os.path.exists(f"{tmp_path}/student/checkpoint")
 
 
