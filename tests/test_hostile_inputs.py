@@ -430,3 +430,20 @@ def test_proc_folder_skips_a_huge_image_without_decoding_it(tmp_path):
     # float64 copies 3 GB: the run stays at what TensorFlow's import takes.
     peak_mb = int(result.stderr.splitlines()[-1]) / 1024
     assert peak_mb < 1500, peak_mb
+
+
+def test_defaults_read_task_info_output_as_data_only(tmp_path):
+    """Even lines that task_info.py would never print are not run by the shell."""
+    planted = tmp_path / "X"
+    write_info(str(tmp_path / "data"))
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho 'DATA_UNLABELED_SHARDS=1; touch {planted}'\n")
+    fake.chmod(0o755)
+    env = {"PYTHON": str(fake), "DATA_DIR": str(tmp_path / "data"), "DRY_RUN": "1"}
+    result = run_bash(os.path.join(SCRIPTS, "custom/predict.sh"), env, cwd=str(tmp_path))
+    assert not planted.exists()
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"predict.sh: error: {tmp_path}/data/dataset_info.json: unexpected setting "
+        f"'DATA_UNLABELED_SHARDS=1; touch {planted}' from task_info.py.\n"
+    )
