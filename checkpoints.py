@@ -9,6 +9,7 @@ another run. A checkpoint is either this project's (`tf.train.Checkpoint` with
 `tf1_checkpoint`).
 """
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -154,6 +155,44 @@ def checkpoint_provenance(prefix, use_ema):
     }
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint holds another network than the one it is read into."""
+
+
+def _check_shapes_fit(model, prefix, key, what):
+    """Fails, before any read, when `model` has weights of shapes the checkpoint lacks.
+
+    A checkpoint of another width or depth would otherwise be found out by
+    the read itself, after TensorFlow has warned about every unmatched
+    value (hundreds of lines).
+    """
+    available = collections.Counter()
+    for name, shape in tf.train.list_variables(prefix):
+        if name.startswith(f"{key}/") and ".OPTIMIZER_SLOT" not in name:
+            available[tuple(shape)] += 1
+    needed = collections.Counter(tuple(w.shape) for w in model.weights)
+    missing = needed - available
+    if not missing:
+        return
+    example = next(w for w in model.weights if tuple(w.shape) in missing)
+    saved = read_model_description(prefix)
+    holds = ""
+    if saved is not None:
+        holds = (
+            f" It holds {saved.get('model_name')} of width_coefficient "
+            f"{saved.get('width_coefficient')}, depth_coefficient "
+            f"{saved.get('depth_coefficient')} and {saved.get('num_classes')} classes "
+            f"({MODEL_PARAMS_FILE})."
+        )
+    raise CheckpointMismatchError(
+        f"{what} {prefix!r} holds another network than the model {model.name!r}: "
+        f"{sum(missing.values())} of the model's {len(model.weights)} weights have no value "
+        f"of their shape there (e.g. {example.path} {list(example.shape)}).{holds} Pass the "
+        "flags of the network it was trained with (--model_name, --width_coefficient, "
+        "--depth_coefficient), or another checkpoint."
+    )
+
+
 def load_ema_weights(model, path, what="checkpoint", use_ema=True, skip_mismatched_head=False):
     """Loads the moving-average (EMA) weights of a checkpoint into `model`.
 
@@ -178,6 +217,8 @@ def load_ema_weights(model, path, what="checkpoint", use_ema=True, skip_mismatch
 
     Raises:
       FileNotFoundError: no checkpoint at `path`.
+      CheckpointMismatchError: the checkpoint holds another network (say of
+        another width), found before reading it.
       ValueError: the checkpoint does not fit `model`, or cannot be read.
     """
     prefix = resolve_checkpoint(path, what)
@@ -197,6 +238,12 @@ def load_ema_weights(model, path, what="checkpoint", use_ema=True, skip_mismatch
         # Restore into a network of the checkpoint's own shape, then copy all
         # but the classifier.
         target = create_model(description)
+    try:
+        _check_shapes_fit(target, prefix, key, what)
+    except tf.errors.OpError as e:
+        raise ValueError(
+            f"{what} {prefix!r} cannot be read (truncated or corrupt?): {e.message[:300]}"
+        ) from e
     try:
         status = tf.train.Checkpoint(**{key: target}).read(prefix)
         status.expect_partial().assert_existing_objects_matched()

@@ -17,6 +17,7 @@ import functools
 import math
 import os
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -157,6 +158,66 @@ def _record_check(kind, num_classes):
     return check
 
 
+# The keys each kind of record needs: {key: (feature kind, number of values)};
+# an unlabeled record's `label` may be absent (it defaults to 0).
+_NEEDED_KEYS = {
+    "labeled": {"image/encoded": ("bytes_list", 1), "image/class/label": ("int64_list", 1)},
+    "unlabeled": {
+        "image/encoded": ("bytes_list", 1),
+        "label": ("int64_list", 1),
+        "probabilities": ("float_list", "num_classes"),
+    },
+    "image": {"image/encoded": ("bytes_list", 1)},
+}
+_KIND_NAMES = {"bytes_list": "bytes", "int64_list": "int64", "float_list": "float"}
+
+
+def describe_record_problem(serialized, kind, num_classes=None):
+    """Why a serialized record cannot be used as `kind`, in words, or None.
+
+    Checks what tf.data's parsing checks (a tf.train.Example, each needed key
+    present with values of the right type and number, labels in range), so
+    that the message names the key and the expected type itself instead of
+    quoting TensorFlow's op text.
+
+    Args:
+      serialized: the record's bytes.
+      kind: 'labeled', 'unlabeled' or 'image' (see `locate_bad_record`).
+      num_classes: number of classes, for lengths and label ranges.
+    """
+    example = tf.train.Example()
+    try:
+        example.ParseFromString(serialized)
+    except Exception:  # protobuf's DecodeError, whose module varies by backend.
+        return "not a tf.train.Example (the file holds records of another kind)"
+    feature = example.features.feature
+    for key, (expected, count) in _NEEDED_KEYS[kind].items():
+        optional = kind == "unlabeled" and key == "label"
+        if key not in feature:
+            if optional:
+                continue
+            present = ", ".join(sorted(feature)) or "none"
+            return f"key {key!r} is missing (keys present: {present})"
+        found = feature[key].WhichOneof("kind")
+        if found != expected:
+            return (
+                f"key {key!r} holds {_KIND_NAMES.get(found, found)} values, "
+                f"expected {_KIND_NAMES[expected]}"
+            )
+        values = getattr(feature[key], expected).value
+        if count == "num_classes":
+            count = num_classes
+        if len(values) != count:
+            return f"key {key!r} holds {len(values)} values, expected {count}"
+        if not num_classes:
+            continue
+        if key == "image/class/label" and not 1 <= values[0] <= num_classes:
+            return f"key {key!r} is {values[0]}: expected 1..{num_classes} (1-based)"
+        if key == "label" and not 0 <= values[0] < num_classes:
+            return f"key {key!r} is {values[0]}: expected 0..{num_classes - 1} (0-based)"
+    return None
+
+
 def locate_bad_record(files, kind, num_classes=None):
     """Finds the first record of `files` that the pipelines cannot use.
 
@@ -170,8 +231,8 @@ def locate_bad_record(files, kind, num_classes=None):
       num_classes: number of classes, for the label range checks.
 
     Returns:
-      A `DataError` naming the file, the record's index and the reason, or
-      None if every record reads.
+      A `DataError` naming the file, the record's index and the reason (the
+      key and what was expected), or None if every record reads.
     """
     check = _record_check(kind, num_classes)
     for path in files:
@@ -180,9 +241,70 @@ def locate_bad_record(files, kind, num_classes=None):
             for _ in tf.data.TFRecordDataset(path).map(check):
                 index += 1
         except RECORD_ERRORS as e:
-            reason = e.message.strip().splitlines()[0][:400]
-            return DataError(f"{path}: record {index} cannot be used: {reason}")
+            return DataError(
+                f"{path}: record {index} cannot be used: {_reason(path, index, kind, num_classes, e)}"
+            )
     return None
+
+
+def _reason(path, index, kind, num_classes, error):
+    """Why record `index` of `path` failed (`error`), in words that name the key."""
+    try:
+        raw = next(iter(tf.data.TFRecordDataset(path).skip(index).take(1)), None)
+    except RECORD_ERRORS:
+        if index == 0:
+            return "not a TFRecord file (no readable record at its start)"
+        return "the file is truncated or corrupted here (not a whole TFRecord)"
+    problem = describe_record_problem(raw.numpy(), kind, num_classes) if raw is not None else None
+    if problem is None:
+        # Every key parses: decoding the image is what failed.
+        logging.debug("%s: record %d: %s", path, index, error.message)
+        return "key 'image/encoded' is not a decodable JPEG, PNG, GIF or BMP image"
+    return problem
+
+
+def count_labels(files, num_classes, source):
+    """Images per class (0-based) in labeled `files`, every label checked against `num_classes`.
+
+    Reads only the labels (no image is decoded), so that a task's class count
+    can be checked against its data before training starts.
+
+    Args:
+      files: labeled TFRecord files.
+      num_classes: the task's number of classes.
+      source: what set `num_classes` (a dataset_info.json), for messages.
+
+    Returns:
+      A list of `num_classes` counts.
+
+    Raises:
+      DataError: a label outside 1..num_classes (the data has more classes
+        than `source` says) or an unreadable record, naming the file, the
+        record and `source`.
+    """
+    key = "image/class/label"
+    ds = tf.data.TFRecordDataset(files).map(
+        lambda r: tf.io.parse_single_example(r, {key: tf.io.FixedLenFeature([], tf.int64)})[key],
+        num_parallel_calls=AUTOTUNE,
+    )
+    counts = [0] * num_classes
+    out_of_range = False
+    try:
+        for batch in ds.batch(65536):
+            values = batch.numpy()
+            if values.size and (values.min() < 1 or values.max() > num_classes):
+                out_of_range = True
+                break
+            for label, count in zip(*np.unique(values, return_counts=True), strict=True):
+                counts[int(label) - 1] += int(count)
+    except RECORD_ERRORS:
+        out_of_range = True
+    if out_of_range:
+        error = locate_bad_record(files, "labeled", num_classes) or DataError(
+            f"{files}: a label outside 1..{num_classes}"
+        )
+        raise DataError(f"{source}: num_classes is {num_classes}, but {error}")
+    return counts
 
 
 @contextlib.contextmanager
@@ -196,7 +318,10 @@ def naming_bad_files(labeled_files=(), unlabeled_files=(), image_files=(), num_c
     try:
         yield
     except RECORD_ERRORS as e:
-        logging.error("Reading the input failed (%s); locating the bad record...", e.message[:200])
+        # TensorFlow's op text says what but not where: the DataError below
+        # says both, so the op text goes no further than the debug log.
+        logging.info("Reading the input failed; locating the bad record...")
+        logging.debug("The input pipeline's error: %s", e.message)
         for files, kind in (
             (labeled_files, "labeled"),
             (unlabeled_files, "unlabeled"),

@@ -54,6 +54,7 @@ from absl import app, flags, logging
 
 import filter_pipeline
 import filter_stats
+import task_info
 import utils
 from filter_stats import NUM_BINS, PROVENANCE_KEY, FilterError
 
@@ -606,6 +607,30 @@ def _unchanged_since_pass1(batches, counts, pass1_counts, what):
         raise FilterError(f"predictions of {what}; re-run --only_get_stats=1 for every shard")
 
 
+def write_task_description(input_dir, output_dir):
+    """Copies the task description of the unlabeled data next to the filtered data.
+
+    A task that is not built in (proc_folder.py's) is described only by the
+    dataset_info.json found from its unlabeled records. Reassign (main.py
+    --mode=predict --reassign_label on `output_dir`/data) looks for it one
+    level above the records it reads, as prediction does: so it goes to
+    `output_dir`. A file that only counts images (the built-in tasks') is not
+    copied.
+
+    Returns:
+      The written path, or None when the input has no task description.
+    """
+    source = task_info.find_dataset_info(input_dir)
+    if source is None:
+        return None
+    info = utils.read_json(source)
+    if not isinstance(info, dict) or "num_classes" not in info:
+        return None
+    path = os.path.join(output_dir, task_info.DATASET_INFO_FILE)
+    utils.write_json(path, info)
+    return path
+
+
 def filter_shard(
     files,
     shard_id,
@@ -936,6 +961,12 @@ def _check_flags():
     empty = [f"--{name}" for name in required if not getattr(FLAGS, name)]
     if empty:
         raise FilterError(f"{', '.join(empty)} must be set")
+    # Checked before the shard ids, whose range [0, num_shards) they bound.
+    for name in ("num_shards", "num_label_classes", "total_replicas"):
+        if FLAGS[name].value < 1:
+            raise FilterError(
+                f"--{name}={FLAGS[name].value}: {name} must be positive (a whole number >= 1)"
+            )
     try:
         shard_ids = utils.parse_shard_ids(FLAGS.shard_id, FLAGS.num_shards)
     except ValueError as e:
@@ -985,6 +1016,7 @@ def _shard_runner():
         num_filter_tasks=FLAGS.total_replicas,
         only_use_num_shards=FLAGS.only_use_num_shards,
     )
+    write_task_description(files.input_dir, files.output_dir)
     return functools.partial(_run_pass2, files=files, selection=selection)
 
 

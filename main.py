@@ -16,6 +16,7 @@ scripts keep working. Examples:
 """
 
 import dataclasses
+import sys
 
 from absl import app, flags, logging
 
@@ -296,6 +297,62 @@ def resolve_config():
     return train_lib.TrainConfig(**values)
 
 
+def check_training_data(config):
+    """Before training: warns about, or stops on, labeled data that does not fit the task.
+
+    A batch larger than the labeled set is a warning (every batch repeats
+    images). For a task read from a dataset_info.json, the training labels
+    are counted: a label beyond its num_classes, or images of a single class
+    only, stop the run naming the file; classes without a single training
+    image are a warning naming them (the model can still learn the others).
+
+    Raises:
+      data_input.DataError: naming the dataset_info.json and what disagrees.
+    """
+    import data_input
+    import task_info
+    import utils
+
+    if config.train_batch_size > config.num_train_images:
+        logging.warning(
+            "--train_batch_size=%d is larger than the labeled training set (%d images): "
+            "every batch repeats images. A batch of at most %d is usual.",
+            config.train_batch_size,
+            config.num_train_images,
+            config.num_train_images,
+        )
+    if config.task_name in task_info.TASKS:
+        return
+    path = task_info.find_dataset_info(config.label_data_dir)
+    if path is None:
+        return
+    described = utils.read_json(path)
+    info = task_info.task_from_dataset_info(config.task_name, described, path)
+    try:
+        files = data_input.labeled_files(config.label_data_dir, "train", config.num_train_shards)
+    except FileNotFoundError:
+        return  # Training itself reports the missing files.
+    counts = data_input.count_labels(files, info.num_classes, path)
+    names = described.get("class_names") or [str(c) for c in range(info.num_classes)]
+    seen = [c for c, count in enumerate(counts) if count]
+    if len(seen) == 1:
+        raise data_input.DataError(
+            f"{path}: every training image is of class {names[seen[0]]!r}: a classifier "
+            "needs images of at least 2 classes."
+        )
+    empty = [c for c, count in enumerate(counts) if not count]
+    if empty:
+        logging.warning(
+            "%s: %d of its %d classes have no training image: %s. The model will never "
+            "learn them; add images, or rewrite the data with proc_folder.py if the file "
+            "was edited.",
+            path,
+            len(empty),
+            info.num_classes,
+            ", ".join(f"{c} ({names[c]})" for c in empty),
+        )
+
+
 def main(argv):
     del argv
     if not FLAGS.model_dir and FLAGS.mode != "predict":
@@ -303,6 +360,8 @@ def main(argv):
     import train_lib
 
     config = resolve_config()
+    if FLAGS.mode in ("train", "train_and_eval"):
+        check_training_data(config)
     if FLAGS.seed is None:
         config.seed = train_lib.draw_seed()
         logging.info("No --seed given: using --seed=%d.", config.seed)
@@ -357,5 +416,22 @@ def main(argv):
         )
 
 
+def main_naming_bad_input(argv):
+    """`main`, ending on a bad input with its message instead of a traceback.
+
+    The message of a `data_input.DataError` (file, record, key) or of a
+    `checkpoints.CheckpointMismatchError` (which checkpoint, what it holds)
+    already says where and what; a traceback and TensorFlow's op text before
+    it would only bury it.
+    """
+    import checkpoints
+    import data_input
+
+    try:
+        main(argv)
+    except (data_input.DataError, checkpoints.CheckpointMismatchError) as e:
+        sys.exit(f"main.py: error: {e}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main_naming_bad_input)

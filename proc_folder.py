@@ -51,6 +51,14 @@ SKIPPED_FILE = "skipped.txt"
 SIDECAR_DIR = ".proc_folder"
 # Images per shard when --num_{subset}_shards is not given.
 IMAGES_PER_SHARD = 2000
+# Larger images are skipped (listed in skipped.txt) from their header alone:
+# decoding one needs 3 bytes a pixel at once (a 10000x10000 image: 300 MB),
+# in proc_folder and again in every training step that reads it. 40
+# megapixels leave room for any camera photo.
+MAX_IMAGE_PIXELS = 40_000_000
+# Pixels per block when summing an image's statistics in float64, which
+# bounds that copy to 24 MB whatever the image's size.
+_STATS_BLOCK_PIXELS = 1 << 20
 # 16-bit samples scaled to 8 bits: 65535 -> 255.
 _SIXTEEN_BIT_SCALE = 257.0
 
@@ -131,20 +139,37 @@ def convert_image(data, quality):
 
     try:
         image = Image.open(io.BytesIO(data))
-        image.load()
+        width, height = image.size
+        # The header alone says the size: a too large image is never decoded.
+        too_large = width * height > MAX_IMAGE_PIXELS
+        if not too_large:
+            image.load()
     except UnidentifiedImageError as e:
         raise ValueError("not an image format Pillow can decode") from e
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"too large to decode ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot be decoded ({type(e).__name__}: {e})") from e
+    if too_large:
+        raise ValueError(_too_large(width, height))
     if image.format == "JPEG" and image.mode == "RGB":
         return data, np.asarray(image)
     pixels = np.ascontiguousarray(_to_rgb_array(image))
     return encode_pil(pixels, quality), pixels
 
 
+def _too_large(width, height):
+    return (
+        f"too large: {width}x{height} = {width * height:,} pixels, more than the "
+        f"{MAX_IMAGE_PIXELS:,} proc_folder.py takes (MAX_IMAGE_PIXELS); downscale it"
+    )
+
+
 def _array_to_jpeg(array, quality):
     """A TFDS image [H, W, C] uint8 -> (JPEG bytes, RGB pixels)."""
     array = np.asarray(array, np.uint8)
+    if array.shape[0] * array.shape[1] > MAX_IMAGE_PIXELS:
+        raise ValueError(_too_large(array.shape[1], array.shape[0]))
     if array.ndim == 2:
         array = array[..., None]
     if array.shape[-1] == 1:
@@ -167,12 +192,15 @@ def empty_stats():
 
 
 def add_to_stats(stats, pixels):
-    """Adds one image's pixels to `stats`."""
-    flat = pixels.reshape(-1, 3).astype(np.float64)
-    stats["count"] += len(flat)
-    stats["sum"] = [a + b for a, b in zip(stats["sum"], flat.sum(0), strict=True)]
-    stats["sumsq"] = [a + b for a, b in zip(stats["sumsq"], (flat**2).sum(0), strict=True)]
-    stats["sizes"].append(list(pixels.shape[:2]))
+    """Adds one image's pixels to `stats`, a block of rows at a time."""
+    height, width = pixels.shape[:2]
+    rows = max(1, _STATS_BLOCK_PIXELS // max(1, width))
+    for start in range(0, height, rows):
+        flat = pixels[start : start + rows].reshape(-1, 3).astype(np.float64)
+        stats["count"] += len(flat)
+        stats["sum"] = [a + b for a, b in zip(stats["sum"], flat.sum(0), strict=True)]
+        stats["sumsq"] = [a + b for a, b in zip(stats["sumsq"], (flat**2).sum(0), strict=True)]
+    stats["sizes"].append([height, width])
 
 
 def combine_stats(parts):

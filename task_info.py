@@ -8,6 +8,7 @@ proc_folder.py writes next to its data (`get_task_info(name, data_dir)`).
 import dataclasses
 import json
 import os
+import re
 
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -25,6 +26,8 @@ SMALL_IMAGE_MAX_SIDE = 64
 SMALL_IMAGE_SIZE = 32
 # The labeled subsets evaluated when the data has them, in this order.
 EVAL_SUBSETS = ("dev", "test")
+# Subset names a dataset_info.json may use (file prefixes).
+_SUBSET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # Tasks read from a dataset_info.json in this process, by name.
 _FROM_DATA = {}
 
@@ -158,8 +161,12 @@ def task_from_dataset_info(task_name, info, source=DATASET_INFO_FILE):
 
     Raises:
       ValueError: when a key is missing (e.g. the file of proc_mnist.py, which
-        only counts images: use its built-in task name).
+        only counts images: use its built-in task name), a value is not of its
+        kind (counts: whole numbers; subset names: letters, digits, '_', '-'),
+        num_classes is 1, or class_names does not list num_classes names.
     """
+    if not isinstance(info, dict):
+        raise ValueError(f"{source} holds {type(info).__name__}: expected a JSON object.")
     needed = ("splits", "num_classes", "mean_rgb", "stddev_rgb", "median_size")
     missing = [key for key in needed if key not in info]
     if missing:
@@ -167,22 +174,73 @@ def task_from_dataset_info(task_name, info, source=DATASET_INFO_FILE):
             f"{source} lacks {missing}: it does not describe a task (written by an older "
             "proc script?). Rewrite the data with proc_folder.py, or use a built-in task_name."
         )
-    small = is_small_image(info["median_size"])
-    splits = {k: int(v) for k, v in info["splits"].items()}
+    num_classes = _whole(info["num_classes"], "num_classes", source, minimum=1)
+    if num_classes == 1:
+        raise ValueError(
+            f"{source}: num_classes is 1: a classifier needs at least 2 classes (one class "
+            "folder per class under the labeled folder)."
+        )
+    class_names = info.get("class_names")
+    if class_names is not None and (
+        not isinstance(class_names, list) or len(class_names) != num_classes
+    ):
+        raise ValueError(
+            f"{source}: num_classes is {num_classes} but class_names lists "
+            f"{len(class_names) if isinstance(class_names, list) else class_names!r}: "
+            "the file was edited or damaged; rewrite the data with proc_folder.py."
+        )
+    median_size = _numbers(info["median_size"], "median_size", source, 2)
+    small = is_small_image(median_size)
+    splits = _counts(info["splits"], "splits", source, minimum=0)
+    num_files = _counts(info.get("num_files", {}), "num_files", source, minimum=1)
+    if not isinstance(info.get("random_flip", True), bool):
+        raise ValueError(
+            f"{source}: random_flip is {info['random_flip']!r}: expected true or false."
+        )
     return TaskInfo(
         name=task_name,
-        num_classes=int(info["num_classes"]),
-        mean_rgb=tuple(float(v) for v in info["mean_rgb"]),
-        stddev_rgb=tuple(float(v) for v in info["stddev_rgb"]),
+        num_classes=num_classes,
+        mean_rgb=_numbers(info["mean_rgb"], "mean_rgb", source, 3),
+        stddev_rgb=_numbers(info["stddev_rgb"], "stddev_rgb", source, 3),
         # Large images: the model's own resolution (as for imagenet).
         image_size=SMALL_IMAGE_SIZE if small else None,
         small_image_model=small,
-        random_flip=bool(info.get("random_flip", True)),
+        random_flip=info.get("random_flip", True),
         train_subset="train",
         eval_subsets=tuple(s for s in EVAL_SUBSETS if splits.get(s)),
         split_sizes=splits,
-        num_files=dict(info.get("num_files", {})),
+        num_files=num_files,
     )
+
+
+# The file is data, not code: every value is checked to be what the readers
+# (Python, and the shell through shell_settings) expect before anyone uses it.
+def _whole(value, key, source, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{source}: {key} is {value!r}: expected a whole number >= {minimum}.")
+    return value
+
+
+def _counts(value, key, source, minimum):
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: {key} is {value!r}: expected {{subset: count}}.")
+    for name in value:
+        if not _SUBSET_NAME.fullmatch(name):
+            raise ValueError(
+                f"{source}: {key} has the subset name {name!r}: expected letters, digits, "
+                "'_' or '-'."
+            )
+    return {name: _whole(v, f"{key}[{name!r}]", source, minimum) for name, v in value.items()}
+
+
+def _numbers(value, key, source, length):
+    if (
+        not isinstance(value, list)
+        or len(value) != length
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(f"{source}: {key} is {value!r}: expected a list of {length} numbers.")
+    return tuple(float(v) for v in value)
 
 
 def find_dataset_info(data_dir):
@@ -201,7 +259,10 @@ def find_dataset_info(data_dir):
 
 def _read_json(path):
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
 def split_counts(info):
@@ -241,8 +302,10 @@ def num_images(task_name, subset, data_dir=None):
 def shell_settings(data_dir):
     """`NAME=value` lines of the loop settings that follow from a dataset_info.json.
 
-    local_scripts/custom/defaults.sh evaluates them, so the shell scripts take
-    the small-image choice and the counts from this module.
+    local_scripts/custom/defaults.sh reads them (never as code: every value
+    is a whole number or a comma list of known subset names, checked here and
+    again by the shell), so the shell scripts take the small-image choice and
+    the counts from this module.
 
     Returns:
       Lines setting DATA_NUM_CLASSES, DATA_SMALL_IMAGE (1 or 0),

@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+import numpy as np
+import tensorflow as tf
 from conftest import ROOT
 from test_custom_task import NUM_CLASSES, write_class_folders
 from test_scripts import run_bash
@@ -62,3 +64,34 @@ def test_custom_loop_one_round(tmp_path):
     picture = f"{root}/out/round1_pseudo/pseudo_labels.png"
     assert os.path.getsize(picture) > 0
     assert os.path.getsize(f"{root}/out/summary.png") > 0
+
+    # Reassign on the loop's own filter output: the student relabels the
+    # filtered records of the custom task, keeping every image in place.
+    pseudo = f"{root}/out/round1_pseudo"
+    proc = run_bash(
+        "local_scripts/custom/reassign.sh",
+        dict(env, DATA_ROOT=pseudo, REASSIGN_CKPT=f"{root}/out/round1_student"),
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
+    num_shards = json.load(open(f"{root}/data/dataset_info.json"))["num_files"]["extra"]
+    names = [f"train-0-{s:05d}-of-{num_shards:05d}" for s in range(num_shards)]
+    assert sorted(os.listdir(f"{pseudo}/reassign")) == sorted(names + ["provenance"])
+    for name in names:
+        filtered = _records(f"{pseudo}/filter_data/data/{name}")
+        relabeled = _records(f"{pseudo}/reassign/{name}")
+        assert [r["image/encoded"].bytes_list.value for r in relabeled] == [
+            r["image/encoded"].bytes_list.value for r in filtered
+        ]
+        for r in relabeled:
+            probs = np.array(r["probabilities"].float_list.value)
+            assert len(probs) == NUM_CLASSES
+            assert r["label"].int64_list.value[0] == np.argmax(probs)
+
+
+def _records(path):
+    return [
+        tf.train.Example.FromString(r.numpy()).features.feature
+        for r in tf.data.TFRecordDataset(path)
+    ]

@@ -35,12 +35,23 @@ source local_scripts/common.sh
 use_venv_python
 
 # The data's settings (task_info.shell_settings); before prepro.sh has run,
-# placeholders that the steps' own checks (no data yet) report.
-DATA_NUM_CLASSES=0 DATA_SMALL_IMAGE=1 DATA_UNLABELED_SHARDS=1 DATA_NUM_IMAGE=1
-DATA_EVAL_SUBSETS=train,dev,test
+# placeholders that the steps' own checks (no data yet) report. They are read
+# as data, never run: each line must be a known name and a value of its kind
+# (task_info.py checks the file; this checks again what reaches the shell).
+DATA_NUM_CLASSES=0 DATA_SMALL_IMAGE=1 DATA_NUM_UNLABELED=0 DATA_UNLABELED_SHARDS=1
+DATA_NUM_IMAGE=1 DATA_EVAL_SUBSETS=train,dev,test
 if [[ -f "${DATA_DIR}/dataset_info.json" ]]; then
   settings=$("${PYTHON:-python}" task_info.py "${DATA_DIR}") || die "cannot read ${DATA_DIR}/dataset_info.json"
-  eval "${settings}"
+  while IFS= read -r line; do
+    name=${line%%=*} value=${line#*=}
+    case "${name}" in
+      DATA_NUM_CLASSES | DATA_SMALL_IMAGE | DATA_NUM_UNLABELED | DATA_UNLABELED_SHARDS | DATA_NUM_IMAGE)
+        [[ "${value}" =~ ^[0-9]+$ ]] ;;
+      DATA_EVAL_SUBSETS) [[ "${value}" =~ ^[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*$ ]] ;;
+      *) false ;;
+    esac || die "${DATA_DIR}/dataset_info.json: unexpected setting ${line@Q} from task_info.py."
+    printf -v "${name}" '%s' "${value}"
+  done <<<"${settings}"
 fi
 NUM_CLASSES="${NUM_CLASSES:-${DATA_NUM_CLASSES}}"
 
