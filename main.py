@@ -147,7 +147,21 @@ flags.DEFINE_string("tpu", None, "TPU name or address for the cluster resolver."
 flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
 flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
 flags.DEFINE_string("master", None, "Ignored (TF1 session master); use --tpu.")
-flags.DEFINE_bool("use_bfloat16", True, "Keras mixed_bfloat16 policy.")
+flags.DEFINE_bool(
+    "use_bfloat16",
+    True,
+    "Keras mixed_bfloat16 policy (published; False: float32). --mixed_precision replaces it.",
+)
+flags.DEFINE_enum(
+    "mixed_precision",
+    None,
+    ["float32", "bfloat16", "float16"],
+    "Training and inference precision: float32; bfloat16 (Keras mixed_bfloat16, for TPUs "
+    "and CPUs/GPUs with bfloat16 units); float16 (mixed_float16 with dynamic loss scaling, "
+    "for GPUs such as T4 and V100). Logits, losses, softmax and batch-norm statistics stay "
+    "float32. Default: what --use_bfloat16 says (True: bfloat16, False: float32); "
+    "contradicting an explicit --use_bfloat16 is an error.",
+)
 flags.DEFINE_bool(
     "use_xla",
     None,
@@ -243,6 +257,12 @@ def resolve_config():
         data_input.augment_names(FLAGS.augment_name, FLAGS.unl_aug)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
+    try:
+        precision = train_lib.resolve_precision(
+            FLAGS.mixed_precision, FLAGS.use_bfloat16, FLAGS["use_bfloat16"].present
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     for name, default in _IGNORED_FLAGS.items():
         if FLAGS[name].present and FLAGS[name].value != default:
             logging.warning("--%s is accepted for compatibility and ignored.", name)
@@ -268,6 +288,7 @@ def resolve_config():
         override_params=override_params_from_flags(),
         random_flip=info.random_flip,
         eval_subsets=tuple(FLAGS.eval_subsets or info.eval_subsets),
+        mixed_precision=precision,
     )
     return train_lib.TrainConfig(**values)
 
@@ -289,7 +310,7 @@ def main(argv):
 
         export_lib.export(config, FLAGS.export_dir)
         return
-    train_lib.set_precision(config.use_bfloat16)
+    train_lib.set_precision(config.precision)
     strategy = train_lib.create_strategy(
         FLAGS.use_tpu, FLAGS.tpu, FLAGS.tpu_zone, FLAGS.gcp_project
     )
