@@ -147,6 +147,9 @@ flags.DEFINE_string("tpu", None, "TPU name or address for the cluster resolver."
 flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
 flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
 flags.DEFINE_string("master", None, "Ignored (TF1 session master); use --tpu.")
+# --mixed_precision's values (train_lib.PRECISIONS; main.py imports no TensorFlow
+# before the flags are checked).
+_PRECISIONS = ("float32", "bfloat16", "float16")
 flags.DEFINE_bool(
     "use_bfloat16",
     True,
@@ -155,7 +158,7 @@ flags.DEFINE_bool(
 flags.DEFINE_enum(
     "mixed_precision",
     None,
-    ["float32", "bfloat16", "float16"],
+    list(_PRECISIONS),
     "Training and inference precision: float32; bfloat16 (Keras mixed_bfloat16, for TPUs "
     "and CPUs/GPUs with bfloat16 units); float16 (mixed_float16 with dynamic loss scaling, "
     "for GPUs such as T4 and V100). Logits, losses, softmax and batch-norm statistics stay "
@@ -224,6 +227,39 @@ _IGNORED_FLAGS = {
 }
 
 
+def resolve_precision(mixed_precision, use_bfloat16, use_bfloat16_given=False):
+    """The precision of a run from `--mixed_precision` and the published `--use_bfloat16`.
+
+    Args:
+      mixed_precision: "float32", "bfloat16", "float16", or None (not given).
+      use_bfloat16: `--use_bfloat16` (published default True).
+      use_bfloat16_given: whether `--use_bfloat16` was given on the command
+        line; only then can the two flags contradict each other.
+
+    Returns:
+      The precision: `mixed_precision` when given, else "bfloat16" or
+      "float32" as `use_bfloat16` says, so old scripts keep their meaning.
+
+    Raises:
+      ValueError: `mixed_precision` is not a known precision, or the flags
+        contradict each other: `--use_bfloat16=True` with float32 or float16,
+        `--use_bfloat16=False` with bfloat16.
+    """
+    if mixed_precision is None:
+        return "bfloat16" if use_bfloat16 else "float32"
+    if mixed_precision not in _PRECISIONS:
+        raise ValueError(
+            f"--mixed_precision={mixed_precision}: expected one of {', '.join(_PRECISIONS)}."
+        )
+    if use_bfloat16_given and use_bfloat16 != (mixed_precision == "bfloat16"):
+        raise ValueError(
+            f"--mixed_precision={mixed_precision} contradicts --use_bfloat16={use_bfloat16}: "
+            "give only --mixed_precision (--use_bfloat16=True means bfloat16, False means "
+            "not bfloat16), or make them agree."
+        )
+    return mixed_precision
+
+
 def override_params_from_flags():
     """Model overrides set on the command line."""
     overrides = {}
@@ -257,12 +293,6 @@ def resolve_config():
         data_input.augment_names(FLAGS.augment_name, FLAGS.unl_aug)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    try:
-        precision = train_lib.resolve_precision(
-            FLAGS.mixed_precision, FLAGS.use_bfloat16, FLAGS["use_bfloat16"].present
-        )
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
     for name, default in _IGNORED_FLAGS.items():
         if FLAGS[name].present and FLAGS[name].value != default:
             logging.warning("--%s is accepted for compatibility and ignored.", name)
@@ -288,7 +318,6 @@ def resolve_config():
         override_params=override_params_from_flags(),
         random_flip=info.random_flip,
         eval_subsets=tuple(FLAGS.eval_subsets or info.eval_subsets),
-        mixed_precision=precision,
     )
     return train_lib.TrainConfig(**values)
 
@@ -297,6 +326,13 @@ def main(argv):
     del argv
     if not FLAGS.model_dir and FLAGS.mode != "predict":
         raise app.UsageError("--model_dir is required.")
+    # Checked before TensorFlow is imported: a contradiction fails at once.
+    try:
+        FLAGS.mixed_precision = resolve_precision(
+            FLAGS.mixed_precision, FLAGS.use_bfloat16, FLAGS["use_bfloat16"].present
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     import train_lib
 
     config = resolve_config()

@@ -229,39 +229,6 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
-def resolve_precision(mixed_precision, use_bfloat16, use_bfloat16_given=False):
-    """The precision of a run from `--mixed_precision` and the published `--use_bfloat16`.
-
-    Args:
-      mixed_precision: "float32", "bfloat16", "float16", or None (not given).
-      use_bfloat16: `--use_bfloat16` (published default True).
-      use_bfloat16_given: whether `--use_bfloat16` was given on the command
-        line; only then can the two flags contradict each other.
-
-    Returns:
-      The precision: `mixed_precision` when given, else "bfloat16" or
-      "float32" as `use_bfloat16` says, so old scripts keep their meaning.
-
-    Raises:
-      ValueError: `mixed_precision` is not a known precision, or the flags
-        contradict each other: `--use_bfloat16=True` with float32 or float16,
-        `--use_bfloat16=False` with bfloat16.
-    """
-    if mixed_precision is None:
-        return "bfloat16" if use_bfloat16 else "float32"
-    if mixed_precision not in PRECISIONS:
-        raise ValueError(
-            f"--mixed_precision={mixed_precision}: expected one of {', '.join(PRECISIONS)}."
-        )
-    if use_bfloat16_given and use_bfloat16 != (mixed_precision == "bfloat16"):
-        raise ValueError(
-            f"--mixed_precision={mixed_precision} contradicts --use_bfloat16={use_bfloat16}: "
-            "give only --mixed_precision (--use_bfloat16=True means bfloat16, False means "
-            "not bfloat16), or make them agree."
-        )
-    return mixed_precision
-
-
 def set_precision(precision):
     """Sets Keras' global dtype policy for `precision`.
 
