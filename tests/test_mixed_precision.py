@@ -287,6 +287,22 @@ def test_float16_resumes_a_float32_checkpoint(tmp_path, policy):
         np.testing.assert_array_equal(w16.numpy(), w32.numpy())
 
 
+def test_float16_under_mirrored_strategy():
+    """2 logical CPUs: the float16 step equals one device's; an overflow skips on both."""
+    script = os.path.join(ROOT, "tests", "mirrored_check.py")
+    out = subprocess.run(
+        [sys.executable, script, "float16"], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["steps"] == [21, 21]
+    assert result["scales"] == [2.0**15, 2.0**15]
+    assert result["loss_single"] == pytest.approx(result["loss_mirrored"], rel=2e-3)
+    assert result["update_rel_diff"] < 2e-2
+    assert result["overflow"] == {"step": 21, "scale": 2.0**59, "unchanged": True}
+
+
 # --- The entry points on a float16-trained model --------------------------------
 
 
