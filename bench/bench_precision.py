@@ -24,9 +24,6 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_train  # noqa: E402
-import demo_seeds_report  # noqa: E402
-
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 
@@ -53,6 +50,10 @@ def main(argv=None):
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown or not precisions:
         sys.exit(f"bench_precision: --precisions: expected some of {PRECISIONS}, got {unknown}.")
+    # Imported once the arguments are checked: bench_train imports TensorFlow.
+    import bench_train
+    import demo_seeds_report
+
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_precision_")
     data_dir = os.path.join(work_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
