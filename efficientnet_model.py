@@ -151,8 +151,8 @@ class BatchNormalization(layers.BatchNormalization):
     Keras 3 normalizes with separate moments, subtract, multiply and add ops;
     on CPU that makes batch norm a large share of an EfficientNet training step.
     In training mode on 4-D channels-last inputs this layer runs TF's
-    FusedBatchNormV3 instead (also for bfloat16 inputs, which it accepts with
-    float32 statistics). Results, variables and moving-statistics updates are
+    FusedBatchNormV3 instead (also for bfloat16 and float16 inputs, which it
+    accepts with float32 statistics). Results, variables and moving-statistics updates are
     those of the Keras layer: the moving variance is updated with the biased
     batch variance, as Keras and the original cross-replica TPU batch norm do.
 
@@ -207,7 +207,7 @@ class BatchNormalization(layers.BatchNormalization):
             or mask is not None
             or len(inputs.shape) != 4
             or self.axis not in (-1, 3)
-            or inputs.dtype not in (tf.float32, tf.bfloat16)
+            or inputs.dtype not in (tf.float32, tf.bfloat16, tf.float16)
         ):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
@@ -245,7 +245,7 @@ class BatchNormalization(layers.BatchNormalization):
                 f"Batch norm {self.name}: groups of {group_size} replicas do not divide "
                 f"{num_replicas} replicas."
             )
-        # Statistics in float32 also under mixed_bfloat16, as in Keras.
+        # Statistics in float32 also under mixed policies, as in Keras.
         x = tf.cast(inputs, tf.float32)
         channels = x.shape[self.axis]
         local_mean, local_variance = tf.nn.moments(x, self._reduction_axes)
@@ -491,7 +491,7 @@ def efficientnet(
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout_rate > 0:
         x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-    # float32 classifier: losses and softmax stay accurate under mixed_bfloat16.
+    # float32 classifier: losses and softmax stay accurate under mixed policies.
     logits = layers.Dense(
         num_classes,
         kernel_initializer=DENSE_KERNEL_INITIALIZER,

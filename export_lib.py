@@ -17,7 +17,7 @@ r"""Exports a trained model for serving: a SavedModel and a `.keras` file.
   OUT/export_info.json                 task, image size, normalization,
                                        classes and the checkpoint exported.
 
-The network is built in float32 whatever `--use_bfloat16` says, and gets the
+The network is built in float32 whatever the precision flags say, and gets the
 checkpoint's moving-average (EMA) weights, as evaluation does.
 In the SavedModel the batch norms are folded into the convolutions
 (`bn_folding`: same outputs, faster); `model.keras` holds the trained layers.

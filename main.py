@@ -155,7 +155,24 @@ flags.DEFINE_string("tpu", None, "TPU name or address for the cluster resolver."
 flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
 flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
 flags.DEFINE_string("master", None, "Ignored (TF1 session master); use --tpu.")
-flags.DEFINE_bool("use_bfloat16", True, "Keras mixed_bfloat16 policy.")
+# --mixed_precision's values (train_lib.PRECISIONS; main.py imports no TensorFlow
+# before the flags are checked).
+_PRECISIONS = ("float32", "bfloat16", "float16")
+flags.DEFINE_bool(
+    "use_bfloat16",
+    True,
+    "Keras mixed_bfloat16 policy (published; False: float32). --mixed_precision replaces it.",
+)
+flags.DEFINE_enum(
+    "mixed_precision",
+    None,
+    list(_PRECISIONS),
+    "Training and inference precision: float32; bfloat16 (Keras mixed_bfloat16, for TPUs "
+    "and CPUs/GPUs with bfloat16 units); float16 (mixed_float16 with dynamic loss scaling, "
+    "for GPUs such as T4 and V100). Logits, losses, softmax and batch-norm statistics stay "
+    "float32. Default: what --use_bfloat16 says (True: bfloat16, False: float32); "
+    "contradicting an explicit --use_bfloat16 is an error.",
+)
 flags.DEFINE_bool(
     "use_xla",
     None,
@@ -216,6 +233,39 @@ _IGNORED_FLAGS = {
     "num_eval_images": None,
     "num_test_images": None,
 }
+
+
+def resolve_precision(mixed_precision, use_bfloat16, use_bfloat16_given=False):
+    """The precision of a run from `--mixed_precision` and the published `--use_bfloat16`.
+
+    Args:
+      mixed_precision: "float32", "bfloat16", "float16", or None (not given).
+      use_bfloat16: `--use_bfloat16` (published default True).
+      use_bfloat16_given: whether `--use_bfloat16` was given on the command
+        line; only then can the two flags contradict each other.
+
+    Returns:
+      The precision: `mixed_precision` when given, else "bfloat16" or
+      "float32" as `use_bfloat16` says, so old scripts keep their meaning.
+
+    Raises:
+      ValueError: `mixed_precision` is not a known precision, or the flags
+        contradict each other: `--use_bfloat16=True` with float32 or float16,
+        `--use_bfloat16=False` with bfloat16.
+    """
+    if mixed_precision is None:
+        return "bfloat16" if use_bfloat16 else "float32"
+    if mixed_precision not in _PRECISIONS:
+        raise ValueError(
+            f"--mixed_precision={mixed_precision}: expected one of {', '.join(_PRECISIONS)}."
+        )
+    if use_bfloat16_given and use_bfloat16 != (mixed_precision == "bfloat16"):
+        raise ValueError(
+            f"--mixed_precision={mixed_precision} contradicts --use_bfloat16={use_bfloat16}: "
+            "give only --mixed_precision (--use_bfloat16=True means bfloat16, False means "
+            "not bfloat16), or make them agree."
+        )
+    return mixed_precision
 
 
 def override_params_from_flags():
@@ -357,6 +407,13 @@ def main(argv):
     del argv
     if not FLAGS.model_dir and FLAGS.mode != "predict":
         raise app.UsageError("--model_dir is required.")
+    # Checked before TensorFlow is imported: a contradiction fails at once.
+    try:
+        FLAGS.mixed_precision = resolve_precision(
+            FLAGS.mixed_precision, FLAGS.use_bfloat16, FLAGS["use_bfloat16"].present
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     import train_lib
 
     config = resolve_config()
@@ -372,7 +429,7 @@ def main(argv):
 
         export_lib.export(config, FLAGS.export_dir)
         return
-    train_lib.set_precision(config.use_bfloat16)
+    train_lib.set_precision(config.precision)
     strategy = train_lib.create_strategy(
         FLAGS.use_tpu, FLAGS.tpu, FLAGS.tpu_zone, FLAGS.gcp_project
     )

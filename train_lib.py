@@ -87,6 +87,8 @@ class TrainConfig:
     eval_subsets: tuple = ("validation",)
     use_ema: bool = True
     use_bfloat16: bool = True
+    # "float32", "bfloat16" or "float16"; None: as use_bfloat16 says (`precision`).
+    mixed_precision: str | None = None
     # None: XLA on GPUs and TPUs, off on CPUs (use_xla_for).
     use_xla: bool | None = None
     seed: int = 0
@@ -98,6 +100,11 @@ class TrainConfig:
     def max_steps(self):
         """Steps this run trains to (global step at the end)."""
         return self.train_steps if self.train_last_step_num < 0 else self.train_last_step_num
+
+    @property
+    def precision(self):
+        """The run's precision: `mixed_precision`, else what `use_bfloat16` means."""
+        return self.mixed_precision or ("bfloat16" if self.use_bfloat16 else "float32")
 
     @property
     def steps_per_epoch(self):
@@ -218,9 +225,21 @@ def use_xla_for(use_xla, strategy):
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def set_precision(use_bfloat16):
-    """`--use_bfloat16` selects Keras' mixed_bfloat16 policy; float32 otherwise."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if use_bfloat16 else "float32")
+PRECISIONS = ("float32", "bfloat16", "float16")
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def set_precision(precision):
+    """Sets Keras' global dtype policy for `precision`.
+
+    Args:
+      precision: "float32" (policy float32), "bfloat16" (mixed_bfloat16) or
+        "float16" (mixed_float16); for compatibility also a bool, the
+        published `--use_bfloat16` (True: bfloat16, False: float32).
+    """
+    if isinstance(precision, bool):
+        precision = "bfloat16" if precision else "float32"
+    keras.mixed_precision.set_global_policy(_POLICIES[precision])
 
 
 # ---------------------------------------------------------------------------
@@ -390,6 +409,103 @@ def create_optimizer(learning_rate):
     return RMSpropTF1(learning_rate=learning_rate, rho=0.9, momentum=0.9, epsilon=1e-3)
 
 
+# Keras 3's LossScaleOptimizer defaults.
+INITIAL_LOSS_SCALE = 2.0**15
+LOSS_SCALE_GROWTH_STEPS = 2000
+
+
+class DynamicLossScale(tf.Module):
+    """Dynamic loss scaling for float16 training, with Keras' `LossScaleOptimizer` rules.
+
+    The loss is multiplied by `scale` before the gradients are taken, so that
+    small float16 gradients do not flush to zero, and the gradients are
+    divided by it again before the optimizer sees them. A step whose
+    gradients are not all finite (on any replica) is skipped: weights,
+    optimizer slots and the step counter stay as they are, and the scale is
+    halved. After `growth_steps` finite steps in a row the scale is doubled.
+    Both variables are checkpointed (`TrainState` saves this module as
+    `loss_scale`), so a resumed run continues with the scale it had.
+
+    Args:
+      initial_scale: the starting scale (Keras: 2**15).
+      growth_steps: finite steps after which the scale doubles (Keras: 2000).
+    """
+
+    def __init__(self, initial_scale=INITIAL_LOSS_SCALE, growth_steps=LOSS_SCALE_GROWTH_STEPS):
+        super().__init__(name="loss_scale")
+        # Every replica computes the same values (the finiteness is all-reduced).
+        aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.scale = tf.Variable(
+            float(initial_scale), trainable=False, aggregation=aggregation, name="scale"
+        )
+        self.good_steps = tf.Variable(
+            0, dtype=tf.int64, trainable=False, aggregation=aggregation, name="good_steps"
+        )
+        self.growth_steps = int(growth_steps)
+
+    def scale_loss(self, loss):
+        """`loss` times the current scale (float32)."""
+        return tf.cast(loss, tf.float32) * self.scale
+
+    def unscale(self, grads):
+        """`grads` divided by the current scale (None stays None)."""
+        inverse = 1.0 / self.scale
+        return [None if g is None else g * tf.cast(inverse, g.dtype) for g in grads]
+
+    def update(self, finite):
+        """Halves the scale after a non-finite step; doubles it after `growth_steps` finite ones."""
+        good = tf.where(finite, self.good_steps + 1, tf.zeros_like(self.good_steps))
+        grow = good >= self.growth_steps
+        scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale), self.scale * 0.5)
+        self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
+        self.scale.assign(scale)
+
+
+def all_finite(grads):
+    """Whether every gradient on every replica is finite (a scalar bool, the same everywhere)."""
+    bad = tf.add_n(
+        [
+            tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), tf.float32))
+            for g in grads
+            if g is not None
+        ]
+    )
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad)
+    return tf.equal(bad, 0.0)
+
+
+def apply_gradients_if(optimizer, grads_and_vars, finite):
+    """`optimizer.apply_gradients(grads_and_vars)` when `finite`, else nothing (a skipped step).
+
+    Called in a replica context. Strategies whose optimizer update needs a
+    `merge_call` (MirroredStrategy) cannot take that branch inside a replica
+    `tf.cond`, so there the condition is evaluated in the cross-replica
+    context, as Keras' LossScaleOptimizer does.
+    """
+    grads_and_vars = list(grads_and_vars)
+
+    def apply():
+        optimizer.apply_gradients(grads_and_vars)
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, apply, lambda: None)
+        return
+
+    def cross_replica(distribution, grads_and_vars, finite):
+        finite = distribution.experimental_local_results(finite)[0]
+
+        def apply_everywhere():
+            distribution.extended.call_for_each_replica(
+                optimizer.apply_gradients, args=(grads_and_vars,)
+            )
+
+        tf.cond(finite, apply_everywhere, lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads_and_vars, finite))
+
+
 # ---------------------------------------------------------------------------
 # State and checkpoints.
 
@@ -397,10 +513,10 @@ def create_optimizer(learning_rate):
 class TrainState:
     """The student, its EMA copy, the optimizer, an optional frozen teacher, checkpoints.
 
-    Checkpoints (`tf.train.Checkpoint(model, ema_model, optimizer)`) are named
-    `ckpt-<global step>` in the model_dir. Evaluation, prediction and
-    teachers read `ema_model`. Creating a TrainState writes nothing; the
-    teacher, if any, is loaded here.
+    Checkpoints (`tf.train.Checkpoint(model, ema_model, optimizer)`, plus
+    `loss_scale` in float16 runs) are named `ckpt-<global step>` in the
+    model_dir. Evaluation, prediction and teachers read `ema_model`. Creating
+    a TrainState writes nothing; the teacher, if any, is loaded here.
     """
 
     def __init__(self, config, strategy):
@@ -419,12 +535,12 @@ class TrainState:
             self.optimizer = create_optimizer(create_learning_rate_fn(config))
             # Frozen layers (--fix_layer_num) are neither updated nor decayed.
             self.optimizer.build(self.model.trainable_variables)
+            # float16 gradients underflow without it; bfloat16 has float32's range.
+            self.loss_scale = DynamicLossScale() if config.precision == "float16" else None
         self.teacher = None
         if config.teacher_model_name or config.teacher_model_path:
             self.teacher = load_teacher(config, strategy)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model, ema_model=self.ema_model, optimizer=self.optimizer
-        )
+        self.checkpoint = tf.train.Checkpoint(**self._checkpointed())
         self.is_chief = is_chief(strategy)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -438,6 +554,30 @@ class TrainState:
         self.train_files = None
         self.train_iterator = None
         self.train_loop = None
+
+    def _checkpointed(self, with_loss_scale=True):
+        objects = {"model": self.model, "ema_model": self.ema_model, "optimizer": self.optimizer}
+        if self.loss_scale is not None and with_loss_scale:
+            objects["loss_scale"] = self.loss_scale
+        return objects
+
+    def _checkpoint_for(self, prefix):
+        """The checkpoint object that reads `prefix`.
+
+        A float16 run resuming a float32 or bfloat16 checkpoint (which has no
+        loss scale) starts its scale afresh instead of failing.
+        """
+        if self.loss_scale is None:
+            return self.checkpoint
+        names = {name.split("/")[0] for name, _ in tf.train.list_variables(prefix)}
+        if "loss_scale" in names:
+            return self.checkpoint
+        logging.info(
+            "%s has no loss scale (not trained in float16): starting it at %g.",
+            prefix,
+            self.loss_scale.scale.numpy(),
+        )
+        return tf.train.Checkpoint(**self._checkpointed(with_loss_scale=False))
 
     @property
     def step(self):
@@ -480,7 +620,7 @@ class TrainState:
         failures, unreadable = [], []
         for prefix in reversed(self.manager.checkpoints):
             try:
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                self._checkpoint_for(prefix).restore(prefix).assert_existing_objects_matched()
             except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
                 reason = getattr(e, "message", str(e)).splitlines()[0][:300]
                 logging.warning(
@@ -717,15 +857,30 @@ def compute_losses(config, state, batch, training=True):
 
 
 def train_step(config, state, batch):
-    """One optimizer step on one replica's batch; returns its metrics."""
+    """One optimizer step on one replica's batch; returns its metrics.
+
+    With `state.loss_scale` (float16) the loss is scaled before the gradients
+    are taken and the gradients unscaled after; a step with non-finite
+    gradients on any replica is skipped (nothing updated, the step counter
+    not advanced) and lowers the scale (`DynamicLossScale`).
+    """
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    variables = state.model.trainable_variables
     with tf.GradientTape() as tape:
         loss, metrics = compute_losses(config, state, batch, training=True)
         # Gradients are summed across replicas, so each replica contributes
         # its mean loss divided by the number of replicas.
         scaled_loss = loss / num_replicas
-    grads = tape.gradient(scaled_loss, state.model.trainable_variables)
-    state.optimizer.apply_gradients(zip(grads, state.model.trainable_variables, strict=True))
+        if state.loss_scale is not None:
+            scaled_loss = state.loss_scale.scale_loss(scaled_loss)
+    grads = tape.gradient(scaled_loss, variables)
+    if state.loss_scale is None:
+        state.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return metrics
+    grads = state.loss_scale.unscale(grads)
+    finite = all_finite(grads)
+    apply_gradients_if(state.optimizer, zip(grads, variables, strict=True), finite)
+    state.loss_scale.update(finite)
     return metrics
 
 
@@ -752,20 +907,30 @@ def make_train_loop(config, state):
     names = metric_names(config)
     replica_step = make_replica_step(config, state)
 
+    def step_and_ema(batch):
+        step_before = tf.identity(state.optimizer.iterations)
+        per_replica = strategy.run(replica_step, args=(batch,))
+        metrics = {
+            k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in per_replica.items()
+        }
+        decay = ema_decay(state.optimizer.iterations, config.moving_average_decay)
+        if state.loss_scale is not None:
+            # A skipped float16 step leaves the EMA as it is (decay 1).
+            decay = tf.where(state.optimizer.iterations > step_before, decay, 1.0)
+        update_ema(state.ema_model, state.model, decay)
+        return metrics
+
     @tf.function
     def train_loop(iterator, num_steps):
         sums = {k: tf.constant(0.0) for k in names}
         for _ in tf.range(num_steps):
-            per_replica = strategy.run(replica_step, args=(next(iterator),))
-            metrics = {
-                k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in per_replica.items()
-            }
-            decay = ema_decay(state.optimizer.iterations, config.moving_average_decay)
-            update_ema(state.ema_model, state.model, decay)
+            metrics = step_and_ema(next(iterator))
             sums = {k: sums[k] + metrics[k] for k in names}
         out = {k: v / tf.cast(num_steps, tf.float32) for k, v in sums.items()}
         out["train/lr"] = state.optimizer.learning_rate
+        if state.loss_scale is not None:
+            out["train/loss_scale"] = tf.identity(state.loss_scale.scale)
         return out
 
     return train_loop

@@ -76,13 +76,16 @@ def write_images(data_dir, num_images):
     return num_files * per_file
 
 
-def run_ours(args, data_dir, model_dir, num_images):
-    """Median images/s that `main.py --mode=train` logs after its first interval."""
+def run_ours(args, data_dir, model_dir, num_images, precision="float32"):
+    """Median images/s that `main.py --mode=train` logs after its first interval.
+
+    `precision` is its `--mixed_precision` (bench_precision.py compares them).
+    """
     command = [
         sys.executable,
         os.path.join(ROOT, "main.py"),
         "--use_tpu=False",
-        "--use_bfloat16=False",
+        f"--mixed_precision={precision}",
         "--task_name=mnist",
         "--mode=train",
         "--model_name=efficientnet-b0",

@@ -1,7 +1,9 @@
 """Run as a script: compares one training step on 1 device and on 2 logical CPUs.
 
 Logical devices must be configured before TensorFlow initializes, hence a
-separate process. Prints one JSON line.
+separate process. Prints one JSON line. An argument `float16` trains in
+mixed float16 with loss scaling, and then also runs an overflowing step
+(a huge loss scale) on the 2 CPUs.
 """
 
 import json
@@ -19,9 +21,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import train_lib  # noqa: E402
 
+PRECISION = sys.argv[1] if len(sys.argv) > 1 else "float32"
+
 
 def make_state(strategy):
     config = train_lib.TrainConfig(
+        mixed_precision=PRECISION,
         model_dir="/tmp/unused",
         label_data_dir="/tmp/unused",
         task_name="mnist",
@@ -44,6 +49,7 @@ def make_state(strategy):
 
 
 def main():
+    train_lib.set_precision(PRECISION)
     rng = np.random.default_rng(0)
     batch = {
         "images": rng.uniform(0, 255, size=(8, 32, 32, 3)).astype(np.float32),
@@ -78,8 +84,32 @@ def main():
         state.optimizer.iterations.assign(20)
         train_lib.make_train_loop(config, state)(iterator, tf.constant(1))
 
+    start = np.concatenate([w.numpy().ravel() for w in s1.model.trainable_weights])
     one_step(single, s1)
     one_step(mirrored, s2)
+    extra = {}
+    if s2.loss_scale is not None:
+        # float16 rounding differs between the two: compare the updates, relatively.
+        update1, update2 = (
+            np.concatenate([w.numpy().ravel() for w in s.model.trainable_weights]) - start
+            for s in (s1, s2)
+        )
+        extra["update_rel_diff"] = float(
+            np.linalg.norm(update2 - update1) / np.linalg.norm(update1)
+        )
+        extra["steps"] = [s1.step, s2.step]
+        extra["scales"] = [float(s.loss_scale.scale.numpy()) for s in (s1, s2)]
+        before = [w.numpy() for w in s2.model.trainable_weights + s2.ema_model.weights]
+        s2.loss_scale.scale.assign(2.0**60)
+        ds = tf.data.Dataset.from_tensors(batch).repeat()
+        iterator = iter(mirrored.experimental_distribute_dataset(ds))
+        train_lib.make_train_loop(config, s2)(iterator, tf.constant(1))
+        after = [w.numpy() for w in s2.model.trainable_weights + s2.ema_model.weights]
+        extra["overflow"] = {
+            "step": s2.step,
+            "scale": float(s2.loss_scale.scale.numpy()),
+            "unchanged": all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)),
+        }
     diffs = [
         float(np.max(np.abs(a.numpy() - b.numpy())))
         for a, b in zip(s1.model.weights, s2.model.weights, strict=True)
@@ -96,6 +126,7 @@ def main():
                 "loss_mirrored": loss_mirrored,
                 "max_weight_diff": max(diffs),
                 "weights_moved": moved,
+                **extra,
             }
         )
     )
