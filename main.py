@@ -13,9 +13,15 @@ scripts keep working. Examples:
       --unlabel_ratio=5 --teacher_model_name=efficientnet-b0 \
       --teacher_model_path=ckpt/teacher --teacher_softmax_temp=1 \
       --augment_name=v1 --randaug_mag=5 --model_dir=ckpt/student
+
+SIGTERM or SIGINT (Ctrl-C) during --mode=train or train_and_eval stops the
+training after the running step, saves a checkpoint of that step, releases
+the model_dir's train.lock, logs "preempted at step N, checkpoint saved" and
+exits with status 75; running the same command again resumes from step N.
 """
 
 import dataclasses
+import sys
 
 from absl import app, flags, logging
 
@@ -298,7 +304,11 @@ def main(argv):
     )
 
     if FLAGS.mode in ("train", "train_and_eval"):
+        import preemption
+
         with train_lib.model_dir_lock(config.model_dir, strategy):
+            if FLAGS.mode == "train_and_eval":
+                train_lib.check_eval_results_file(config)
             state = train_lib.TrainState(config, strategy)
             # Restore (or fail) before writing anything: a run that cannot
             # resume must leave the model_dir's files as they were.
@@ -308,10 +318,19 @@ def main(argv):
             }
             flags_dict.update(dataclasses.asdict(config))
             train_lib.write_run_files(config, state, flags_dict)
-            if FLAGS.mode == "train":
-                train_lib.train(config, strategy, state=state)
+            try:
+                with preemption.StopOnSignals(state.stop_requested):
+                    if FLAGS.mode == "train":
+                        train_lib.train(config, strategy, state=state)
+                    else:
+                        train_lib.train_and_evaluate(config, strategy, state=state)
+            except preemption.Preempted:
+                preempted = True
             else:
-                train_lib.train_and_evaluate(config, strategy, state=state)
+                preempted = False
+        if preempted:
+            # After the lock is released: the re-run resumes from this step.
+            sys.exit(preemption.PREEMPTED_EXIT_CODE)
     elif FLAGS.mode == "eval":
         train_lib.evaluate(config, strategy)
     elif FLAGS.mode == "predict":

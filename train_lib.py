@@ -25,6 +25,7 @@ import checkpoints
 import data_input
 import efficientnet_builder
 import efficientnet_model
+import preemption
 import preprocessing
 import task_info
 import utils
@@ -438,6 +439,8 @@ class TrainState:
         self.train_files = None
         self.train_iterator = None
         self.train_loop = None
+        # Set by a signal (preemption.StopOnSignals); read before every step.
+        self.stop_requested = preemption.stop_variable()
 
     @property
     def step(self):
@@ -745,17 +748,25 @@ def make_replica_step(config, state):
 def make_train_loop(config, state):
     """A tf.function running `num_steps` training steps (one `--iterations_per_loop` call).
 
-    Returns the metrics averaged over replicas and steps, and the last
-    learning rate.
+    Returns the metrics averaged over replicas and the steps run, the last
+    learning rate, and under "steps" how many steps ran: fewer than
+    `num_steps` when `state.stop_requested` was set during the call.
     """
     strategy = state.strategy
     names = metric_names(config)
     replica_step = make_replica_step(config, state)
 
+    stop = state.stop_requested
+
     @tf.function
     def train_loop(iterator, num_steps):
         sums = {k: tf.constant(0.0) for k in names}
+        done = tf.constant(0)
         for _ in tf.range(num_steps):
+            # A stop request (SIGTERM/SIGINT) ends the call after the running
+            # step, not after all --iterations_per_loop steps.
+            if stop.read_value():
+                break
             per_replica = strategy.run(replica_step, args=(next(iterator),))
             metrics = {
                 k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
@@ -764,8 +775,10 @@ def make_train_loop(config, state):
             decay = ema_decay(state.optimizer.iterations, config.moving_average_decay)
             update_ema(state.ema_model, state.model, decay)
             sums = {k: sums[k] + metrics[k] for k in names}
-        out = {k: v / tf.cast(num_steps, tf.float32) for k, v in sums.items()}
+            done += 1
+        out = {k: v / tf.cast(tf.maximum(done, 1), tf.float32) for k, v in sums.items()}
         out["train/lr"] = state.optimizer.learning_rate
+        out["steps"] = done
         return out
 
     return train_loop
@@ -971,6 +984,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         config.num_train_images,
     )
     while state.step < until_step:
+        stop_if_requested(state)
         step = state.step
         next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
         num_steps = min(config.iterations_per_loop, until_step - step, next_save - step)
@@ -980,8 +994,11 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
             num_classes=config.num_label_classes,
         ):
             metrics = train_loop(iterator, tf.constant(num_steps, tf.int32))
+        steps_run = int(metrics.pop("steps"))
         metrics = {k: float(v.numpy()) for k, v in metrics.items()}
         step = state.step
+        if steps_run == 0:
+            stop_if_requested(state)
         state.history.append((step, metrics))
         progress.done = step
         if first_call is None:
@@ -1012,7 +1029,25 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         if step % config.save_checkpoints_steps == 0 or step >= until_step:
             state.save()
     summary_writer.flush()
+    stop_if_requested(state)
     return state
+
+
+def stop_if_requested(state):
+    """After a stop request: saves a checkpoint of the current step (if none) and stops.
+
+    Raises:
+      preemption.Preempted: `state.stop_requested` is set; the checkpoint of
+        `state.step` is saved.
+    """
+    if not bool(state.stop_requested.numpy()):
+        return
+    step = state.step
+    latest = state.manager.latest_checkpoint
+    if latest is None or checkpoints.checkpoint_step(latest) != step:
+        state.save()
+    logging.warning("preempted at step %d, checkpoint saved", step)
+    raise preemption.Preempted(step)
 
 
 # ---------------------------------------------------------------------------
@@ -1131,6 +1166,29 @@ def write_eval_results(config, results):
     writer.flush()
     logging.info("Eval results: %s", json.dumps(results, sort_keys=True))
     return merged
+
+
+def check_eval_results_file(config):
+    """Fails before training when model_dir's eval_results.json cannot be merged into.
+
+    Raises:
+      ValueError: the file is not a JSON object, naming it.
+    """
+    path = os.path.join(config.model_dir, EVAL_RESULTS_FILE)
+    if not tf.io.gfile.exists(path):
+        return
+    try:
+        results = utils.read_json(path)
+    except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); the evaluations would be merged into it. "
+            "Move it away or delete it."
+        ) from None
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(results).__name__}, not an object of results per "
+            "subset; the evaluations would be merged into it. Move it away or delete it."
+        )
 
 
 def evaluate(config, strategy, state=None):
