@@ -479,8 +479,12 @@ class RunLock:
 
     The file holds the holder's host, pid and start time. A lock whose holder
     ran on this host and has exited is stale and is taken over with a
-    warning; any other existing lock makes `acquire` fail naming its holder.
-    Locks on non-local file systems are best effort (no exclusive create).
+    warning, and so is an empty or unreadable one (left by a run that could
+    not write it, say on a full disk): on local disks a lock appears only
+    with its contents (written aside, then hard-linked into place), so it is
+    never one being taken. Any other existing lock makes `acquire` fail
+    naming its holder. Locks on non-local file systems are best effort (no
+    exclusive create).
 
     Args:
       path: the lock file.
@@ -493,11 +497,34 @@ class RunLock:
         self.held = False
 
     def _holder(self):
+        """The holder recorded in the lock, or None when it is empty or unreadable."""
         try:
             with tf.io.gfile.GFile(self.path) as f:
-                return json.loads(f.read())
-        except (tf.errors.NotFoundError, json.JSONDecodeError, ValueError):
+                holder = json.loads(f.read())
+        except (tf.errors.OpError, ValueError):  # JSON and UTF-8 errors are ValueErrors
             return None
+        if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+            return None
+        return holder
+
+    def _create(self, text):
+        """Creates the lock holding `text`; FileExistsError when one exists."""
+        if not _is_local(self.path):
+            with tf.io.gfile.GFile(self.path, "w") as f:
+                f.write(text)
+            return
+        tmp = f"{self.path}.{os.getpid()}.new"
+        try:
+            create_exclusive(tmp)
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            # link() creates the name only if nothing is there, even a symlink.
+            os.link(tmp, self.path)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
 
     def acquire(self):
         """Takes the lock.
@@ -513,13 +540,23 @@ class RunLock:
         }
         for _ in range(2):
             try:
-                create_exclusive(self.path)
+                self._create(json.dumps(me))
             except FileExistsError:
                 holder = self._holder()
+                if not tf.io.gfile.exists(self.path):
+                    continue  # released meanwhile
+                if holder is None and _is_local(self.path):
+                    logging.warning(
+                        "Taking over the lock %s, which is empty or unreadable (its run could "
+                        "not write it, e.g. on a full disk).",
+                        self.path,
+                    )
+                    tf.io.gfile.remove(self.path)
+                    continue
                 stale = (
                     holder is not None
                     and holder.get("host") == me["host"]
-                    and not _process_alive(int(holder.get("pid", -1)))
+                    and not _process_alive(holder["pid"])
                 )
                 if not stale:
                     who = (
@@ -540,8 +577,6 @@ class RunLock:
                 )
                 tf.io.gfile.remove(self.path)
                 continue
-            with tf.io.gfile.GFile(self.path, "w") as f:
-                f.write(json.dumps(me))
             self.held = True
             return self
         raise RuntimeError(f"{self.what}: could not take the lock {self.path}.")
