@@ -278,10 +278,40 @@ def resolve_config():
     return train_lib.TrainConfig(**values)
 
 
+def kept_after_full_disk():
+    """What a run stopped by a full disk kept, for its message."""
+    import tensorflow as tf
+
+    if FLAGS.mode == "predict":
+        done = tf.io.gfile.glob(f"{FLAGS.output_dir}/train-info-*") if FLAGS.output_dir else []
+        return (
+            f"the {len(done)} finished prediction files in --output_dir={FLAGS.output_dir}; "
+            "a re-run skips their shards"
+        )
+    if FLAGS.mode in ("train", "train_and_eval"):
+        latest = tf.train.latest_checkpoint(FLAGS.model_dir)
+        if latest is None:
+            return f"no checkpoint in --model_dir={FLAGS.model_dir}; a re-run starts at step 0"
+        step = latest.rsplit("-", 1)[-1]
+        return f"{latest} and the checkpoints before it; a re-run resumes from step {step}"
+    return "every file written before (none is half-written)"
+
+
 def main(argv):
     del argv
     if not FLAGS.model_dir and FLAGS.mode != "predict":
         raise app.UsageError("--model_dir is required.")
+    import utils
+
+    where = FLAGS.output_dir if FLAGS.mode == "predict" else FLAGS.model_dir
+    if FLAGS.mode == "export":
+        where = FLAGS.export_dir
+    with utils.exit_on_full_disk("main.py", where, kept_after_full_disk):
+        run(FLAGS.mode)
+
+
+def run(mode):
+    """Runs --mode=`mode` with the flags."""
     import train_lib
 
     config = resolve_config()
@@ -289,7 +319,7 @@ def main(argv):
         config.seed = train_lib.draw_seed()
         logging.info("No --seed given: using --seed=%d.", config.seed)
     train_lib.set_seed(config.seed, FLAGS.deterministic)
-    if FLAGS.mode == "export":
+    if mode == "export":
         # Export needs no devices or strategy; the exported network is float32.
         import export_lib
 
@@ -303,11 +333,11 @@ def main(argv):
         "Strategy %s with %d replicas.", type(strategy).__name__, strategy.num_replicas_in_sync
     )
 
-    if FLAGS.mode in ("train", "train_and_eval"):
+    if mode in ("train", "train_and_eval"):
         import preemption
 
         with train_lib.model_dir_lock(config.model_dir, strategy):
-            if FLAGS.mode == "train_and_eval":
+            if mode == "train_and_eval":
                 train_lib.check_eval_results_file(config)
             state = train_lib.TrainState(config, strategy)
             # Restore (or fail) before writing anything: a run that cannot
@@ -320,7 +350,7 @@ def main(argv):
             train_lib.write_run_files(config, state, flags_dict)
             try:
                 with preemption.StopOnSignals(state.stop_requested):
-                    if FLAGS.mode == "train":
+                    if mode == "train":
                         train_lib.train(config, strategy, state=state)
                     else:
                         train_lib.train_and_evaluate(config, strategy, state=state)
@@ -331,9 +361,9 @@ def main(argv):
         if preempted:
             # After the lock is released: the re-run resumes from this step.
             sys.exit(preemption.PREEMPTED_EXIT_CODE)
-    elif FLAGS.mode == "eval":
+    elif mode == "eval":
         train_lib.evaluate(config, strategy)
-    elif FLAGS.mode == "predict":
+    elif mode == "predict":
         import predict_label
 
         predict_label.run_prediction(

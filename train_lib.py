@@ -506,7 +506,25 @@ class TrainState:
         )
 
     def save(self):
-        path = self.manager.save(checkpoint_number=self.step)
+        """Saves a checkpoint of the current step; a failed save leaves none of its files.
+
+        Raises:
+          tf.errors.OpError, OSError: the save failed (say, the disk is full);
+            the previous checkpoints are kept.
+        """
+        step = self.step
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError):
+            # The `checkpoint` state file still names the previous checkpoint;
+            # remove the parts of this one (its <prefix>_temp/ and any merged
+            # file) so that they neither fill the disk nor pass for a checkpoint.
+            prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
+            if tf.io.gfile.exists(prefix + "_temp"):
+                tf.io.gfile.rmtree(prefix + "_temp")
+            for part in tf.io.gfile.glob(utils.glob_escape(prefix) + ".*"):
+                tf.io.gfile.remove(part)
+            raise
         logging.info("Saved checkpoint %s.", path)
         return path
 
