@@ -947,6 +947,25 @@ def write_run_files(config, state, flags_dict=None):
     utils.write_json(os.path.join(config.model_dir, MODEL_PARAMS_FILE), description)
 
 
+def _prepare_training(config, strategy, state):
+    """Lists and checks the inputs, builds the input pipeline and the compiled loop.
+
+    Done once per TrainState: train_and_evaluate calls train() again after
+    every eval, and none of this should be redone then.
+    """
+    state.train_files = training_files(config)
+    if config.unlabel_ratio and state.teacher is None:
+        if config.check_filter_stats:
+            check_filter_output_complete(config.unlabel_data_dir)
+        check_stored_probabilities(state.train_files[1], config.num_label_classes)
+    teacher_size = state.teacher.image_size if state.teacher is not None else None
+    dataset = make_distributed_train_dataset(
+        config, strategy, *state.train_files, teacher_size, state.step
+    )
+    state.train_iterator = iter(dataset)
+    state.train_loop = make_train_loop(config, state)
+
+
 def train(config, strategy, state=None, until_step=None, summary_writer=None):
     """Trains from the current global step to `until_step` (default: config.max_steps).
 
@@ -955,6 +974,10 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
 
     Returns:
       The TrainState (reuse it to continue training or to evaluate).
+
+    Raises:
+      preemption.Preempted: `state.stop_requested` was set (by a signal, see
+        `preemption.StopOnSignals`); a checkpoint of the step reached is saved.
     """
     if state is None:
         state = TrainState(config, strategy)
@@ -966,21 +989,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
     if config.unlabel_ratio and not config.unlabel_data_dir:
         raise ValueError("--unlabel_ratio > 0 needs --unlabel_data_dir.")
     if state.train_iterator is None:
-        # Built (and the inputs checked) once per TrainState: train_and_evaluate
-        # calls train() again after every eval, and neither the file listing,
-        # the input checks, the input pipeline nor the compiled loop should be
-        # redone then.
-        state.train_files = training_files(config)
-        if config.unlabel_ratio and state.teacher is None:
-            if config.check_filter_stats:
-                check_filter_output_complete(config.unlabel_data_dir)
-            check_stored_probabilities(state.train_files[1], config.num_label_classes)
-        teacher_size = state.teacher.image_size if state.teacher is not None else None
-        dataset = make_distributed_train_dataset(
-            config, strategy, *state.train_files, teacher_size, state.step
-        )
-        state.train_iterator = iter(dataset)
-        state.train_loop = make_train_loop(config, state)
+        _prepare_training(config, strategy, state)
     iterator, train_loop = state.train_iterator, state.train_loop
     label_files, unlabel_files = state.train_files
     if summary_writer is None:
