@@ -367,7 +367,8 @@ def load_model(
     """Builds the network a checkpoint holds and loads its weights.
 
     Args:
-      path: a checkpoint prefix or a model_dir.
+      path: a checkpoint prefix or a model_dir (its latest checkpoint; read
+        again if a training there replaces it while it is read).
       what: how to call the checkpoint in messages, e.g. "--predict_ckpt_path".
       default_task_name: the task whose normalization applies when the
         checkpoint records none (checkpoints of older versions).
@@ -386,7 +387,45 @@ def load_model(
       FileNotFoundError: no checkpoint at `path`, or no description for it.
       ValueError: the checkpoint does not fit its description.
     """
-    prefix = resolve_checkpoint(path, what)
+    # A training that keeps few checkpoints deletes the latest one when it
+    # saves the next: reading a model_dir then takes the new latest.
+    attempts = 3 if tf.io.gfile.isdir(path) else 1
+    for attempt in range(attempts):
+        prefix = resolve_checkpoint(path, what)
+        try:
+            return _load_prefix(
+                prefix,
+                what,
+                default_task_name,
+                fallback_description,
+                use_ema,
+                strategy,
+                sync_batch_norm,
+                skip_mismatched_head,
+            )
+        except (FileNotFoundError, ValueError):
+            replaced = tf.train.latest_checkpoint(path) not in (None, prefix)
+            if attempt + 1 == attempts or not replaced:
+                raise
+            logging.warning(
+                "%s: %s was replaced by a newer checkpoint while it was read (a training "
+                "running there keeps only the latest); reading the latest one.",
+                what,
+                prefix,
+            )
+
+
+def _load_prefix(
+    prefix,
+    what,
+    default_task_name,
+    fallback_description,
+    use_ema,
+    strategy,
+    sync_batch_norm,
+    skip_mismatched_head,
+):
+    """`load_model` of one checkpoint prefix."""
     description = read_model_description(prefix)
     if description is None:
         if fallback_description is None:

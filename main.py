@@ -13,6 +13,11 @@ scripts keep working. Examples:
       --unlabel_ratio=5 --teacher_model_name=efficientnet-b0 \
       --teacher_model_path=ckpt/teacher --teacher_softmax_temp=1 \
       --augment_name=v1 --randaug_mag=5 --model_dir=ckpt/student
+
+SIGTERM or SIGINT (Ctrl-C) during --mode=train or train_and_eval stops the
+training after the running step, saves a checkpoint of that step, releases
+the model_dir's train.lock, logs "preempted at step N, checkpoint saved" and
+exits with status 75; running the same command again resumes from step N.
 """
 
 import dataclasses
@@ -403,6 +408,25 @@ def check_training_data(config):
         )
 
 
+def kept_after_full_disk():
+    """What a run stopped by a full disk kept, for its message."""
+    import tensorflow as tf
+
+    if FLAGS.mode == "predict":
+        done = tf.io.gfile.glob(f"{FLAGS.output_dir}/train-info-*") if FLAGS.output_dir else []
+        return (
+            f"the {len(done)} finished prediction files in --output_dir={FLAGS.output_dir}; "
+            "a re-run skips their shards"
+        )
+    if FLAGS.mode in ("train", "train_and_eval"):
+        latest = tf.train.latest_checkpoint(FLAGS.model_dir)
+        if latest is None:
+            return f"no checkpoint in --model_dir={FLAGS.model_dir}; a re-run starts at step 0"
+        step = latest.rsplit("-", 1)[-1]
+        return f"{latest} and the checkpoints before it; a re-run resumes from step {step}"
+    return "every file written before (none is half-written)"
+
+
 def main(argv):
     del argv
     if not FLAGS.model_dir and FLAGS.mode != "predict":
@@ -414,16 +438,27 @@ def main(argv):
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from e
+    import utils
+
+    where = FLAGS.output_dir if FLAGS.mode == "predict" else FLAGS.model_dir
+    if FLAGS.mode == "export":
+        where = FLAGS.export_dir
+    with utils.exit_on_full_disk("main.py", where, kept_after_full_disk):
+        run(FLAGS.mode)
+
+
+def run(mode):
+    """Runs --mode=`mode` with the flags."""
     import train_lib
 
     config = resolve_config()
-    if FLAGS.mode in ("train", "train_and_eval"):
+    if mode in ("train", "train_and_eval"):
         check_training_data(config)
     if FLAGS.seed is None:
         config.seed = train_lib.draw_seed()
         logging.info("No --seed given: using --seed=%d.", config.seed)
     train_lib.set_seed(config.seed, FLAGS.deterministic)
-    if FLAGS.mode == "export":
+    if mode == "export":
         # Export needs no devices or strategy; the exported network is float32.
         import export_lib
 
@@ -437,8 +472,12 @@ def main(argv):
         "Strategy %s with %d replicas.", type(strategy).__name__, strategy.num_replicas_in_sync
     )
 
-    if FLAGS.mode in ("train", "train_and_eval"):
+    if mode in ("train", "train_and_eval"):
+        import preemption
+
         with train_lib.model_dir_lock(config.model_dir, strategy):
+            if mode == "train_and_eval":
+                train_lib.check_eval_results_file(config)
             state = train_lib.TrainState(config, strategy)
             # Restore (or fail) before writing anything: a run that cannot
             # resume must leave the model_dir's files as they were.
@@ -448,13 +487,22 @@ def main(argv):
             }
             flags_dict.update(dataclasses.asdict(config))
             train_lib.write_run_files(config, state, flags_dict)
-            if FLAGS.mode == "train":
-                train_lib.train(config, strategy, state=state)
+            try:
+                with preemption.StopOnSignals(state.stop_requested):
+                    if mode == "train":
+                        train_lib.train(config, strategy, state=state)
+                    else:
+                        train_lib.train_and_evaluate(config, strategy, state=state)
+            except preemption.Preempted:
+                preempted = True
             else:
-                train_lib.train_and_evaluate(config, strategy, state=state)
-    elif FLAGS.mode == "eval":
+                preempted = False
+        if preempted:
+            # After the lock is released: the re-run resumes from this step.
+            sys.exit(preemption.PREEMPTED_EXIT_CODE)
+    elif mode == "eval":
         train_lib.evaluate(config, strategy)
-    elif FLAGS.mode == "predict":
+    elif mode == "predict":
         import predict_label
 
         predict_label.run_prediction(

@@ -34,6 +34,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import re
 import typing
 
 import numpy as np
@@ -643,6 +644,16 @@ def define_flags():
     flags.DEFINE_bool("strict", False, "Fail on an unreadable file instead of skipping it.")
 
 
+def kept(output_dir):
+    """What a run stopped by a full disk kept in `output_dir`, for its message."""
+    shards = [
+        name
+        for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
+        if re.fullmatch(r".*-\d{5}-of-\d{5}", name)
+    ]
+    return f"the {len(shards)} finished shards in {output_dir}; a re-run with the same flags keeps them"
+
+
 def main(argv):
     """Writes the dataset as the flags say; a bad input exits with status 1 and a message."""
     del argv
@@ -652,7 +663,10 @@ def main(argv):
     writer = dataset_writer.writer_options_from_flags(fl, SUBSETS)
     if fl.num_workers < 1:
         raise app.UsageError(f"--num_workers={fl.num_workers}: expected >= 1.")
-    with dataset_writer.exit_on_errors("proc_folder.py"):
+    with (
+        dataset_writer.exit_on_errors("proc_folder.py"),
+        utils.exit_on_full_disk("proc_folder.py", fl.output_dir, lambda: kept(fl.output_dir)),
+    ):
         info = process_folder(
             fl.output_dir,
             settings,

@@ -25,6 +25,7 @@ import checkpoints
 import data_input
 import efficientnet_builder
 import efficientnet_model
+import preemption
 import preprocessing
 import task_info
 import utils
@@ -554,6 +555,8 @@ class TrainState:
         self.train_files = None
         self.train_iterator = None
         self.train_loop = None
+        # Set by a signal (preemption.StopOnSignals); read before every step.
+        self.stop_requested = preemption.stop_variable()
 
     def _checkpointed(self, with_loss_scale=True):
         objects = {"model": self.model, "ema_model": self.ema_model, "optimizer": self.optimizer}
@@ -643,7 +646,25 @@ class TrainState:
         )
 
     def save(self):
-        path = self.manager.save(checkpoint_number=self.step)
+        """Saves a checkpoint of the current step; a failed save leaves none of its files.
+
+        Raises:
+          tf.errors.OpError, OSError: the save failed (say, the disk is full);
+            the previous checkpoints are kept.
+        """
+        step = self.step
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError):
+            # The `checkpoint` state file still names the previous checkpoint;
+            # remove the parts of this one (its <prefix>_temp/ and any merged
+            # file) so that they neither fill the disk nor pass for a checkpoint.
+            prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
+            if tf.io.gfile.exists(prefix + "_temp"):
+                tf.io.gfile.rmtree(prefix + "_temp")
+            for part in tf.io.gfile.glob(utils.glob_escape(prefix) + ".*"):
+                tf.io.gfile.remove(part)
+            raise
         logging.info("Saved checkpoint %s.", path)
         return path
 
@@ -900,8 +921,9 @@ def make_replica_step(config, state):
 def make_train_loop(config, state):
     """A tf.function running `num_steps` training steps (one `--iterations_per_loop` call).
 
-    Returns the metrics averaged over replicas and steps, and the last
-    learning rate.
+    Returns the metrics averaged over replicas and the steps run, the last
+    learning rate, and under "steps" how many steps ran: fewer than
+    `num_steps` when `state.stop_requested` was set during the call.
     """
     strategy = state.strategy
     names = metric_names(config)
@@ -921,16 +943,25 @@ def make_train_loop(config, state):
         update_ema(state.ema_model, state.model, decay)
         return metrics
 
+    stop = state.stop_requested
+
     @tf.function
     def train_loop(iterator, num_steps):
         sums = {k: tf.constant(0.0) for k in names}
+        done = tf.constant(0)
         for _ in tf.range(num_steps):
+            # A stop request (SIGTERM/SIGINT) ends the call after the running
+            # step, not after all --iterations_per_loop steps.
+            if stop.read_value():
+                break
             metrics = step_and_ema(next(iterator))
             sums = {k: sums[k] + metrics[k] for k in names}
-        out = {k: v / tf.cast(num_steps, tf.float32) for k, v in sums.items()}
+            done += 1
+        out = {k: v / tf.cast(tf.maximum(done, 1), tf.float32) for k, v in sums.items()}
         out["train/lr"] = state.optimizer.learning_rate
         if state.loss_scale is not None:
             out["train/loss_scale"] = tf.identity(state.loss_scale.scale)
+        out["steps"] = done
         return out
 
     return train_loop
@@ -1081,6 +1112,25 @@ def write_run_files(config, state, flags_dict=None):
     utils.write_json(os.path.join(config.model_dir, MODEL_PARAMS_FILE), description)
 
 
+def _prepare_training(config, strategy, state):
+    """Lists and checks the inputs, builds the input pipeline and the compiled loop.
+
+    Done once per TrainState: train_and_evaluate calls train() again after
+    every eval, and none of this should be redone then.
+    """
+    state.train_files = training_files(config)
+    if config.unlabel_ratio and state.teacher is None:
+        if config.check_filter_stats:
+            check_filter_output_complete(config.unlabel_data_dir)
+        check_stored_probabilities(state.train_files[1], config.num_label_classes)
+    teacher_size = state.teacher.image_size if state.teacher is not None else None
+    dataset = make_distributed_train_dataset(
+        config, strategy, *state.train_files, teacher_size, state.step
+    )
+    state.train_iterator = iter(dataset)
+    state.train_loop = make_train_loop(config, state)
+
+
 def train(config, strategy, state=None, until_step=None, summary_writer=None):
     """Trains from the current global step to `until_step` (default: config.max_steps).
 
@@ -1089,6 +1139,10 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
 
     Returns:
       The TrainState (reuse it to continue training or to evaluate).
+
+    Raises:
+      preemption.Preempted: `state.stop_requested` was set (by a signal, see
+        `preemption.StopOnSignals`); a checkpoint of the step reached is saved.
     """
     if state is None:
         state = TrainState(config, strategy)
@@ -1100,21 +1154,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
     if config.unlabel_ratio and not config.unlabel_data_dir:
         raise ValueError("--unlabel_ratio > 0 needs --unlabel_data_dir.")
     if state.train_iterator is None:
-        # Built (and the inputs checked) once per TrainState: train_and_evaluate
-        # calls train() again after every eval, and neither the file listing,
-        # the input checks, the input pipeline nor the compiled loop should be
-        # redone then.
-        state.train_files = training_files(config)
-        if config.unlabel_ratio and state.teacher is None:
-            if config.check_filter_stats:
-                check_filter_output_complete(config.unlabel_data_dir)
-            check_stored_probabilities(state.train_files[1], config.num_label_classes)
-        teacher_size = state.teacher.image_size if state.teacher is not None else None
-        dataset = make_distributed_train_dataset(
-            config, strategy, *state.train_files, teacher_size, state.step
-        )
-        state.train_iterator = iter(dataset)
-        state.train_loop = make_train_loop(config, state)
+        _prepare_training(config, strategy, state)
     iterator, train_loop = state.train_iterator, state.train_loop
     label_files, unlabel_files = state.train_files
     if summary_writer is None:
@@ -1136,6 +1176,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         config.num_train_images,
     )
     while state.step < until_step:
+        stop_if_requested(state)
         step = state.step
         next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
         num_steps = min(config.iterations_per_loop, until_step - step, next_save - step)
@@ -1145,8 +1186,11 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
             num_classes=config.num_label_classes,
         ):
             metrics = train_loop(iterator, tf.constant(num_steps, tf.int32))
+        steps_run = int(metrics.pop("steps"))
         metrics = {k: float(v.numpy()) for k, v in metrics.items()}
         step = state.step
+        if steps_run == 0:
+            stop_if_requested(state)
         state.history.append((step, metrics))
         progress.done = step
         if first_call is None:
@@ -1177,7 +1221,25 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         if step % config.save_checkpoints_steps == 0 or step >= until_step:
             state.save()
     summary_writer.flush()
+    stop_if_requested(state)
     return state
+
+
+def stop_if_requested(state):
+    """After a stop request: saves a checkpoint of the current step (if none) and stops.
+
+    Raises:
+      preemption.Preempted: `state.stop_requested` is set; the checkpoint of
+        `state.step` is saved.
+    """
+    if not bool(state.stop_requested.numpy()):
+        return
+    step = state.step
+    latest = state.manager.latest_checkpoint
+    if latest is None or checkpoints.checkpoint_step(latest) != step:
+        state.save()
+    logging.warning("preempted at step %d, checkpoint saved", step)
+    raise preemption.Preempted(step)
 
 
 # ---------------------------------------------------------------------------
@@ -1296,6 +1358,29 @@ def write_eval_results(config, results):
     writer.flush()
     logging.info("Eval results: %s", json.dumps(results, sort_keys=True))
     return merged
+
+
+def check_eval_results_file(config):
+    """Fails before training when model_dir's eval_results.json cannot be merged into.
+
+    Raises:
+      ValueError: the file is not a JSON object, naming it.
+    """
+    path = os.path.join(config.model_dir, EVAL_RESULTS_FILE)
+    if not tf.io.gfile.exists(path):
+        return
+    try:
+        results = utils.read_json(path)
+    except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); the evaluations would be merged into it. "
+            "Move it away or delete it."
+        ) from None
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(results).__name__}, not an object of results per "
+            "subset; the evaluations would be merged into it. Move it away or delete it."
+        )
 
 
 def evaluate(config, strategy, state=None):

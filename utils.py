@@ -2,6 +2,7 @@
 
 import collections
 import contextlib
+import errno
 import gc
 import json
 import os
@@ -479,8 +480,12 @@ class RunLock:
 
     The file holds the holder's host, pid and start time. A lock whose holder
     ran on this host and has exited is stale and is taken over with a
-    warning; any other existing lock makes `acquire` fail naming its holder.
-    Locks on non-local file systems are best effort (no exclusive create).
+    warning, and so is an empty or unreadable one (left by a run that could
+    not write it, say on a full disk): on local disks a lock appears only
+    with its contents (written aside, then hard-linked into place), so it is
+    never one being taken. Any other existing lock makes `acquire` fail
+    naming its holder. Locks on non-local file systems are best effort (no
+    exclusive create).
 
     Args:
       path: the lock file.
@@ -493,11 +498,34 @@ class RunLock:
         self.held = False
 
     def _holder(self):
+        """The holder recorded in the lock, or None when it is empty or unreadable."""
         try:
             with tf.io.gfile.GFile(self.path) as f:
-                return json.loads(f.read())
-        except (tf.errors.NotFoundError, json.JSONDecodeError, ValueError):
+                holder = json.loads(f.read())
+        except (tf.errors.OpError, ValueError):  # JSON and UTF-8 errors are ValueErrors
             return None
+        if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+            return None
+        return holder
+
+    def _create(self, text):
+        """Creates the lock holding `text`; FileExistsError when one exists."""
+        if not _is_local(self.path):
+            with tf.io.gfile.GFile(self.path, "w") as f:
+                f.write(text)
+            return
+        tmp = f"{self.path}.{os.getpid()}.new"
+        try:
+            create_exclusive(tmp)
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            # link() creates the name only if nothing is there, even a symlink.
+            os.link(tmp, self.path)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
 
     def acquire(self):
         """Takes the lock.
@@ -513,13 +541,23 @@ class RunLock:
         }
         for _ in range(2):
             try:
-                create_exclusive(self.path)
+                self._create(json.dumps(me))
             except FileExistsError:
                 holder = self._holder()
+                if not tf.io.gfile.exists(self.path):
+                    continue  # released meanwhile
+                if holder is None and _is_local(self.path):
+                    logging.warning(
+                        "Taking over the lock %s, which is empty or unreadable (its run could "
+                        "not write it, e.g. on a full disk).",
+                        self.path,
+                    )
+                    tf.io.gfile.remove(self.path)
+                    continue
                 stale = (
                     holder is not None
                     and holder.get("host") == me["host"]
-                    and not _process_alive(int(holder.get("pid", -1)))
+                    and not _process_alive(holder["pid"])
                 )
                 if not stale:
                     who = (
@@ -540,8 +578,6 @@ class RunLock:
                 )
                 tf.io.gfile.remove(self.path)
                 continue
-            with tf.io.gfile.GFile(self.path, "w") as f:
-                f.write(json.dumps(me))
             self.held = True
             return self
         raise RuntimeError(f"{self.what}: could not take the lock {self.path}.")
@@ -557,6 +593,64 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+# ---------------------------------------------------------------------------
+# Full disks.
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# TensorFlow's file writers report ENOSPC/EDQUOT as ResourceExhaustedError
+# with "<path>; <strerror>".
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full_path(error):
+    """The path a full-disk error names: "" when it names none, None when it is no full disk.
+
+    Looks through the errors `error` was raised from, since loaders wrap
+    TensorFlow's errors in their own.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return os.fsdecode(error.filename) if error.filename is not None else ""
+        if isinstance(error, tf.errors.OpError):
+            for text in _DISK_FULL_TEXTS:
+                if f"; {text}" in error.message:
+                    head = error.message.split(f"; {text}", 1)[0]
+                    # Graph errors start with "{{function_node ...}} ".
+                    return head.rsplit("}} ", 1)[-1].strip()
+                if text in error.message:
+                    return ""
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextlib.contextmanager
+def exit_on_full_disk(script_name, where, kept):
+    """Turns a full disk into one message and exit status 1, instead of a traceback.
+
+    The message says which path is full and what was kept; outputs are
+    written aside and renamed (`atomic_output`), so nothing half-written is.
+
+    Args:
+      script_name: the entry point, e.g. "main.py".
+      where: the output the run writes to, named when the error names no path.
+      kept: a function returning what was kept, asked when the disk is full.
+    """
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 (re-raised unless it is a full disk)
+        path = disk_full_path(e)
+        if path is None:
+            raise
+        message = (
+            f"{script_name}: error: no space left on the device of {path or where} "
+            f"(writing {where}). Kept: {kept()}. Free some space and run the same command "
+            "again."
+        )
+        sys.exit(message)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,15 @@
 # Help and dry runs:
 #   show_help_if_asked ARG...          -h/--help first: prints the running
 #                                      script's header comment and exits 0
-#   run_command COMMAND...             runs COMMAND; DRY_RUN=1 prints it
+#   run_command COMMAND...             runs COMMAND (run_child); DRY_RUN=1 prints it
+#   run_child COMMAND...               runs COMMAND, passing SIGTERM/SIGINT on to
+#                                      it as SIGTERM and waiting for it to end;
+#                                      returns its status (CHILD_SIGNALLED=1
+#                                      after a signal)
+#   new_file PATH                      an empty regular file at PATH; whatever
+#                                      was there (a planted symlink) is removed,
+#                                      never followed. Outputs are made with it
+#                                      and then appended to (>>)
 #   use_venv_python                    PYTHON=.venv/bin/python if unset and present
 # Input checks (each exits with a message naming the variable to set; with
 # DRY_RUN=1 each prints it as a warning and goes on):
@@ -98,7 +106,36 @@ run_command() {
     _print_command "$@"
     return 0
   fi
-  "$@"
+  run_child "$@"
+}
+
+# Bash defers its traps while a foreground command runs, and a SIGTERM that
+# kills the script leaves that command running (holding, say, a training's
+# lock). So the command runs in the background while the script waits for
+# it, and a SIGTERM or SIGINT to the script is sent on as SIGTERM (a script's
+# background jobs ignore SIGINT, and the scripts it starts cannot trap it).
+# The script then waits for the child to finish (a training saves its
+# checkpoint first) and returns its status.
+run_child() {
+  local child status=0
+  "$@" &
+  child=$!
+  # shellcheck disable=SC2064  # the child's pid, now
+  trap "CHILD_SIGNALLED=1; kill -TERM ${child} 2>/dev/null" TERM INT
+  while :; do
+    wait "${child}" && status=0 || status=$?
+    kill -0 "${child}" 2>/dev/null || break
+  done
+  trap - TERM INT
+  return "${status}"
+}
+
+# `>` follows a symlink planted where an output goes and overwrites its
+# target; removing what is there first and creating the file with noclobber
+# (O_EXCL) never writes through a link.
+new_file() {
+  rm -f -- "$1" || die "cannot replace $1."
+  (set -o noclobber && : >"$1") || die "cannot create $1 (created by someone else meanwhile?)."
 }
 
 # Paths such as gs://bucket/... cannot be checked from bash; Python checks
@@ -295,8 +332,8 @@ _worker() {
   fi
   local child=
   _worker_calls "${mode}" "${shards}"
-  trap '[[ -n "${child}" ]] && kill "${child}" 2>/dev/null; exit 143' TERM
-  : >"${log}"
+  trap '[[ -n "${child}" ]] && kill "${child}" 2>/dev/null && wait "${child}"; exit 143' TERM
+  new_file "${log}"
   local ids
   for ids in "${_WORKER_CALLS[@]}"; do
     echo "=== $(date '+%F %T') CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-<unset>} $* --shard_id=${ids}" >>"${log}"

@@ -55,21 +55,23 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 echo "== 2. MNIST: ${LABELED_PER_CLASS} labeled digits per class -> ${DATA_DIR}"
 mkdir -p "${OUT}/.done" "${OUT}/logs"
 start=$(date +%s.%N)
+new_file "${OUT}/logs/prepare_data.log"
 if ! DATA_DIR="${DATA_DIR}" LABELED_PER_CLASS="${LABELED_PER_CLASS}" \
-  bash local_scripts/mnist/prepro.sh >"${OUT}/logs/prepare_data.log" 2>&1; then
+  run_child bash local_scripts/mnist/prepro.sh >>"${OUT}/logs/prepare_data.log" 2>&1; then
   tail -n 25 "${OUT}/logs/prepare_data.log" >&2
   die "data preparation failed (log: ${OUT}/logs/prepare_data.log)."
 fi
 # Keep the time of the run that wrote the data (a re-run only checks it).
 if [[ ! -f "${OUT}/.done/prepare_data" ]]; then
+  new_file "${OUT}/.done/prepare_data"
   awk -v a="${start}" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", b - a }' \
-    >"${OUT}/.done/prepare_data"
+    >>"${OUT}/.done/prepare_data"
 fi
 printf '  %-16s %6.0f s\n' prepare_data "$(cat "${OUT}/.done/prepare_data")"
 
 echo "== 3. Teacher and ${ROUNDS} noisy-student round(s) (local_scripts/mnist/loop.sh)"
 DATA_DIR="${DATA_DIR}" OUT="${OUT}" ROUNDS="${ROUNDS}" TASK_NAME=mnist \
-  bash local_scripts/mnist/loop.sh
+  run_child bash local_scripts/mnist/loop.sh
 
 echo
 echo "TensorBoard (training curves of every round): .venv/bin/tensorboard --logdir ${OUT}"

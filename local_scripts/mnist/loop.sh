@@ -117,7 +117,17 @@ run_step() {
   printf '  %-16s ... ' "${name}"
   local start
   start=$(_now)
-  if ! "$@" >"${log}" 2>&1; then
+  new_file "${log}"
+  local status=0
+  CHILD_SIGNALLED=0
+  run_child "$@" >>"${log}" 2>&1 || status=$?
+  if ((status)) && [[ "${CHILD_SIGNALLED}" == 1 ]]; then
+    echo "STOPPED"
+    tail -n 3 "${log}" >&2
+    echo "$(basename "$0"): step ${name} stopped by a signal (log: ${log}); re-run to resume it." >&2
+    exit "${status}"
+  fi
+  if ((status)); then
     echo "FAILED"
     echo "--- last lines of ${log}:" >&2
     tail -n 25 "${log}" >&2
@@ -125,7 +135,8 @@ run_step() {
   fi
   local seconds
   seconds=$(awk -v a="${start}" -v b="$(_now)" 'BEGIN { printf "%.1f", b - a }')
-  echo "${seconds}" >"${marker}"
+  new_file "${marker}"
+  echo "${seconds}" >>"${marker}"
   printf '%6.0f s\n' "${seconds}"
 }
 
