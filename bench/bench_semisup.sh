@@ -36,7 +36,8 @@
 #   ROUNDS             noisy-student rounds [defaults.sh: 2]
 #   LONGER_FACTOR      the convergence check's teacher trains this many times
 #                      TEACHER_EPOCHS; 0 skips it [3]
-#   SUPERVISED_EPOCHS  epochs of the fully supervised reference [30]
+#   SUPERVISED_EPOCHS  epochs of the fully supervised reference [30; whether
+#                      30 epochs converge is not measured yet: compare 2x]
 #   OUT_ROOT           outputs [output/bench_semisup/$DATASET]
 #   FASHION_RAW_DIR    Fashion-MNIST's IDX files [/usr/share/datasets/fashion-mnist]
 #   PYTHON             interpreter [.venv/bin/python if present, else python]
