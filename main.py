@@ -25,6 +25,8 @@ import sys
 
 from absl import app, flags, logging
 
+import precision
+
 FLAGS = flags.FLAGS
 
 # --- Task, data, model -------------------------------------------------------
@@ -160,9 +162,6 @@ flags.DEFINE_string("tpu", None, "TPU name or address for the cluster resolver."
 flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
 flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
 flags.DEFINE_string("master", None, "Ignored (TF1 session master); use --tpu.")
-# --mixed_precision's values (train_lib.PRECISIONS; main.py imports no TensorFlow
-# before the flags are checked).
-_PRECISIONS = ("float32", "bfloat16", "float16")
 flags.DEFINE_bool(
     "use_bfloat16",
     True,
@@ -171,7 +170,7 @@ flags.DEFINE_bool(
 flags.DEFINE_enum(
     "mixed_precision",
     None,
-    list(_PRECISIONS),
+    list(precision.PRECISIONS),
     "Training and inference precision: float32; bfloat16 (Keras mixed_bfloat16, for TPUs "
     "and CPUs/GPUs with bfloat16 units); float16 (mixed_float16 with dynamic loss scaling, "
     "for GPUs such as T4 and V100). Logits, losses, softmax and batch-norm statistics stay "
@@ -240,39 +239,6 @@ _IGNORED_FLAGS = {
 }
 
 
-def resolve_precision(mixed_precision, use_bfloat16, use_bfloat16_given=False):
-    """The precision of a run from `--mixed_precision` and the published `--use_bfloat16`.
-
-    Args:
-      mixed_precision: "float32", "bfloat16", "float16", or None (not given).
-      use_bfloat16: `--use_bfloat16` (published default True).
-      use_bfloat16_given: whether `--use_bfloat16` was given on the command
-        line; only then can the two flags contradict each other.
-
-    Returns:
-      The precision: `mixed_precision` when given, else "bfloat16" or
-      "float32" as `use_bfloat16` says, so old scripts keep their meaning.
-
-    Raises:
-      ValueError: `mixed_precision` is not a known precision, or the flags
-        contradict each other: `--use_bfloat16=True` with float32 or float16,
-        `--use_bfloat16=False` with bfloat16.
-    """
-    if mixed_precision is None:
-        return "bfloat16" if use_bfloat16 else "float32"
-    if mixed_precision not in _PRECISIONS:
-        raise ValueError(
-            f"--mixed_precision={mixed_precision}: expected one of {', '.join(_PRECISIONS)}."
-        )
-    if use_bfloat16_given and use_bfloat16 != (mixed_precision == "bfloat16"):
-        raise ValueError(
-            f"--mixed_precision={mixed_precision} contradicts --use_bfloat16={use_bfloat16}: "
-            "give only --mixed_precision (--use_bfloat16=True means bfloat16, False means "
-            "not bfloat16), or make them agree."
-        )
-    return mixed_precision
-
-
 def override_params_from_flags():
     """Model overrides set on the command line."""
     overrides = {}
@@ -330,6 +296,7 @@ def resolve_config():
                 train_batch_size=FLAGS.train_batch_size,
                 unlabel_ratio=FLAGS.unlabel_ratio,
                 unlabel_data_dir=FLAGS.unlabel_data_dir,
+                label_data_sample_prob=FLAGS.label_data_sample_prob,
             )
         except (ValueError, FileNotFoundError) as e:
             raise app.UsageError(f"--train_epochs: {e}") from e
@@ -433,7 +400,7 @@ def main(argv):
         raise app.UsageError("--model_dir is required.")
     # Checked before TensorFlow is imported: a contradiction fails at once.
     try:
-        FLAGS.mixed_precision = resolve_precision(
+        FLAGS.mixed_precision = precision.resolve_precision(
             FLAGS.mixed_precision, FLAGS.use_bfloat16, FLAGS["use_bfloat16"].present
         )
     except ValueError as e:
@@ -529,13 +496,16 @@ def main_naming_bad_input(argv):
     already says where and what; a traceback and TensorFlow's op text before
     it would only bury it.
     """
-    import checkpoints
-    import data_input
-
     try:
         main(argv)
-    except (data_input.DataError, checkpoints.CheckpointMismatchError) as e:
-        sys.exit(f"main.py: error: {e}")
+    except ValueError as e:
+        # Imported here: they import TensorFlow, which a usage error must not wait for.
+        import checkpoints
+        import data_input
+
+        if isinstance(e, data_input.DataError | checkpoints.CheckpointMismatchError):
+            sys.exit(f"main.py: error: {e}")
+        raise
 
 
 if __name__ == "__main__":

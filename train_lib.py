@@ -226,7 +226,6 @@ def use_xla_for(use_xla, strategy):
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-PRECISIONS = ("float32", "bfloat16", "float16")
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -234,12 +233,9 @@ def set_precision(precision):
     """Sets Keras' global dtype policy for `precision`.
 
     Args:
-      precision: "float32" (policy float32), "bfloat16" (mixed_bfloat16) or
-        "float16" (mixed_float16); for compatibility also a bool, the
-        published `--use_bfloat16` (True: bfloat16, False: float32).
+      precision: one of `precision.PRECISIONS`: "float32" (policy float32),
+        "bfloat16" (mixed_bfloat16) or "float16" (mixed_float16).
     """
-    if isinstance(precision, bool):
-        precision = "bfloat16" if precision else "float32"
     keras.mixed_precision.set_global_policy(_POLICIES[precision])
 
 
@@ -1175,8 +1171,9 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         until_step / config.steps_per_epoch,
         config.num_train_images,
     )
+    saved = start_step
     while state.step < until_step:
-        stop_if_requested(state)
+        stop_if_requested(state, summary_writer)
         step = state.step
         next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
         num_steps = min(config.iterations_per_loop, until_step - step, next_save - step)
@@ -1218,15 +1215,36 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
                 rate * images_per_step,
                 utils.format_seconds(eta or 0),
             )
-        if step % config.save_checkpoints_steps == 0 or step >= until_step:
+        check_loss_scale(state, step)
+        if (step % config.save_checkpoints_steps == 0 or step >= until_step) and step > saved:
             state.save()
+            saved = step
     summary_writer.flush()
-    stop_if_requested(state)
+    if state.step < config.max_steps:
+        # A signal during the last call of a finished run is not a preemption.
+        stop_if_requested(state)
     return state
 
 
-def stop_if_requested(state):
+def check_loss_scale(state, step):
+    """Fails when float16 skips every step: its loss scale fell below 1.
+
+    Raises:
+      FloatingPointError: naming the step and what to do.
+    """
+    if state.loss_scale is not None and float(state.loss_scale.scale.numpy()) < 1.0:
+        raise FloatingPointError(
+            f"float16 gradients are not finite even at a loss scale below 1 (step {step}): "
+            "train in float32 or bfloat16 (--mixed_precision)."
+        )
+
+
+def stop_if_requested(state, summary_writer=None):
     """After a stop request: saves a checkpoint of the current step (if none) and stops.
+
+    Args:
+      state: the TrainState.
+      summary_writer: flushed before stopping, if given.
 
     Raises:
       preemption.Preempted: `state.stop_requested` is set; the checkpoint of
@@ -1234,6 +1252,8 @@ def stop_if_requested(state):
     """
     if not bool(state.stop_requested.numpy()):
         return
+    if summary_writer is not None:
+        summary_writer.flush()
     step = state.step
     latest = state.manager.latest_checkpoint
     if latest is None or checkpoints.checkpoint_step(latest) != step:
@@ -1364,7 +1384,8 @@ def check_eval_results_file(config):
     """Fails before training when model_dir's eval_results.json cannot be merged into.
 
     Raises:
-      ValueError: the file is not a JSON object, naming it.
+      data_input.DataError: the file is not a JSON object, naming it (main.py
+        ends with its message, no traceback).
     """
     path = os.path.join(config.model_dir, EVAL_RESULTS_FILE)
     if not tf.io.gfile.exists(path):
@@ -1372,12 +1393,12 @@ def check_eval_results_file(config):
     try:
         results = utils.read_json(path)
     except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
-        raise ValueError(
+        raise data_input.DataError(
             f"{path} is not valid JSON ({e}); the evaluations would be merged into it. "
             "Move it away or delete it."
         ) from None
     if not isinstance(results, dict):
-        raise ValueError(
+        raise data_input.DataError(
             f"{path} holds a JSON {type(results).__name__}, not an object of results per "
             "subset; the evaluations would be merged into it. Move it away or delete it."
         )

@@ -15,11 +15,7 @@ from absl import logging
 
 import data_input
 import task_info
-
-# filter_unlabel_data.py writes <out>/data/ (the records), <out>/threshold.json
-# and, once every shard is done, <out>/stats/final_stats.json ("total_cnt").
-FILTER_THRESHOLD_FILE = "threshold.json"
-FILTER_FINAL_STATS = os.path.join("stats", "final_stats.json")
+import utils
 
 
 def steps_for_epochs(epochs, num_images, images_per_step):
@@ -49,11 +45,15 @@ def steps_for_epochs(epochs, num_images, images_per_step):
 
 
 def _filter_output_count(data_dir):
-    """Images a filter output directory holds (its final stats), or None if it is not one."""
+    """Images a filter output directory holds (its final stats), or None if it is not one.
+
+    filter_unlabel_data.py writes <out>/data/ (the records), <out>/threshold.json
+    and, once every shard is done, <out>/stats/final_stats.json ("total_cnt").
+    """
     out_dir = os.path.dirname(os.path.normpath(data_dir))
-    if not os.path.exists(os.path.join(out_dir, FILTER_THRESHOLD_FILE)):
+    if not os.path.exists(utils.threshold_path(out_dir)):
         return None
-    path = os.path.join(out_dir, FILTER_FINAL_STATS)
+    path = utils.final_stats_path(out_dir)
     try:
         with open(path) as f:
             return int(json.load(f)["total_cnt"])
@@ -77,14 +77,6 @@ def _recorded_count(data_dir):
     return None
 
 
-def count_records(files):
-    """Records in TFRecord `files` (reads them once)."""
-    import tensorflow as tf
-
-    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
-
-
 def num_unlabeled_images(unlabel_data_dir):
     """Images in one or more unlabeled directories (';'-separated, as --unlabel_data_dir).
 
@@ -104,13 +96,19 @@ def num_unlabeled_images(unlabel_data_dir):
         if count is None:
             files = data_input.unlabeled_files([data_dir])
             logging.info("Counting the records of %d files in %s.", len(files), data_dir)
-            count = count_records(files)
+            count = sum(utils.count_records(f) for f in files)
         total += count
     return total
 
 
 def train_steps_for_epochs(
-    epochs, *, num_train_images, train_batch_size, unlabel_ratio=0, unlabel_data_dir=""
+    epochs,
+    *,
+    num_train_images,
+    train_batch_size,
+    unlabel_ratio=0,
+    unlabel_data_dir="",
+    label_data_sample_prob=1.0,
 ):
     """Steps of a run of `epochs`: of the labeled images, or of the unlabeled ones for a student.
 
@@ -121,13 +119,17 @@ def train_steps_for_epochs(
       unlabel_ratio: unlabeled images per labeled one in a batch; > 0 makes
         the run a student, whose epochs count its unlabeled images.
       unlabel_data_dir: the student's unlabeled directories.
+      label_data_sample_prob: the share of the labeled batch that counts
+        (published); the unlabeled batch scales with it.
 
     Returns:
       (train_steps, description): the steps and what they are, for the log.
     """
     if unlabel_ratio > 0:
         num_images = num_unlabeled_images(unlabel_data_dir)
-        per_step = train_batch_size * unlabel_ratio
+        per_step = data_input.unlabeled_batch_size(
+            train_batch_size, unlabel_ratio, label_data_sample_prob
+        )
         what = "unlabeled"
     else:
         num_images, per_step, what = num_train_images, train_batch_size, "labeled"

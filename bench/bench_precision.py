@@ -23,8 +23,9 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PRECISIONS = ("float32", "bfloat16", "float16")
+from precision import PRECISIONS  # noqa: E402  (after the path to the repository)
 
 
 def parse_args(argv=None):
@@ -52,13 +53,13 @@ def main(argv=None):
         sys.exit(f"bench_precision: --precisions: expected some of {PRECISIONS}, got {unknown}.")
     # Imported once the arguments are checked: bench_train imports TensorFlow.
     import bench_train
-    import demo_seeds_report
+    import semisup_report
 
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_precision_")
     data_dir = os.path.join(work_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
     num_images = bench_train.write_images(data_dir, args.num_images)
-    machine = demo_seeds_report.machine_info()
+    machine = semisup_report.machine_info()
     print(
         f"32x32 small-image EfficientNet-B0, width {args.width_coefficient}, depth "
         f"{args.depth_coefficient}, batch {args.batch_size}, {args.steps} steps x "

@@ -10,9 +10,9 @@
 # 1. loop.sh: the teacher on the 1,000 labeled images and ROUNDS noisy-student
 #    rounds with the demo's defaults (local_scripts/mnist/defaults.sh and
 #    local_scripts/steps/cpu_recipe.sh), SEED=S.
-# 2. teacher_longer/: the same teacher trained LONGER_FACTOR times as many
+# 2. references/teacher_longer/: the same teacher trained LONGER_FACTOR times as many
 #    epochs (the convergence check: a trained teacher gains little on dev).
-# 3. supervised/: the fully supervised reference, the same network and
+# 3. references/supervised/: the fully supervised reference, the same network and
 #    augmentation trained on every non-dev training image with its true label
 #    (55,000: the labeled images and every image the loop uses unlabeled),
 #    SUPERVISED_EPOCHS epochs of them.
@@ -40,6 +40,8 @@
 #                      30 epochs converge is not measured yet: compare 2x]
 #   OUT_ROOT           outputs [output/bench_semisup/$DATASET]
 #   FASHION_RAW_DIR    Fashion-MNIST's IDX files [/usr/share/datasets/fashion-mnist]
+#   DATA_ROOT_DIR      where the prepared data goes [data/$DATASET]
+#   PREPRO_ARGS        extra proc_mnist.py flags (word-split), e.g. --num_dev=500 []
 #   PYTHON             interpreter [.venv/bin/python if present, else python]
 # The recipe's variables (TEACHER_EPOCHS, STUDENT_STEPS, TEACHER_FLAGS, ...)
 # pass through to loop.sh and the training scripts.
@@ -73,13 +75,14 @@ LONGER_FACTOR="${LONGER_FACTOR:-3}"
 SUPERVISED_EPOCHS="${SUPERVISED_EPOCHS:-30}"
 [[ "${LONGER_FACTOR}" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
   die "LONGER_FACTOR=${LONGER_FACTOR}: expected a non-negative number."
+if awk -v f="${LONGER_FACTOR}" 'BEGIN { exit !(f == 0) }'; then LONGER_FACTOR=0; fi
 if ! [[ "${SUPERVISED_EPOCHS}" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
   ! awk -v e="${SUPERVISED_EPOCHS}" 'BEGIN { exit !(e > 0) }'; then
   die "SUPERVISED_EPOCHS=${SUPERVISED_EPOCHS}: expected a positive number."
 fi
 OUT_ROOT="${OUT_ROOT:-output/bench_semisup/${DATASET}}"
-DATA_DIR="data/${DATASET}/proc"
-SUPERVISED_DATA_DIR="data/${DATASET}/proc_supervised"
+DATA_DIR="${DATA_ROOT_DIR:-data/${DATASET}}/proc"
+SUPERVISED_DATA_DIR="${DATA_ROOT_DIR:-data/${DATASET}}/proc_supervised"
 mkdir -p "${OUT_ROOT}"
 
 if [[ "${DATASET}" == fashion && ! -d "${FASHION_RAW_DIR}" ]]; then
@@ -93,53 +96,45 @@ fi
 # prepare NAME DIR LABELED_PER_CLASS: the data, once (prepro.sh skips complete output).
 prepare() {
   echo "== data ($1, the same for every seed): $2"
-  if ! env "${source_flags[@]}" DATA_DIR="$2" LABELED_PER_CLASS="$3" \
-    bash local_scripts/mnist/prepro.sh >"${OUT_ROOT}/prepare_$1.log" 2>&1; then
-    tail -n 25 "${OUT_ROOT}/prepare_$1.log" >&2
-    die "data preparation failed (log: ${OUT_ROOT}/prepare_$1.log)."
+  local log="${OUT_ROOT}/prepare_$1.log" status=0
+  new_file "${log}"
+  CHILD_SIGNALLED=0
+  run_child env "${source_flags[@]}" DATA_DIR="$2" LABELED_PER_CLASS="$3" \
+    bash local_scripts/mnist/prepro.sh "${PREPRO_EXTRA[@]}" >>"${log}" 2>&1 || status=$?
+  ((status)) && [[ "${CHILD_SIGNALLED}" == 1 ]] && exit "${status}"
+  if ((status)); then
+    tail -n 25 "${log}" >&2
+    die "data preparation failed (log: ${log})."
   fi
 }
+read -ra PREPRO_EXTRA <<<"${PREPRO_ARGS:-}"
 prepare semisup "${DATA_DIR}" "${LABELED_PER_CLASS}"
 prepare supervised "${SUPERVISED_DATA_DIR}" -1
-
-# train_reference DIR LOG [env...] -- [flags...]: trains a teacher-recipe model
-# into DIR unless it has finished, recording its time in DIR/seconds.
-train_reference() {
-  local dir=$1 name
-  name=$(basename "${dir}")
-  shift
-  if [[ -f "${dir}/eval_results.json" && -f "${dir}/seconds" ]]; then
-    printf '  %-16s done earlier (%.0f s)\n' "${name}" "$(cat "${dir}/seconds")"
-    return 0
-  fi
-  printf '  %-16s ... ' "${name}"
-  local start log="${dir}.log"
-  start=$(date +%s.%N)
-  if ! env MODEL_DIR="${dir}" "$@" >"${log}" 2>&1; then
-    echo FAILED
-    tail -n 25 "${log}" >&2
-    die "${name} failed (log: ${log}). Re-run to continue where it stopped."
-  fi
-  awk -v a="${start}" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", b - a }' >"${dir}/seconds"
-  printf '%6.0f s\n' "$(cat "${dir}/seconds")"
-}
 
 dirs=()
 for s in "${SEED_LIST[@]}"; do
   out="${OUT_ROOT}/seed${s}"
   echo "== seed ${s}: ${out}"
-  SEED="${s}" OUT="${out}" ROUNDS="${ROUNDS}" DATA_DIR="${DATA_DIR}" TASK_NAME=mnist \
-    bash local_scripts/mnist/loop.sh ||
-    die "seed ${s}: loop.sh failed (logs: ${out}/logs). Re-run to continue where it stopped."
+  status=0
+  CHILD_SIGNALLED=0
+  run_child env SEED="${s}" OUT="${out}" ROUNDS="${ROUNDS}" DATA_DIR="${DATA_DIR}" \
+    TASK_NAME=mnist bash local_scripts/mnist/loop.sh || status=$?
+  # Stopped by a signal: loop.sh's status (re-run to resume), not a failure.
+  ((status)) && [[ "${CHILD_SIGNALLED}" == 1 ]] && exit "${status}"
+  ((status)) && die "seed ${s}: loop.sh failed (logs: ${out}/logs). Re-run to continue where it stopped."
+  # The references, resumable as loop.sh's steps (run_step), in a folder of
+  # their own: loop.sh's report counts every marker of its .done/ as the loop's.
+  OUT="${out}/references"
+  mkdir -p "${OUT}/.done" "${OUT}/logs"
   seed_flags=(--seed="${s}" --deterministic=True)
   if [[ "${LONGER_FACTOR}" != 0 ]]; then
     longer=$(awk -v e="${TEACHER_EPOCHS}" -v f="${LONGER_FACTOR}" 'BEGIN { print e * f }')
-    train_reference "${out}/teacher_longer" DATA_DIR="${DATA_DIR}" \
+    run_step teacher_longer env MODEL_DIR="${OUT}/teacher_longer" DATA_DIR="${DATA_DIR}" \
       bash local_scripts/mnist/train_teacher.sh "${seed_flags[@]}" --train_epochs="${longer}"
   fi
   # The reference is evaluated on dev and test only: its 55,000 training
   # images would cost more to evaluate than they tell.
-  train_reference "${out}/supervised" DATA_DIR="${SUPERVISED_DATA_DIR}" \
+  run_step supervised env MODEL_DIR="${OUT}/supervised" DATA_DIR="${SUPERVISED_DATA_DIR}" \
     bash local_scripts/mnist/train_teacher.sh "${seed_flags[@]}" \
     --train_epochs="${SUPERVISED_EPOCHS}" --eval_subsets=dev,test
   dirs+=("${out}")

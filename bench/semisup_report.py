@@ -3,10 +3,11 @@
 For each seed folder the benchmark wrote, reads
   results.json                 loop_report.py's results of loop.sh (teacher,
                                students, pseudo-label accuracy, images trained)
-  supervised/eval_results.json the fully supervised reference: the same network
-                               trained on every non-dev training label
-  teacher_longer/eval_results.json  the teacher trained --longer_factor times
-                               longer (the convergence check), if present
+  references/supervised/eval_results.json   the fully supervised reference:
+                               the same network trained on every non-dev label
+  references/teacher_longer/eval_results.json   the teacher trained longer
+                               (the convergence check), if present
+  references/.done/<name>      the seconds each reference took
 and writes one JSON file with, per seed, the test (and dev) top-1 of the
 teacher, each student round and the fully supervised model, the gap closed
 by each student,
@@ -143,13 +144,18 @@ def _top1s(eval_results):
     }
 
 
+# bench_semisup.sh's folder of the references, in each seed's folder.
+REFERENCES = "references"
+
+
 def _optional_eval(seed_dir, name):
-    path = os.path.join(seed_dir, name, "eval_results.json")
+    path = os.path.join(seed_dir, REFERENCES, name, "eval_results.json")
     return _top1s(_read_json(path)) if os.path.exists(path) else None
 
 
 def _seconds(seed_dir, name):
-    path = os.path.join(seed_dir, name, "seconds")
+    """The seconds of a reference, from the marker run_step leaves in its .done/."""
+    path = os.path.join(seed_dir, REFERENCES, ".done", name)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -167,7 +173,7 @@ def seed_entry(seed_dir):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing: did loop.sh finish for this seed?")
     results = _read_json(path)
-    supervised_path = os.path.join(seed_dir, "supervised", "eval_results.json")
+    supervised_path = os.path.join(seed_dir, REFERENCES, "supervised", "eval_results.json")
     if not os.path.exists(supervised_path):
         raise FileNotFoundError(
             f"{supervised_path} is missing: did the fully supervised run finish for this seed?"

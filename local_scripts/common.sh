@@ -14,6 +14,8 @@
 #                                      was there (a planted symlink) is removed,
 #                                      never followed. Outputs are made with it
 #                                      and then appended to (>>)
+#   run_step NAME COMMAND...           COMMAND once: skipped when $OUT/.done/NAME
+#                                      exists, logged to $OUT/logs/NAME.log
 #   use_venv_python                    PYTHON=.venv/bin/python if unset and present
 # Input checks (each exits with a message naming the variable to set; with
 # DRY_RUN=1 each prints it as a warning and goes on):
@@ -136,6 +138,53 @@ run_child() {
 new_file() {
   rm -f -- "$1" || die "cannot replace $1."
   (set -o noclobber && : >"$1") || die "cannot create $1 (created by someone else meanwhile?)."
+}
+
+_now() {
+  date +%s.%N
+}
+
+# run_step NAME COMMAND...: runs COMMAND unless $OUT/.done/NAME exists (it
+# holds the step's seconds), logging to $OUT/logs/NAME.log; on failure shows
+# the end of the log and stops; stopped by a signal, exits with the child's
+# status so that a re-run resumes. A dry run shows the step's commands instead.
+run_step() {
+  local name=$1
+  shift
+  if dry_run; then
+    echo "# ${name}"
+    "$@"
+    return 0
+  fi
+  local marker="${OUT}/.done/${name}" log="${OUT}/logs/${name}.log"
+  if [[ -f "${marker}" ]]; then
+    printf '  %-16s done earlier (%.0f s)\n' "${name}" "$(cat "${marker}")"
+    return 0
+  fi
+  printf '  %-16s ... ' "${name}"
+  local start
+  start=$(_now)
+  new_file "${log}"
+  local status=0
+  CHILD_SIGNALLED=0
+  run_child "$@" >>"${log}" 2>&1 || status=$?
+  if ((status)) && [[ "${CHILD_SIGNALLED}" == 1 ]]; then
+    echo "STOPPED"
+    tail -n 3 "${log}" >&2
+    echo "$(basename "$0"): step ${name} stopped by a signal (log: ${log}); re-run to resume it." >&2
+    exit "${status}"
+  fi
+  if ((status)); then
+    echo "FAILED"
+    echo "--- last lines of ${log}:" >&2
+    tail -n 25 "${log}" >&2
+    die "step ${name} failed (full log: ${log}). Fix the cause and re-run: finished steps are skipped."
+  fi
+  local seconds
+  seconds=$(awk -v a="${start}" -v b="$(_now)" 'BEGIN { printf "%.1f", b - a }')
+  new_file "${marker}"
+  echo "${seconds}" >>"${marker}"
+  printf '%6.0f s\n' "${seconds}"
 }
 
 # Paths such as gs://bucket/... cannot be checked from bash; Python checks

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ import tensorflow as tf
 from conftest import NUM_CLASSES, ROOT, TINY_OVERRIDES, class_image, tiny_config
 
 import efficientnet_model
-import main
+import precision
 import train_lib
 
 SCALE = "loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE"
@@ -69,21 +70,20 @@ def float16_state(tmp_path, policy, **kwargs):
         ("float16", False, True, "float16"),  # the scripts' --use_bfloat16=False
         ("float32", False, True, "float32"),
         ("bfloat16", True, True, "bfloat16"),
+        ("bfloat16", False, True, "bfloat16"),  # the scripts' flag declines only the default
     ],
 )
 def test_precision_from_the_flags(mixed_precision, use_bfloat16, given, expected):
-    assert main.resolve_precision(mixed_precision, use_bfloat16, given) == expected
+    assert precision.resolve_precision(mixed_precision, use_bfloat16, given) == expected
 
 
 def test_precision_sets_the_keras_policy(policy):
-    for precision, name in [
+    for value, name in [
         ("float32", "float32"),
         ("bfloat16", "mixed_bfloat16"),
         ("float16", "mixed_float16"),
-        (True, "mixed_bfloat16"),
-        (False, "float32"),
     ]:
-        policy(precision)
+        policy(value)
         assert keras.mixed_precision.global_policy().name == name
 
 
@@ -92,7 +92,6 @@ def test_precision_sets_the_keras_policy(policy):
     [
         ["--use_bfloat16=True", "--mixed_precision=float16"],
         ["--use_bfloat16=True", "--mixed_precision=float32"],
-        ["--use_bfloat16=False", "--mixed_precision=bfloat16"],
     ],
 )
 def test_contradicting_flags_are_a_usage_error(flags, tmp_path):
@@ -100,8 +99,8 @@ def test_contradicting_flags_are_a_usage_error(flags, tmp_path):
     command += ["--task_name=mnist", f"--model_dir={tmp_path}/m", *flags]
     out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 1, out.stderr[-3000:]
-    precision = flags[1].split("=")[1]
-    message = f"--mixed_precision={precision} contradicts {flags[0]}"
+    value = flags[1].split("=")[1]
+    message = f"--mixed_precision={value} contradicts {flags[0]}"
     assert message in out.stderr, out.stderr[-3000:]
     # A usage error (its message last, after the usage) before TensorFlow is
     # imported (no oneDNN or CUDA lines); nothing was written.
@@ -156,19 +155,31 @@ def test_batch_norm_statistics_stay_float32_under_float16(policy):
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 2.0, (4, 5, 5, 6)).astype(np.float32)
     outputs, moving = {}, {}
-    for precision in ("float32", "float16"):
-        policy(precision)
+    for value in ("float32", "float16"):
+        policy(value)
         layer = efficientnet_model.BatchNormalization(momentum=0.5)
         out = layer(tf.constant(x), training=True)
-        outputs[precision] = out.numpy().astype(np.float32)
-        moving[precision] = (layer.moving_mean.numpy(), layer.moving_variance.numpy())
-        if precision == "float16":
+        outputs[value] = out.numpy().astype(np.float32)
+        moving[value] = (layer.moving_mean.numpy(), layer.moving_variance.numpy())
+        if value == "float16":
             assert out.dtype == tf.float16
             assert layer.moving_mean.dtype == layer.moving_variance.dtype == "float32"
     np.testing.assert_allclose(outputs["float16"], outputs["float32"], atol=5e-3, rtol=5e-3)
     # Statistics of float16-rounded inputs: float16's relative precision, not worse.
     for ours, reference in zip(moving["float16"], moving["float32"], strict=True):
         np.testing.assert_allclose(ours, reference, rtol=2e-3)
+
+
+def test_a_loss_scale_below_one_stops_training():
+    """float16 that skips every step halves its scale forever: stop, name the way out."""
+    state = types.SimpleNamespace(loss_scale=train_lib.DynamicLossScale())
+    train_lib.check_loss_scale(state, 7)  # 2**15
+    state.loss_scale.scale.assign(1.0)
+    train_lib.check_loss_scale(state, 7)
+    state.loss_scale.scale.assign(0.5)
+    with pytest.raises(FloatingPointError, match=r"step 7.*--mixed_precision"):
+        train_lib.check_loss_scale(state, 7)
+    train_lib.check_loss_scale(types.SimpleNamespace(loss_scale=None), 7)  # float32, bfloat16
 
 
 def test_teacher_targets_are_float32():

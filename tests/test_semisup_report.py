@@ -64,11 +64,13 @@ def fake_seed(root, seed, teacher, students, supervised, longer=None, seconds=No
     }
     with open(os.path.join(path, "results.json"), "w") as f:
         json.dump(results, f)
-    _eval(os.path.join(path, "supervised"), dev=supervised[0], test=supervised[1])
+    references = os.path.join(path, "references")
+    _eval(os.path.join(references, "supervised"), dev=supervised[0], test=supervised[1])
     if longer is not None:
-        _eval(os.path.join(path, "teacher_longer"), dev=longer, test=longer)
+        _eval(os.path.join(references, "teacher_longer"), dev=longer, test=longer)
+    os.makedirs(os.path.join(references, ".done"))
     for name, value in (seconds or {}).items():
-        with open(os.path.join(path, name, "seconds"), "w") as f:
+        with open(os.path.join(references, ".done", name), "w") as f:
             f.write(f"{value}\n")
     return path
 
@@ -206,8 +208,11 @@ def test_report_as_the_bench_runs_it(tmp_path):
     with open(output) as f:
         assert json.load(f)["machine"]["python"] == platform.python_version()
     # A seed whose reference did not finish: named, and nothing written.
-    os.remove(os.path.join(run, "supervised", "eval_results.json"))
-    for missing, named in ((run, "supervised/eval_results.json"), (str(tmp_path / "none"), "")):
+    os.remove(os.path.join(run, "references", "supervised", "eval_results.json"))
+    for missing, named in (
+        (run, "references/supervised/eval_results.json"),
+        (str(tmp_path / "none"), ""),
+    ):
         proc = subprocess.run(
             [sys.executable, SCRIPT, f"--output={tmp_path / 'x.json'}", missing],
             capture_output=True,
@@ -233,3 +238,61 @@ def test_bench_script_rejects_bad_settings(env, message, tmp_path):
     proc = run_bash("bench/bench_semisup.sh", env, cwd=ROOT)
     assert proc.returncode != 0 and message in proc.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_bench_runs_every_part_on_tiny_data(tmp_path):
+    """bench_semisup.sh as a user runs it, on a 200-image lookalike of Fashion-MNIST's IDX
+    files: data, one loop round, the longer teacher, the supervised reference, the report;
+    a re-run redoes nothing."""
+    from test_mnist_demo import tiny_env
+    from test_notebook import write_fake_mnist_idx
+
+    env = tiny_env("", "")
+    for name in ("DATA_DIR", "OUT", "SEED"):
+        del env[name]
+    env.update(
+        DATASET="fashion",
+        FASHION_RAW_DIR=write_fake_mnist_idx(str(tmp_path / "idx")),
+        DATA_ROOT_DIR=str(tmp_path / "data"),
+        OUT_ROOT=str(tmp_path / "bench"),
+        PREPRO_ARGS="--num_dev=20 --num_train_shards=1 --num_dev_shards=1 "
+        "--num_test_shards=1 --num_extra_shards=2",
+        LABELED_PER_CLASS="2",
+        SEEDS="4",
+        NUM_WORKERS="1",
+        # The longer teacher: 2 x 0.5 epochs of the 20 labeled images (3 steps of 8);
+        # the reference: 0.1 epochs of all 180 non-dev images (3 steps).
+        TEACHER_EPOCHS="0.5",
+        LONGER_FACTOR="2",
+        SUPERVISED_EPOCHS="0.1",
+    )
+    proc = run_bash("bench/bench_semisup.sh", env, cwd=ROOT, timeout=1200)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
+    seed_dir = tmp_path / "bench" / "seed4"
+    with open(tmp_path / "bench" / "semisup.json") as f:
+        report = json.load(f)
+    assert report["dataset"] == "fashion" and report["seeds"] == [4]
+    entry = report["per_seed"][0]
+    assert entry["teacher_longer"]["dev"] is not None
+    assert set(entry["supervised"]) == {"train", "dev", "test"}
+    assert entry["supervised"]["train"] is None  # evaluated on dev and test only
+    assert len(entry["students"]) == 1 and entry["loop_train_images"] == 32 + 96
+    for name, steps in (("teacher_longer", 3), ("supervised", 3)):
+        with open(seed_dir / "references" / name / "eval_results.json") as f:
+            assert json.load(f)["dev"]["global_step"] == steps, name
+        assert entry["wall_seconds"][name] > 0
+    # The references' markers are not the loop's: its wall time counts its own steps.
+    with open(seed_dir / "results.json") as f:
+        assert set(json.load(f)["step_seconds"]) == {
+            "round0_teacher",
+            "round1_predict",
+            "round1_filter1",
+            "round1_filter2",
+            "round1_student",
+        }
+    assert "fashion: test top-1 per seed and mean ± std" in proc.stdout
+    assert "goals:" in proc.stdout
+    again = run_bash("bench/bench_semisup.sh", env, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "supervised       done earlier" in again.stdout
+    assert "teacher_longer   done earlier" in again.stdout

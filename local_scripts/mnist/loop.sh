@@ -94,52 +94,6 @@ require_dir "${UNLABEL_DIR}" UNLABEL_DIR "Write the data with ${STEPS}/prepro.sh
 dry_run || mkdir -p "${OUT}/.done" "${OUT}/logs"
 export TASK_NAME PYTHON DATA_DIR
 
-_now() {
-  date +%s.%N
-}
-
-# run_step NAME COMMAND...: runs COMMAND unless NAME is done, logging to
-# $OUT/logs/NAME.log; on failure shows the end of the log and stops. A dry
-# run shows the step's commands instead.
-run_step() {
-  local name=$1
-  shift
-  if dry_run; then
-    echo "# ${name}"
-    "$@"
-    return 0
-  fi
-  local marker="${OUT}/.done/${name}" log="${OUT}/logs/${name}.log"
-  if [[ -f "${marker}" ]]; then
-    printf '  %-16s done earlier (%.0f s)\n' "${name}" "$(cat "${marker}")"
-    return 0
-  fi
-  printf '  %-16s ... ' "${name}"
-  local start
-  start=$(_now)
-  new_file "${log}"
-  local status=0
-  CHILD_SIGNALLED=0
-  run_child "$@" >>"${log}" 2>&1 || status=$?
-  if ((status)) && [[ "${CHILD_SIGNALLED}" == 1 ]]; then
-    echo "STOPPED"
-    tail -n 3 "${log}" >&2
-    echo "$(basename "$0"): step ${name} stopped by a signal (log: ${log}); re-run to resume it." >&2
-    exit "${status}"
-  fi
-  if ((status)); then
-    echo "FAILED"
-    echo "--- last lines of ${log}:" >&2
-    tail -n 25 "${log}" >&2
-    die "step ${name} failed (full log: ${log}). Fix the cause and re-run: finished steps are skipped."
-  fi
-  local seconds
-  seconds=$(awk -v a="${start}" -v b="$(_now)" 'BEGIN { printf "%.1f", b - a }')
-  new_file "${marker}"
-  echo "${seconds}" >>"${marker}"
-  printf '%6.0f s\n' "${seconds}"
-}
-
 # A finished training run has evaluated its last checkpoint.
 check_trained() {
   dry_run && return 0
