@@ -168,7 +168,9 @@ def _check_shapes_fit(model, prefix, key, what):
     """
     available = collections.Counter()
     for name, shape in tf.train.list_variables(prefix):
-        if name.startswith(f"{key}/") and ".OPTIMIZER_SLOT" not in name:
+        # A variable is saved once, under the first path to it: the raw model's
+        # trainable weights are listed under the optimizer, not under "model/".
+        if name.startswith((f"{key}/", "optimizer/")) and ".OPTIMIZER_SLOT" not in name:
             available[tuple(shape)] += 1
     needed = collections.Counter(tuple(w.shape) for w in model.weights)
     missing = needed - available

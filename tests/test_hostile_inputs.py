@@ -382,13 +382,18 @@ def _write_large_png(path, width, height):
 
 
 # Runs proc_folder.py and prints its peak resident memory (KiB, Linux) last.
+# The peak resident memory of the process itself in KiB: VmHWM of its own
+# address space. ru_maxrss would also count the forking parent's (pytest's)
+# resident memory, which Linux carries over to the child at exec.
 _MEASURED_PROC_FOLDER = """
-import resource, runpy, sys
+import runpy, sys
 sys.argv = sys.argv[1:]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+    with open("/proc/self/status") as f:
+        hwm = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    print(hwm, file=sys.stderr)
 """
 
 
