@@ -371,6 +371,22 @@ def unlabeled_batch_size(labeled_batch_size, unlabel_ratio, label_data_sample_pr
     return int(math.ceil(labeled_batch_size * label_data_sample_prob * unlabel_ratio))
 
 
+# Every per-element random draw of the input pipeline comes from one seed
+# stream: element i of stream s is seeded by fold_in([seed, s], i). Each kind
+# of draw has a stream of its own, so adding a draw never changes the seeds
+# (and so the images) of another. A new draw (say, a per-batch mixup weight)
+# adds the next id here and reads its seeds with element_seeds(seed,
+# stream_id(name, pipeline_id)). Input pipeline p (one per host under
+# tf.distribute) uses ids p * len(SEED_STREAMS) + id, so hosts never share a
+# stream; pipeline 0, every single-host run, keeps its seeds when ids are added.
+SEED_STREAMS = {"labeled": 0, "unlabeled": 1}
+
+
+def stream_id(name, pipeline_id=0):
+    """The seed stream of draw `name` (a key of SEED_STREAMS) in input pipeline `pipeline_id`."""
+    return pipeline_id * len(SEED_STREAMS) + SEED_STREAMS[name]
+
+
 def element_seeds(seed, stream):
     """A dataset of distinct stateless seeds [2] for consecutive elements of one stream.
 
@@ -528,8 +544,9 @@ def make_train_dataset(
         image_bytes, label = parse_labeled(serialized, num_classes)
         return preprocess(image_bytes, augment_name=augment_name, seed=element_seed), label
 
-    # Labeled and unlabeled images draw from distinct seed streams per pipeline.
-    lab = _seeded_records(label_files, input_context, cache, shuffle_buffer, seed, 2 * pipeline_id)
+    lab = _seeded_records(
+        label_files, input_context, cache, shuffle_buffer, seed, stream_id("labeled", pipeline_id)
+    )
     lab = lab.map(labeled_fn, num_parallel_calls=AUTOTUNE)
     lab = lab.batch(per_replica_batch_size, drop_remainder=True)
 
@@ -541,7 +558,12 @@ def make_train_dataset(
         raise ValueError("unlabel_ratio > 0 needs unlabeled files (--unlabel_data_dir).")
     unl_batch = unlabeled_batch_size(per_replica_batch_size, unlabel_ratio, label_data_sample_prob)
     unl = _seeded_records(
-        unlabel_files, input_context, cache, shuffle_buffer, seed, 2 * pipeline_id + 1
+        unlabel_files,
+        input_context,
+        cache,
+        shuffle_buffer,
+        seed,
+        stream_id("unlabeled", pipeline_id),
     )
     student_view = functools.partial(preprocess, augment_name=unlabeled_augment_name)
     unlabeled_fn = _unlabeled_fn(student_view, num_classes, teacher_image_size, small_image_model)

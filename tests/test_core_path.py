@@ -110,6 +110,15 @@ def test_teacher_view_is_the_eval_preprocessing_of_the_same_pixels(student_batch
     assert sum(differs) >= len(differs) - 1
 
 
+def test_seed_streams_never_collide_across_draws_and_pipelines():
+    """Each (draw, input pipeline) has its own stream; pipeline 0 keeps the ids 0, 1, ..."""
+    names = list(data_input.SEED_STREAMS)
+    assert [data_input.stream_id(name) for name in names] == list(range(len(names)))
+    ids = [data_input.stream_id(name, p) for p in range(4) for name in names]
+    assert sorted(ids) == list(range(4 * len(names)))
+    assert data_input.stream_id("labeled", 3) == 6 and data_input.stream_id("unlabeled", 3) == 7
+
+
 def test_student_view_in_tf_data_equals_the_eager_op(student_batch):
     """Element j of the unlabeled stream is preprocessed with seed fold_in([seed, 1], j)."""
     batch, images, _ = student_batch
