@@ -7,9 +7,9 @@
 #   DATASET=fashion SEEDS="0 1 2 3 4" bash bench/bench_semisup.sh
 #
 # Per seed S, in $OUT_ROOT/seed<S>/ (every part skipped when already done):
-# 1. loop.sh: the teacher on the 1,000 labeled images and ROUNDS noisy-student
-#    rounds with the demo's defaults (local_scripts/mnist/defaults.sh and
-#    local_scripts/steps/cpu_recipe.sh), SEED=S.
+# 1. local_scripts/loop.sh: the teacher on the 1,000 labeled images and ROUNDS
+#    noisy-student rounds with the demo's defaults (local_scripts/mnist/
+#    defaults.sh and local_scripts/steps/cpu_recipe.sh), SEED=S.
 # 2. references/teacher_longer/: the same teacher trained LONGER_FACTOR times as many
 #    epochs (the convergence check: a trained teacher gains little on dev).
 # 3. references/supervised/: the fully supervised reference, the same network and
@@ -40,16 +40,19 @@
 #                      30 epochs converge is not measured yet: compare 2x]
 #   OUT_ROOT           outputs [output/bench_semisup/$DATASET]
 #   FASHION_RAW_DIR    Fashion-MNIST's IDX files [/usr/share/datasets/fashion-mnist]
-#   DATA_ROOT_DIR      where the prepared data goes [data/$DATASET]
-#   PREPRO_ARGS        extra proc_mnist.py flags (word-split), e.g. --num_dev=500 []
+#   DATASET_DIR        where the prepared data goes (proc/, proc_supervised/)
+#                      [data/$DATASET]
+#   EXTRA_PREPRO_FLAGS your flags for proc_mnist.py (word-split), e.g.
+#                      --num_dev=500 (read by local_scripts/mnist/prepro.sh) []
 #   PYTHON             interpreter [.venv/bin/python if present, else python]
 # The recipe's variables (TEACHER_EPOCHS, STUDENT_STEPS, TEACHER_FLAGS, ...)
-# pass through to loop.sh and the training scripts.
+# and the users' (EXTRA_TRAIN_FLAGS, ...; docs/scripts.md) pass through to
+# loop.sh and the training scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source local_scripts/mnist/defaults.sh
 show_help_if_asked "$@"
-dry_run && die "DRY_RUN: see the commands of one seed with DRY_RUN=1 bash local_scripts/mnist/loop.sh."
+dry_run && die "DRY_RUN: see the commands of one seed with DRY_RUN=1 bash local_scripts/loop.sh."
 export PYTHON="${PYTHON:-python}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
@@ -81,8 +84,9 @@ if ! [[ "${SUPERVISED_EPOCHS}" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
   die "SUPERVISED_EPOCHS=${SUPERVISED_EPOCHS}: expected a positive number."
 fi
 OUT_ROOT="${OUT_ROOT:-output/bench_semisup/${DATASET}}"
-DATA_DIR="${DATA_ROOT_DIR:-data/${DATASET}}/proc"
-SUPERVISED_DATA_DIR="${DATA_ROOT_DIR:-data/${DATASET}}/proc_supervised"
+DATASET_DIR="${DATASET_DIR:-data/${DATASET}}"
+DATA_DIR="${DATASET_DIR}/proc"
+SUPERVISED_DATA_DIR="${DATASET_DIR}/proc_supervised"
 mkdir -p "${OUT_ROOT}"
 
 if [[ "${DATASET}" == fashion && ! -d "${FASHION_RAW_DIR}" ]]; then
@@ -100,14 +104,13 @@ prepare() {
   new_file "${log}"
   CHILD_SIGNALLED=0
   run_child env "${source_flags[@]}" DATA_DIR="$2" LABELED_PER_CLASS="$3" \
-    bash local_scripts/mnist/prepro.sh "${PREPRO_EXTRA[@]}" >>"${log}" 2>&1 || status=$?
+    bash local_scripts/mnist/prepro.sh >>"${log}" 2>&1 || status=$?
   ((status)) && [[ "${CHILD_SIGNALLED}" == 1 ]] && exit "${status}"
   if ((status)); then
     tail -n 25 "${log}" >&2
     die "data preparation failed (log: ${log})."
   fi
 }
-read -ra PREPRO_EXTRA <<<"${PREPRO_ARGS:-}"
 prepare semisup "${DATA_DIR}" "${LABELED_PER_CLASS}"
 prepare supervised "${SUPERVISED_DATA_DIR}" -1
 
@@ -118,7 +121,7 @@ for s in "${SEED_LIST[@]}"; do
   status=0
   CHILD_SIGNALLED=0
   run_child env SEED="${s}" OUT="${out}" ROUNDS="${ROUNDS}" DATA_DIR="${DATA_DIR}" \
-    TASK_NAME=mnist bash local_scripts/mnist/loop.sh || status=$?
+    TASK_NAME=mnist bash local_scripts/loop.sh || status=$?
   # Stopped by a signal: loop.sh's status (re-run to resume), not a failure.
   ((status)) && [[ "${CHILD_SIGNALLED}" == 1 ]] && exit "${status}"
   ((status)) && die "seed ${s}: loop.sh failed (logs: ${out}/logs). Re-run to continue where it stopped."

@@ -28,13 +28,13 @@
 #   require_stats DIR NUM_SHARDS HINT  filter pass-1 statistics of all shards
 # Command lines:
 #   words_of VAR...                    FLAG_WORDS: the variables' values, word-split
-#   main_py_command FLAG...            PY_COMMAND: a main.py call, each flag once
-#   python_command SCRIPT FLAG...      PY_COMMAND: a Python script call, each flag once
+#                                      (a flag given twice stays twice: absl
+#                                      keeps its last value)
 # Worker pool for sharded jobs (predict, filter, reassign):
 #   setup_workers any|cpu              reads GPUS / NUM_WORKERS (see below)
 #   run_sharded NAME MODE NUM_SHARDS COMMAND...
 #
-# Environment read here:
+# Environment read here (every variable of the scripts: docs/scripts.md):
 #   PYTHON       interpreter [python]
 #   DRY_RUN      1: print the Python command lines instead of running them
 #                (sharded steps: one line per worker call, with its
@@ -62,6 +62,15 @@ die() {
 }
 
 [[ "${DRY_RUN:-0}" == 0 || "${DRY_RUN}" == 1 ]] || die "DRY_RUN=${DRY_RUN}: expected 0 or 1."
+
+# A variable set under its old name would otherwise be ignored without a word,
+# and the run would go on with other flags than the user meant.
+for _renamed in TRAIN_FLAGS:EXTRA_TRAIN_FLAGS TEACHER_ARGS:EXTRA_TEACHER_FLAGS \
+  STUDENT_ARGS:EXTRA_STUDENT_FLAGS PREPRO_ARGS:EXTRA_PREPRO_FLAGS DATA_ROOT_DIR:DATASET_DIR; do
+  _old=${_renamed%%:*}
+  [[ -z "${!_old+set}" ]] || die "${_old} was renamed ${_renamed#*:}."
+done
+unset _renamed _old
 
 dry_run() {
   [[ "${DRY_RUN:-0}" == 1 ]]
@@ -280,58 +289,6 @@ words_of() {
     read -ra part <<<"${!var:-}"
     FLAG_WORDS+=("${part[@]}")
   done
-}
-
-# _FLAG_KEY: the name of the absl flag that WORD sets (--name=value, -name=value,
-# --name and --noname all set "name"); empty when WORD is no flag (a value
-# given as its own word, "--name value").
-_flag_key() {
-  _FLAG_KEY=""
-  [[ "$1" == -?* ]] || return 0
-  _FLAG_KEY=${1#-}
-  _FLAG_KEY=${_FLAG_KEY#-}
-  if [[ "${_FLAG_KEY}" == *=* ]]; then
-    _FLAG_KEY=${_FLAG_KEY%%=*}
-  else
-    _FLAG_KEY=${_FLAG_KEY#no}
-  fi
-}
-
-# _FLAGS_ONCE: the words WORD... with each flag kept only where it is given last, so
-# a script's settings, the user's variables and its arguments can name the
-# same flag and the Python call still gets it once, with the last value (the
-# one absl would use). A value given as its own word goes with its flag.
-_dedupe_flags() {
-  local -a words=("$@")
-  local -A last=()
-  local i keep=1
-  for i in "${!words[@]}"; do
-    _flag_key "${words[i]}"
-    if [[ -n "${_FLAG_KEY}" ]]; then last[${_FLAG_KEY}]=${i}; fi
-  done
-  _FLAGS_ONCE=()
-  for i in "${!words[@]}"; do
-    _flag_key "${words[i]}"
-    if [[ -n "${_FLAG_KEY}" ]]; then
-      keep=0
-      if [[ "${last[${_FLAG_KEY}]}" == "${i}" ]]; then keep=1; fi
-    fi
-    if ((keep)); then _FLAGS_ONCE+=("${words[i]}"); fi
-  done
-}
-
-python_command() {
-  local script=$1
-  shift
-  _dedupe_flags "$@"
-  # shellcheck disable=SC2034  # read by the caller
-  PY_COMMAND=("${PYTHON:-python}" "${script}" "${_FLAGS_ONCE[@]}")
-}
-
-# Every main.py call here runs off TPU in float32; arguments such as
-# --use_tpu=True --tpu=NAME --use_bfloat16=True replace these.
-main_py_command() {
-  python_command main.py --use_tpu=False --use_bfloat16=False --task_name="${TASK_NAME}" "$@"
 }
 
 # WORKER_DEVICES: one entry per worker, the CUDA_VISIBLE_DEVICES value it gets,

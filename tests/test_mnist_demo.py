@@ -1,4 +1,5 @@
-"""End-to-end test of local_scripts/mnist/loop.sh on a few hundred generated images.
+"""End-to-end test of local_scripts/mnist/loop.sh (local_scripts/loop.sh with
+TASK_NAME=mnist) on a few hundred generated images.
 
 A tiny EfficientNet (width/depth 0.1), a few training steps per model and one
 noisy-student round: teacher -> predict -> filter (both passes) -> student ->

@@ -91,13 +91,8 @@ def tiny_parameters(tmp_path):
         SOURCE="idx",
         RAW_DATA_DIR=idx,
         LABELED_PER_CLASS=2,
-        PREPRO_ARGS=[
-            "--num_dev=20",
-            "--num_train_shards=1",
-            "--num_dev_shards=1",
-            "--num_test_shards=1",
-            f"--num_extra_shards={NUM_EXTRA_SHARDS}",
-        ],
+        EXTRA_PREPRO_FLAGS="--num_dev=20 --num_train_shards=1 --num_dev_shards=1 "
+        f"--num_test_shards=1 --num_extra_shards={NUM_EXTRA_SHARDS}",
         DATA_DIR=str(tmp_path / "data"),
         OUT=str(tmp_path / "out"),
         ROUNDS=1,

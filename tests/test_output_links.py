@@ -33,7 +33,7 @@ def test_loop_log_is_not_written_through_a_planted_link(tiny_data, tmp_path):
     victim = plant_link(log, tmp_path)
     env = {"OUT": str(out), "DATA_DIR": tiny_data, "UNLABEL_DIR": tiny_data}
     env["TEACHER_FLAGS"] = "--no_such_flag=1"
-    result = run_bash("local_scripts/mnist/loop.sh", env, cwd=ROOT)
+    result = run_bash("local_scripts/loop.sh", env, cwd=ROOT)
     assert result.returncode == 1 and "step round0_teacher failed" in result.stderr
     assert_log_replaced_link(log, victim, "no_such_flag")
 

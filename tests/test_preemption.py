@@ -132,7 +132,7 @@ def test_sigterm_to_loop_sh_leaves_no_orphan_and_no_lock(tiny_data, tmp_path):
             "TEACHER_FLAGS": "--train_batch_size=8 " + " ".join(LONG),
         }
     )
-    command = ["bash", os.path.join(ROOT, "local_scripts/mnist/loop.sh")]
+    command = ["bash", os.path.join(ROOT, "local_scripts/loop.sh")]
     loop = subprocess.Popen(command, env=env, cwd="/", stdout=subprocess.PIPE, text=True)
     lock = teacher_dir / train_lib.LOCK_FILE
     log = str(out / "logs" / "round0_teacher.log")

@@ -2,13 +2,16 @@
 
 `--help` prints the script's header; `DRY_RUN=1` prints the exact Python
 command lines without running them, which lets these tests check, without
-data or TensorFlow, that each step's call carries each flag once, the
-published SVHN and ImageNet values, the MNIST values of its defaults.sh, and
-the users' variables only where they belong (EXTRA_FLAGS never reaches the
-filter). The real runs are in test_pipeline.py and test_mnist_demo.py.
+data or TensorFlow, the published SVHN and ImageNet values, the MNIST values
+of its defaults.sh, and the users' variables only where they belong
+(EXTRA_FLAGS never reaches the filter), in the order that decides which value
+of a repeated flag wins. That absl then uses the last value is checked by a
+real run here; the other real runs are in test_pipeline.py and
+test_mnist_demo.py.
 """
 
 import collections
+import json
 import os
 import re
 import shlex
@@ -20,15 +23,24 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "local_scripts")
-# Variables of the scripts that a developer's shell may have set.
+# Variables of the scripts that a developer's shell may have set, and the
+# old names the scripts stop on (common.sh).
+RENAMED = {
+    "TRAIN_FLAGS": "EXTRA_TRAIN_FLAGS",
+    "TEACHER_ARGS": "EXTRA_TEACHER_FLAGS",
+    "STUDENT_ARGS": "EXTRA_STUDENT_FLAGS",
+    "PREPRO_ARGS": "EXTRA_PREPRO_FLAGS",
+    "DATA_ROOT_DIR": "DATASET_DIR",
+}
 USER_VARIABLES = (
-    "GPUS NUM_WORKERS DRY_RUN EXTRA_FLAGS TRAIN_FLAGS PREDICT_FLAGS FILTER_FLAGS MODEL_FLAGS "
-    "RUN_FLAGS TEACHER_FLAGS STUDENT_FLAGS TEACHER_EPOCHS STUDENT_STEPS MODEL DATA_DIR DATA_ROOT "
-    "UNLABEL_DIR MODEL_DIR PYTHON"
-).split()
-ENTRY_SCRIPTS = sorted(
+    "GPUS NUM_WORKERS DRY_RUN EXTRA_FLAGS EXTRA_TRAIN_FLAGS EXTRA_TEACHER_FLAGS "
+    "EXTRA_STUDENT_FLAGS EXTRA_PREPRO_FLAGS PREDICT_FLAGS FILTER_FLAGS MODEL_FLAGS RUN_FLAGS "
+    "TEACHER_FLAGS STUDENT_FLAGS TEACHER_EPOCHS STUDENT_STEPS MODEL DATA_DIR DATA_ROOT "
+    "UNLABEL_DIR MODEL_DIR PYTHON TASK_NAME DATASET_DIR"
+).split() + list(RENAMED)
+ENTRY_SCRIPTS = ["loop.sh"] + sorted(
     os.path.join(task, name)
-    for task in ("svhn", "imagenet", "mnist")
+    for task in ("svhn", "imagenet", "mnist", "custom")
     for name in os.listdir(os.path.join(SCRIPTS, task))
     if name.endswith(".sh") and name != "defaults.sh"
 )
@@ -83,11 +95,26 @@ def dry_run(script, *args, **env):
 
 
 def flags_of(argv):
-    """{flag: value} of a call, after checking that no flag is given twice."""
-    flags = [(word[2:].split("=", 1) + [None])[:2] for word in argv[2:]]
-    counts = collections.Counter(name for name, _ in flags)
-    assert all(n == 1 for n in counts.values()), [name for name, n in counts.items() if n > 1]
-    return dict(flags)
+    """{flag: value} of a call as absl reads it: a flag given twice keeps its last value.
+
+    A bare --name has the value None; a bare --noname (absl's False of a
+    boolean) replaces an earlier --name and the other way round. The real
+    run of test_the_last_value_of_a_repeated_flag_is_the_one_main_py_uses
+    shows absl reading a command so.
+    """
+    flags = {}
+    for word in argv[2:]:
+        name, value = (word[2:].split("=", 1) + [None])[:2]
+        if value is None:
+            flags.pop(name[2:] if name.startswith("no") else f"no{name}", None)
+        flags.pop(name, None)  # the last one given comes last, as on the command line
+        flags[name] = value
+    return flags
+
+
+def given(argv, name):
+    """The values of every --name=value of a call, in order."""
+    return [word.split("=", 1)[1] for word in argv[2:] if word.startswith(f"--{name}=")]
 
 
 def only_call(script, *args, **env):
@@ -197,6 +224,13 @@ def test_svhn_prepro():
     }
     _, flags = only_call("svhn/prepro.sh", "--overwrite", TFDS_DATA_DIR="/t", SOURCE="mat")
     assert flags["source"] == "mat" and flags["tfds_data_dir"] == "/t" and "overwrite" in flags
+    # EXTRA_PREPRO_FLAGS: after the settings, before the arguments (every task's prepro.sh).
+    for script in ("svhn/prepro.sh", "mnist/prepro.sh", "custom/prepro.sh"):
+        calls, _ = dry_run(
+            script, "--seed=2", EXTRA_PREPRO_FLAGS="--seed=1 --x=1", LABELED_DIR="/l"
+        )
+        [(_, argv)] = calls
+        assert given(argv, "seed") == ["1", "2"] and flags_of(argv)["x"] == "1", script
 
 
 # ---------------------------------------------------------------------------
@@ -332,7 +366,7 @@ def test_one_cpu_recipe_for_mnist_and_own_small_images(tmp_path):
         assert given["MODEL_FLAGS"] == {"model_name": "efficientnet-b1"}
 
 
-def test_mnist_training_scripts_take_their_flags_from_defaults_once():
+def test_mnist_training_scripts_take_their_flags_from_defaults():
     settings = task_settings("mnist")
     base = {"use_tpu": "False", "use_bfloat16": "False", "task_name": "mnist"}
     shared = dict(base, **settings["MODEL_FLAGS"], **settings["RUN_FLAGS"])
@@ -366,28 +400,91 @@ def test_mnist_sharded_steps():
 
 
 # ---------------------------------------------------------------------------
-# The users' variables: each reaches the calls it is for, once.
+# The users' variables: each reaches the calls it is for, after the defaults.
 
 
-def test_user_flags_replace_settings_in_order_extra_train_arguments():
-    env = dict(EXTRA_FLAGS="--train_steps=5 --randaug_mag=7", TRAIN_FLAGS="--train_steps=6 --x")
-    calls, _ = dry_run("svhn/train_teacher.sh", "--train_steps=7", "--nox", **env)
-    train, evaluation = (flags_of(argv) for _, argv in calls)
-    assert train["train_steps"] == evaluation["train_steps"] == "7"
-    assert train["randaug_mag"] == "7" and "x" not in train and train["nox"] is None
+def test_user_flags_come_after_the_settings_general_to_specific():
+    # Every user variable sets the same flag: the call holds them all, in the
+    # order defaults, EXTRA_FLAGS, EXTRA_TRAIN_FLAGS, the role's extras, the
+    # arguments; absl keeps the last.
+    env = dict(
+        TEACHER_FLAGS="--train_steps=1 --randaug_mag=9",
+        EXTRA_FLAGS="--train_steps=2 --randaug_mag=7",
+        EXTRA_TRAIN_FLAGS="--train_steps=3 --x",
+        EXTRA_TEACHER_FLAGS="--train_steps=4",
+        EXTRA_STUDENT_FLAGS="--train_steps=5 --student_only=1",
+    )
+    calls, _ = dry_run("svhn/train_teacher.sh", "--train_steps=6", "--nox", **env)
+    for _, argv in calls:  # training, then evaluation
+        assert given(argv, "train_steps")[-4:] == ["2", "3", "4", "6"]
+        flags = flags_of(argv)
+        assert flags["train_steps"] == "6" and "x" not in flags and flags["nox"] is None
+        assert "student_only" not in flags
+    assert flags_of(calls[0][1])["randaug_mag"] == "7"
+    # A student's calls take EXTRA_STUDENT_FLAGS, not EXTRA_TEACHER_FLAGS.
+    for script in ("svhn/run.sh", "svhn/run_offline.sh", "mnist/run_offline.sh"):
+        calls, _ = dry_run(script, **env)
+        for _, argv in calls:
+            assert given(argv, "train_steps")[-3:] == ["2", "3", "5"], script
+            assert flags_of(argv)["student_only"] == "1"
     # Only the flag's name counts: --use_tpu=True as an argument replaces the default.
     _, flags = only_call("imagenet/train.sh", "--use_tpu=True", "--tpu=t")
     assert (flags["use_tpu"], flags["tpu"]) == ("True", "t")
 
 
 def test_predict_flags_reach_prediction_and_train_flags_do_not():
-    env = dict(EXTRA_FLAGS="--use_ema=False", TRAIN_FLAGS="--train_steps=5", PREDICT_FLAGS="--p=1")
+    env = dict(
+        EXTRA_FLAGS="--use_ema=False --q=2",
+        EXTRA_TRAIN_FLAGS="--train_steps=5",
+        EXTRA_TEACHER_FLAGS="--t=1",
+        EXTRA_STUDENT_FLAGS="--s=1",
+        PREDICT_FLAGS="--p=1 --q=1",
+    )
     for script in ("svhn/predict.sh", "svhn/reassign.sh"):
-        _, flags = only_call(script, "--eval_batch_size=3", **env)
+        calls, _ = dry_run(script, "--eval_batch_size=3", **env)
+        [(_, argv)] = calls
+        flags = flags_of(argv)
         assert flags["use_ema"] == "False" and flags["p"] == "1" and "train_steps" not in flags
+        assert "t" not in flags and "s" not in flags
+        # PREDICT_FLAGS is a default set: EXTRA_FLAGS, the user's, comes after it.
+        assert given(argv, "q") == ["1", "2"]
         assert flags["eval_batch_size"] == "3"
     calls, _ = dry_run("svhn/run.sh", **env)
     assert all("p" not in flags_of(argv) for _, argv in calls)
+
+
+def test_the_last_value_of_a_repeated_flag_is_the_one_main_py_uses(tiny_data, tmp_path):
+    """A training script run for real, every user variable and an argument setting
+    the same flags: main.py trains, evaluates and records the last values."""
+    model_dir = tmp_path / "teacher"
+    env = dict(
+        PYTHON=sys.executable,
+        DATA_DIR=tiny_data,
+        MODEL_DIR=str(model_dir),
+        MODEL_FLAGS="--model_name=efficientnet-b0 --width_coefficient=0.1 --depth_coefficient=0.1",
+        RUN_FLAGS="--iterations_per_loop=2 --save_checkpoints_steps=100 --eval_batch_size=8 "
+        "--eval_subsets=train,dev,test",
+        TEACHER_FLAGS="--train_batch_size=16 --train_steps=40 --seed=0",
+        EXTRA_FLAGS="--train_steps=30 --eval_subsets=test",
+        EXTRA_TRAIN_FLAGS="--train_steps=20 --deterministic --eval_subsets=dev",
+        EXTRA_TEACHER_FLAGS="--train_steps=10",
+        EXTRA_STUDENT_FLAGS="--train_steps=50",
+    )
+    args = ("--train_steps=4", "--nodeterministic")
+    calls, _ = dry_run("mnist/train_teacher.sh", *args, **env)
+    [(_, argv)] = calls
+    assert given(argv, "train_steps") == ["40", "30", "20", "10", "4"]
+    result = run_bash(os.path.join(SCRIPTS, "mnist/train_teacher.sh"), env, *args, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(model_dir / "FLAGS.json") as f:
+        recorded = json.load(f)
+    assert recorded["train_steps"] == 4 and recorded["deterministic"] is False
+    # --eval_subsets is a list flag, not a multi flag: the last list, not their union.
+    assert recorded["eval_subsets"] == ["dev"]
+    assert (model_dir / "ckpt-4.index").exists()
+    with open(model_dir / "eval_results.json") as f:
+        results = json.load(f)
+    assert results["dev"]["global_step"] == 4 and not {"train", "test"} & set(results)
 
 
 def test_extra_flags_do_not_reach_the_filter():
@@ -429,7 +526,7 @@ def loop_calls(**env):
     A step is "<model_dir's basename> <mode>" for training and evaluation,
     else the script's name; loop_report.py's entry is its argv.
     """
-    calls, _ = dry_run("mnist/loop.sh", **env)
+    calls, _ = dry_run("loop.sh", **env)
     steps = collections.defaultdict(list)
     for _, argv in calls:
         if argv[1] == "loop_report.py":  # --setting is a list: repeated on purpose
@@ -471,11 +568,21 @@ def test_loop_dry_run_shows_every_step_with_the_seed(tmp_path):
 def test_mnist_loop_dry_run_trains_students_from_scratch_or_from_their_teacher(tmp_path):
     # The demo's default (INIT_STUDENT=0 in mnist/defaults.sh): from scratch,
     # each model trained and evaluated by one call.
-    steps = loop_calls(ROUNDS="2", OUT=str(tmp_path), STUDENT_ARGS="--train_steps=9")
+    steps = loop_calls(
+        ROUNDS="2",
+        OUT=str(tmp_path),
+        EXTRA_STUDENT_FLAGS="--train_steps=9 --seed=8",
+        EXTRA_TEACHER_FLAGS="--train_epochs=2",
+    )
+    # Each role's extras reach its calls only.
+    [teacher] = steps["round0_teacher train_and_eval"]
+    assert teacher["train_epochs"] == "2" and "train_steps" not in teacher
     for student in ("round1_student", "round2_student"):
         [flags] = steps[f"{student} train_and_eval"]
-        assert "init_model_path" not in flags
+        assert "init_model_path" not in flags and "train_epochs" not in flags
         assert flags["train_steps"] == "9" and flags["task_name"] == "mnist"
+        # The loop's --seed comes after the user's flags: SEED is the run's seed.
+        assert flags["seed"] == "0"
     assert not any(name.endswith(" eval") for name in steps)
     steps = loop_calls(ROUNDS="2", OUT=str(tmp_path), INIT_STUDENT="1")
     for teacher, student in (
@@ -484,6 +591,38 @@ def test_mnist_loop_dry_run_trains_students_from_scratch_or_from_their_teacher(t
     ):
         [flags] = steps[f"{student} train_and_eval"]
         assert flags["init_model_path"] == str(tmp_path / teacher)
+
+
+@pytest.mark.parametrize(
+    "wrapper, task", [("mnist/loop.sh", "mnist"), ("svhn/loop.sh", "svhn"), ("loop.sh", "mnist")]
+)
+def test_each_task_s_loop_runs_the_one_loop(tmp_path, wrapper, task):
+    calls, result = dry_run(wrapper, ROUNDS="1", OUT=str(tmp_path))
+    assert result.stdout.startswith(f"Noisy Student on {task}: teacher + 1 round(s)")
+    assert {flags_of(argv).get("task_name", task) for _, argv in calls} == {task}
+    assert calls[-1][1][1] == "loop_report.py"
+
+
+@pytest.mark.parametrize(
+    "script, old",
+    [
+        ("loop.sh", "STUDENT_ARGS"),
+        ("mnist/loop.sh", "TEACHER_ARGS"),
+        ("svhn/run.sh", "TRAIN_FLAGS"),
+        ("mnist/train_teacher.sh", "STUDENT_ARGS"),
+        ("imagenet/eval.sh", "TRAIN_FLAGS"),
+        ("mnist/prepro.sh", "PREPRO_ARGS"),
+        ("../bench/bench_semisup.sh", "DATA_ROOT_DIR"),
+    ],
+)
+@pytest.mark.parametrize("dry", ["0", "1"])
+def test_a_renamed_variable_stops_the_script_with_its_new_name(script, old, dry):
+    # Set but empty counts too: the user meant something by it.
+    for value in ("--train_steps=9", ""):
+        result = run_bash(os.path.join(SCRIPTS, script), {old: value, "DRY_RUN": dry})
+        assert result.returncode == 1 and result.stdout == ""
+        name = os.path.basename(script)
+        assert result.stderr == f"{name}: error: {old} was renamed {RENAMED[old]}.\n"
 
 
 def header(path):
@@ -505,8 +644,11 @@ def test_help_prints_the_header(script):
     for flag in ("--help", "-h"):
         result = run_bash(path, None, flag)
         assert result.returncode == 0, result.stderr
+        # An alias or a task's loop prints its target's header.
         if os.path.basename(script) in ("svhn_offline.sh", "train_offline.sh"):
-            path = os.path.join(os.path.dirname(path), "run_offline.sh")  # the alias's target
+            path = os.path.join(os.path.dirname(path), "run_offline.sh")
+        elif os.path.basename(script) == "loop.sh":
+            path = os.path.join(SCRIPTS, "loop.sh")
         assert result.stdout == header(path)
     # From another folder, with a path relative to it, too.
     result = run_bash(os.path.relpath(path, SCRIPTS), None, "--help", cwd=SCRIPTS)

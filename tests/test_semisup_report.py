@@ -253,9 +253,9 @@ def test_bench_runs_every_part_on_tiny_data(tmp_path):
     env.update(
         DATASET="fashion",
         FASHION_RAW_DIR=write_fake_mnist_idx(str(tmp_path / "idx")),
-        DATA_ROOT_DIR=str(tmp_path / "data"),
+        DATASET_DIR=str(tmp_path / "data"),
         OUT_ROOT=str(tmp_path / "bench"),
-        PREPRO_ARGS="--num_dev=20 --num_train_shards=1 --num_dev_shards=1 "
+        EXTRA_PREPRO_FLAGS="--num_dev=20 --num_train_shards=1 --num_dev_shards=1 "
         "--num_test_shards=1 --num_extra_shards=2",
         LABELED_PER_CLASS="2",
         SEEDS="4",

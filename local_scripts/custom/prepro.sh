@@ -24,6 +24,8 @@
 #   RANDOM_FLIP      True | False: may training flip images [True]
 #   PREPRO_WORKERS   parallel conversion processes [number of CPUs]
 #   DATA_DIR         output folder [data/custom/proc]
+#   EXTRA_PREPRO_FLAGS  your flags for proc_folder.py (word-split), before
+#                    the arguments []
 #   PYTHON           interpreter [.venv/bin/python if present, else python]
 #   DRY_RUN          see local_scripts/common.sh
 # Extra arguments are passed to proc_folder.py, e.g. --strict or --overwrite.
@@ -34,7 +36,8 @@ show_help_if_asked "$@"
 [[ -n "${LABELED_DIR}" || -n "${TFDS_NAME}" ]] ||
   die "set LABELED_DIR (one sub-folder per class) or TFDS_NAME."
 
-python_command proc_folder.py --output_dir="${DATA_DIR}" --num_workers="${PREPRO_WORKERS}" \
+words_of EXTRA_PREPRO_FLAGS
+run_command "${PYTHON:-python}" proc_folder.py --output_dir="${DATA_DIR}" --num_workers="${PREPRO_WORKERS}" \
   --random_flip="${RANDOM_FLIP}" --dev_fraction="${DEV_FRACTION}" \
   ${LABELED_DIR:+"--labeled_dir=${LABELED_DIR}"} ${DEV_DIR:+"--dev_dir=${DEV_DIR}"} \
   ${TEST_DIR:+"--test_dir=${TEST_DIR}"} ${UNLABELED_DIR:+"--unlabeled_dir=${UNLABELED_DIR}"} \
@@ -44,5 +47,4 @@ python_command proc_folder.py --output_dir="${DATA_DIR}" --num_workers="${PREPRO
   ${TFDS_NAME:+"--tfds_name=${TFDS_NAME}" "--tfds_labeled_split=${TFDS_LABELED_SPLIT}" \
     "--tfds_test_split=${TFDS_TEST_SPLIT}"} \
   ${TFDS_UNLABELED_SPLIT:+"--tfds_unlabeled_split=${TFDS_UNLABELED_SPLIT}"} \
-  ${TFDS_DATA_DIR:+"--tfds_data_dir=${TFDS_DATA_DIR}"} "$@"
-run_command "${PY_COMMAND[@]}"
+  ${TFDS_DATA_DIR:+"--tfds_data_dir=${TFDS_DATA_DIR}"} "${FLAG_WORDS[@]}" "$@"

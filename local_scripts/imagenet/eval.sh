@@ -12,11 +12,11 @@
 #   MODEL_FLAGS  architecture flags [--model_name=$MODEL]
 #   DATA_DIR     labeled records with validation-* files [data/imagenet/proc]
 #   BATCH_SIZE   images per eval batch [64]
-#   TRAIN_FLAGS  your flags for the evaluation call
-#   EXTRA_FLAGS  your flags for every main.py call, before TRAIN_FLAGS
+#   EXTRA_FLAGS, EXTRA_TRAIN_FLAGS  your flags, in this order after the
+#                settings above (docs/scripts.md)
 #   PYTHON, DRY_RUN   see local_scripts/common.sh
-# Arguments are appended to the Python call; each flag reaches main.py once,
-# with the last value given.
+# Arguments are appended to the Python call; a flag given twice keeps its
+# last value.
 # Relative paths are relative to the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

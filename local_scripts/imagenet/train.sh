@@ -20,11 +20,12 @@
 #   MODEL_FLAGS    architecture [--model_name=$MODEL]
 #   STUDENT_FLAGS  training flags [the published ones of MODEL]
 #   RUN_FLAGS      loop and checkpoint flags [main.py's defaults]
-#   TRAIN_FLAGS    your flags for the training call
-#   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
+#   EXTRA_FLAGS, EXTRA_TRAIN_FLAGS, EXTRA_STUDENT_FLAGS
+#                  your flags, in this order after the settings above
+#                  (docs/scripts.md)
 #   PYTHON, DRY_RUN   see local_scripts/common.sh
 # Arguments are appended, e.g. --use_tpu=True --tpu=NAME --use_bfloat16=True;
-# each flag reaches main.py once, with the last value given.
+# a flag given twice keeps its last value.
 # Relative paths are relative to the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

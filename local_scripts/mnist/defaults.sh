@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034  # the sourcing scripts use these
 # MNIST: every setting of the scripts of this folder (and of demo.sh,
-# loop.sh's defaults for TASK_NAME=mnist and bench/bench_demo_seeds.sh),
+# local_scripts/loop.sh with TASK_NAME=mnist and bench/bench_semisup.sh),
 # CPU-sized. Sourced by each of them before its step script
 # (local_scripts/steps/); never run. Each X="${X:-...}" can be overridden
 # from the environment; local_scripts/steps/settings.sh adds the settings
@@ -39,9 +39,9 @@ RUN_FLAGS="${RUN_FLAGS:---iterations_per_loop=250 --save_checkpoints_steps=500 -
 # Evaluate in the training process: one process start less per model.
 EVAL_AFTER_TRAINING=in_process
 
-# loop.sh (demo.sh): noisy-student rounds after the teacher; 0: each student
-# starts from scratch, as in the paper (1: from its teacher's weights,
-# --init_model_path).
+# local_scripts/loop.sh (demo.sh): noisy-student rounds after the teacher;
+# 0: each student starts from scratch, as in the paper (1: from its
+# teacher's weights, --init_model_path).
 ROUNDS="${ROUNDS:-2}"
 INIT_STUDENT="${INIT_STUDENT:-0}"
 

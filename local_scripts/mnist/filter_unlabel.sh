@@ -16,12 +16,12 @@
 #   NUM_IMAGE      target images per class [defaults.sh]
 #   MIN_THRESHOLD  lowest confidence kept [defaults.sh]
 #   NUM_WORKERS    parallel CPU workers [number of CPUs, at most NUM_SHARDS]
-#   FILTER_FLAGS   your flags for filter_unlabel_data.py
+#   FILTER_FLAGS   flags of filter_unlabel_data.py [empty]
 #   EXTRA_FLAGS    main.py flags: not passed to the filter (a note says so)
 #   GPUS, DRY_RUN  see local_scripts/common.sh
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
-# Arguments after the pass number are appended to every Python call; each
-# flag reaches the filter once, with the last value given.
+# Arguments after the pass number are appended to every Python call; a
+# flag given twice keeps its last value.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source local_scripts/mnist/defaults.sh

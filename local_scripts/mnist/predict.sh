@@ -19,12 +19,12 @@
 #   DATA_ROOT      output root [data/mnist/predict]
 #   LOG_DIR        worker logs [$DATA_ROOT/logs]
 #   BATCH_SIZE     images per prediction batch [defaults.sh]
-#   PREDICT_FLAGS  your flags for the prediction calls
-#   EXTRA_FLAGS    your flags for every main.py call, before PREDICT_FLAGS
+#   PREDICT_FLAGS  flags of the prediction calls [empty]
+#   EXTRA_FLAGS    your flags for every main.py call, after PREDICT_FLAGS
 #   GPUS, NUM_WORKERS, DRY_RUN   see local_scripts/common.sh
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
-# Arguments are appended to every Python call; each flag reaches main.py
-# once, with the last value given.
+# Arguments are appended to every Python call; a flag given twice keeps
+# its last value.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source local_scripts/mnist/defaults.sh

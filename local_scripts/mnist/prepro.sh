@@ -16,6 +16,8 @@
 #   RAW_DATA_DIR       folder of the IDX files [data/mnist/raw]
 #   TFDS_DATA_DIR      TFDS data_dir [TFDS' default, ~/tensorflow_datasets]
 #   DATA_DIR           output folder [data/mnist/proc]
+#   EXTRA_PREPRO_FLAGS your flags for proc_mnist.py (word-split), before the
+#                      arguments []
 #   PYTHON             interpreter [.venv/bin/python if present, else python]
 #   DRY_RUN            see local_scripts/common.sh
 # Extra arguments are passed to proc_mnist.py, e.g. --overwrite or --seed=1.
@@ -26,7 +28,7 @@ source local_scripts/mnist/defaults.sh
 source local_scripts/common.sh
 show_help_if_asked "$@"
 
-python_command proc_mnist.py --source="${SOURCE}" --labeled_per_class="${LABELED_PER_CLASS}" \
+words_of EXTRA_PREPRO_FLAGS
+run_command "${PYTHON:-python}" proc_mnist.py --source="${SOURCE}" --labeled_per_class="${LABELED_PER_CLASS}" \
   --cache_dir="${CACHE_DIR}" --raw_data_dir="${RAW_DATA_DIR}" --output_dir="${DATA_DIR}" \
-  ${TFDS_DATA_DIR:+"--tfds_data_dir=${TFDS_DATA_DIR}"} "$@"
-run_command "${PY_COMMAND[@]}"
+  ${TFDS_DATA_DIR:+"--tfds_data_dir=${TFDS_DATA_DIR}"} "${FLAG_WORDS[@]}" "$@"

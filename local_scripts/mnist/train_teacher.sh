@@ -18,12 +18,13 @@
 #   TEACHER_FLAGS  training flags, with TEACHER_EPOCHS [local_scripts/steps/
 #                  cpu_recipe.sh]; setting it replaces them all, TEACHER_EPOCHS
 #                  included
-#   TRAIN_FLAGS    your flags for the training (and evaluation) call
-#   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
+#   EXTRA_FLAGS, EXTRA_TRAIN_FLAGS, EXTRA_TEACHER_FLAGS
+#                  your flags, in this order after the settings above
+#                  (docs/scripts.md)
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
 #   DRY_RUN        see local_scripts/common.sh
 # Arguments are appended to the Python call, e.g. --train_steps=500.
-# Each flag reaches main.py once, with the last value given.
+# A flag given twice keeps its last value.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source local_scripts/mnist/defaults.sh

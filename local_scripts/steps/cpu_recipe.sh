@@ -9,7 +9,9 @@
 #   TEACHER_FLAGS   the teacher's training flags (with TEACHER_EPOCHS)
 #   STUDENT_FLAGS   each student's training flags (with STUDENT_STEPS)
 # Setting TEACHER_FLAGS or STUDENT_FLAGS replaces that whole recipe, its
-# length included (TEACHER_EPOCHS or STUDENT_STEPS are then ignored).
+# length included (TEACHER_EPOCHS or STUDENT_STEPS are then ignored); to add
+# or change a few flags, set EXTRA_TEACHER_FLAGS or EXTRA_STUDENT_FLAGS
+# instead (docs/scripts.md).
 
 # EfficientNet-B0 with width and depth scaled by 0.25 (126,822 parameters at
 # 10 classes, model_params.txt; the 32x32 small-image variant, as for SVHN).

@@ -12,7 +12,7 @@
 #   MODEL_FLAGS           architecture, used if MODEL_DIR has no model_params.txt
 #   RUN_FLAGS             eval flags
 #   BATCH_SIZE            images per eval batch
-#   EXTRA_FLAGS, TRAIN_FLAGS   the user's flags (word-split), as in
+#   EXTRA_FLAGS, EXTRA_TRAIN_FLAGS   the user's flags (word-split), as in
 #                         steps/train.sh; the step's arguments come last
 #   DATA_HINT, TASK_SCRIPTS    for the messages
 #   PYTHON, DRY_RUN       see local_scripts/common.sh
@@ -23,6 +23,6 @@ MODEL_DIR="${MODEL_DIR:-${STUDENT_DIR}}"
 require_dir "${DATA_DIR}" DATA_DIR "${DATA_HINT}"
 require_checkpoint "${MODEL_DIR}" MODEL_DIR "Train with train.sh or run_offline.sh first."
 
-words_of EXTRA_FLAGS TRAIN_FLAGS
+words_of EXTRA_FLAGS EXTRA_TRAIN_FLAGS
 eval_command --eval_batch_size="${BATCH_SIZE}" "${FLAG_WORDS[@]}" "$@"
 run_command "${PY_COMMAND[@]}"

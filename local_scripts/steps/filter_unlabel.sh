@@ -30,11 +30,11 @@
 #   NUM_IMAGE             target images per class
 #   MIN_THRESHOLD         lowest confidence kept
 #   FILTER_WORKERS        CPU workers when neither NUM_WORKERS nor GPUS is set
-#   FILTER_FLAGS          the user's flags of filter_unlabel_data.py
-#                         (word-split); the step's arguments come after them.
-#                         Each flag reaches the filter once, with the last
-#                         value given. EXTRA_FLAGS (main.py flags) does not
-#                         reach the filter.
+#   FILTER_FLAGS          flags of filter_unlabel_data.py (word-split)
+#                         [empty]; the step's arguments come after them, and
+#                         a flag given twice keeps its last value.
+#                         EXTRA_FLAGS (main.py flags) does not reach the
+#                         filter.
 #   NUM_WORKERS or GPUS   number of parallel CPU workers (with GPUS, one per
 #                         listed id; filtering never uses a GPU)
 #   TASK_SCRIPTS          for the messages
@@ -73,13 +73,13 @@ shard_done() {
 }
 
 words_of FILTER_FLAGS
-python_command filter_unlabel_data.py --input_dir="${UNLABEL_DIR}" --file_prefix="${FILE_PREFIX}" \
-  --data_type=tfrecord --info_dir="${DATA_ROOT}/info" --prediction_dir="${DATA_ROOT}/predict_label" \
-  --prelim_stats_dir="${DATA_ROOT}/prelim_stats" --output_dir="${DATA_ROOT}/filter_data" \
-  --num_shards="${NUM_SHARDS}" --task=0 --num_label_classes="${NUM_CLASSES}" \
-  --min_threshold="${MIN_THRESHOLD}" --num_image="${NUM_IMAGE}" \
-  --only_get_stats="${only_get_stats}" "${FLAG_WORDS[@]}" "$@"
-run_sharded "filter-pass$((2 - only_get_stats))" list "${NUM_SHARDS}" "${PY_COMMAND[@]}"
+filter_command=("${PYTHON:-python}" filter_unlabel_data.py --input_dir="${UNLABEL_DIR}"
+  --file_prefix="${FILE_PREFIX}" --data_type=tfrecord --info_dir="${DATA_ROOT}/info"
+  --prediction_dir="${DATA_ROOT}/predict_label" --prelim_stats_dir="${DATA_ROOT}/prelim_stats"
+  --output_dir="${DATA_ROOT}/filter_data" --num_shards="${NUM_SHARDS}" --task=0
+  --num_label_classes="${NUM_CLASSES}" --min_threshold="${MIN_THRESHOLD}" --num_image="${NUM_IMAGE}"
+  --only_get_stats="${only_get_stats}" "${FLAG_WORDS[@]}" "$@")
+run_sharded "filter-pass$((2 - only_get_stats))" list "${NUM_SHARDS}" "${filter_command[@]}"
 if ((only_get_stats == 0)) && ! dry_run; then
   echo "Filtered data: ${DATA_ROOT}/filter_data/data; counts: ${DATA_ROOT}/filter_data/stats/final_stats.json"
 fi

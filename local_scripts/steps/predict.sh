@@ -23,11 +23,10 @@
 #   DATA_ROOT             output root
 #   LOG_DIR               worker logs [$DATA_ROOT/logs]
 #   BATCH_SIZE            images per prediction batch
-#   EXTRA_FLAGS           the user's flags of every main.py call (word-split)
-#   PREDICT_FLAGS         the user's flags of the prediction calls
-#                         (word-split), after EXTRA_FLAGS; the step's
-#                         arguments come last. Each flag reaches main.py
-#                         once, with the last value given.
+#   PREDICT_FLAGS         flags of the prediction calls (word-split) [empty]
+#   EXTRA_FLAGS           the user's flags of every main.py call (word-split),
+#                         after PREDICT_FLAGS; the step's arguments come last.
+#                         A flag given twice keeps its last value.
 #   TEACHER_HINT          for the message on a missing teacher
 #   GPUS, NUM_WORKERS, PYTHON, DRY_RUN   see local_scripts/common.sh
 source local_scripts/steps/settings.sh
@@ -45,7 +44,7 @@ shard_done() {
 
 model_flags=()
 if [[ -n "${TEACHER_MODEL}" ]]; then model_flags=(--model_name="${TEACHER_MODEL}"); fi
-words_of EXTRA_FLAGS PREDICT_FLAGS
+words_of PREDICT_FLAGS EXTRA_FLAGS
 # --label_data_dir is the folder of the images to predict (the published
 # script pointed it at the output root, where there are none).
 prediction_command "${model_flags[@]}" --predict_ckpt_path="${TEACHER_CKPT}" \

@@ -22,8 +22,8 @@
 #   NUM_SHARDS            number of filtered files
 #   LOG_DIR               worker logs [$DATA_ROOT/logs]
 #   BATCH_SIZE            images per prediction batch
-#   EXTRA_FLAGS, PREDICT_FLAGS   the user's flags (word-split), as in
-#                         steps/predict.sh; the step's arguments come last
+#   PREDICT_FLAGS, EXTRA_FLAGS   flags (word-split), as in steps/predict.sh;
+#                         the step's arguments come last
 #   GPUS, NUM_WORKERS, PYTHON, DRY_RUN   see local_scripts/common.sh
 source local_scripts/steps/settings.sh
 
@@ -41,7 +41,7 @@ shard_done() {
 
 model_flags=()
 if [[ -n "${REASSIGN_MODEL}" ]]; then model_flags=(--model_name="${REASSIGN_MODEL}"); fi
-words_of EXTRA_FLAGS PREDICT_FLAGS
+words_of PREDICT_FLAGS EXTRA_FLAGS
 # --worker_id=0 selects the filter task's files train-0-*.
 prediction_command --reassign_label=True "${model_flags[@]}" \
   --predict_ckpt_path="${REASSIGN_CKPT}" --label_data_dir="${INPUT_DIR}" --file_prefix=train \

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # The settings that follow from a task's defaults.sh in the same way for every
-# task, and the command lines the steps share. Sourced by each step script of
-# this folder, after the task's defaults.sh; every X="${X:-...}" below can be
-# overridden from the environment.
+# task, and the command lines the steps share: a step's command is written
+# out in its step script and here (docs/scripts.md). Sourced by each step
+# script of this folder, after the task's defaults.sh; every X="${X:-...}"
+# below can be overridden from the environment.
 #
 # The file layout is the one of docs/method.md, "Record formats": prepro.sh
 # writes $DATA_DIR/unlabeled/extra-*; predict.sh, filter_unlabel.sh and
@@ -28,6 +29,21 @@ TEACHER_CKPT="${TEACHER_CKPT:-${TEACHER_DIR}}"
 # EfficientNet-B0, whatever the task trains (a B0 teacher of a larger student).
 TEACHER_MODEL="${TEACHER_MODEL:-efficientnet-b0}"
 REASSIGN_MODEL="${REASSIGN_MODEL:-efficientnet-b0}"
+
+# The user's flags of the prediction calls (predict.sh, reassign.sh) and of
+# the filter (filter_unlabel_data.py): empty default sets, replaced by setting
+# them; EXTRA_FLAGS, reaching every main.py call, comes after PREDICT_FLAGS.
+PREDICT_FLAGS="${PREDICT_FLAGS:-}"
+FILTER_FLAGS="${FILTER_FLAGS:-}"
+
+# main_py_command FLAG...: PY_COMMAND is a main.py call of TASK_NAME, off TPU
+# in float32, then FLAG...; later flags such as --use_tpu=True --tpu=NAME
+# --use_bfloat16=True replace these (absl keeps a flag's last value).
+main_py_command() {
+  # shellcheck disable=SC2034  # read by the caller
+  PY_COMMAND=("${PYTHON:-python}" main.py --use_tpu=False --use_bfloat16=False
+    --task_name="${TASK_NAME}" "$@")
+}
 
 # eval_command FLAG...: PY_COMMAND is the evaluation of MODEL_DIR's latest
 # checkpoint on DATA_DIR, with MODEL_FLAGS and RUN_FLAGS, then FLAG...

@@ -8,11 +8,17 @@
 #
 #   source local_scripts/steps/train.sh teacher|student|offline [flags...]
 #
-#   teacher  supervised, on the labeled images only (TEACHER_FLAGS)
+#   teacher  supervised, on the labeled images only (TEACHER_FLAGS,
+#            EXTRA_TEACHER_FLAGS)
 #   student  noisy student; the teacher TEACHER_CKPT predicts on the fly on
-#            the raw unlabeled images UNLABEL_DIR (STUDENT_FLAGS)
+#            the raw unlabeled images UNLABEL_DIR (STUDENT_FLAGS,
+#            EXTRA_STUDENT_FLAGS)
 #   offline  noisy student from the stored, filtered pseudo labels in
-#            UNLABEL_DIR; no teacher runs (STUDENT_FLAGS)
+#            UNLABEL_DIR; no teacher runs (STUDENT_FLAGS, EXTRA_STUDENT_FLAGS)
+#
+# The command: main.py --mode=train (or train_and_eval) MODEL_FLAGS RUN_FLAGS
+# TEACHER_FLAGS|STUDENT_FLAGS, the data and model_dir flags, EXTRA_FLAGS
+# EXTRA_TRAIN_FLAGS EXTRA_TEACHER_FLAGS|EXTRA_STUDENT_FLAGS, the arguments.
 #
 # Variables (the task's defaults.sh sets those shown without a default):
 #   TASK_NAME, DATA_DIR   the task and its labeled data
@@ -28,20 +34,24 @@
 #                         checkpoint's model_params.txt [efficientnet-b0]
 #   MODEL_FLAGS           architecture flags of both calls
 #   RUN_FLAGS             loop, checkpoint, logging and eval flags of both calls
-#   TEACHER_FLAGS         teacher: its training flags
-#   STUDENT_FLAGS         student, offline: their training flags; when empty
-#                         the step stops with NO_STUDENT_FLAGS, the task's
-#                         reason (ImageNet: MODEL has no published flags)
+#   TEACHER_FLAGS         teacher: its training flags (setting it replaces them)
+#   STUDENT_FLAGS         student, offline: their training flags (setting it
+#                         replaces them); when empty the step stops with
+#                         NO_STUDENT_FLAGS, the task's reason (ImageNet:
+#                         MODEL has no published flags)
 #   EVAL_AFTER_TRAINING   1: evaluate after training, in a second main.py
 #                         call; in_process: in the training process
 #                         (--mode=train_and_eval: every --steps_per_eval steps
 #                         and at the end; saves a process start and a
 #                         checkpoint restore); 0: print how to
-#   EXTRA_FLAGS           the user's flags of every main.py call (word-split)
-#   TRAIN_FLAGS           the user's flags of the training and evaluation
-#                         calls (word-split), after EXTRA_FLAGS; the step's
-#                         arguments come last. Each flag reaches main.py
-#                         once, with the last value given.
+#   EXTRA_FLAGS           the user's flags of every main.py call
+#   EXTRA_TRAIN_FLAGS     the user's flags of the training and evaluation
+#                         calls, teacher and students
+#   EXTRA_TEACHER_FLAGS   teacher: the user's flags of its calls
+#   EXTRA_STUDENT_FLAGS   student, offline: the user's flags of their calls
+#                         The EXTRA_* flags (word-split) follow the defaults
+#                         in this order, the step's arguments last; a flag
+#                         given twice keeps its last value (docs/scripts.md).
 #   DATA_HINT, TEACHER_HINT, TASK_SCRIPTS   for the messages
 #   PYTHON, DRY_RUN       see local_scripts/common.sh
 source local_scripts/steps/settings.sh
@@ -56,6 +66,7 @@ case "${train_role}" in
   teacher)
     MODEL_DIR="${MODEL_DIR:-${TEACHER_DIR}}"
     role_flags=TEACHER_FLAGS
+    extra_role_flags=EXTRA_TEACHER_FLAGS
     unlabeled_flags=()
     ;;
   student)
@@ -66,6 +77,7 @@ case "${train_role}" in
     # published scripts then reached 9% accuracy without any error): stop here.
     require_checkpoint "${TEACHER_CKPT}" TEACHER_CKPT "${TEACHER_HINT}"
     role_flags=STUDENT_FLAGS
+    extra_role_flags=EXTRA_STUDENT_FLAGS
     unlabeled_flags=(--unlabel_data_dir="${UNLABEL_DIR}" --teacher_model_path="${TEACHER_CKPT}")
     if [[ -n "${TEACHER_MODEL}" ]]; then unlabeled_flags+=(--teacher_model_name="${TEACHER_MODEL}"); fi
     ;;
@@ -75,12 +87,15 @@ case "${train_role}" in
     require_records "${UNLABEL_DIR}" train UNLABEL_DIR \
       "Run ${TASK_SCRIPTS}/predict.sh, filter_unlabel.sh 1 and filter_unlabel.sh 0 first."
     role_flags=STUDENT_FLAGS
+    extra_role_flags=EXTRA_STUDENT_FLAGS
     unlabeled_flags=(--unlabel_data_dir="${UNLABEL_DIR}")
     ;;
   *) die "steps/train.sh: role ${train_role}: expected teacher, student or offline." ;;
 esac
 
-words_of EXTRA_FLAGS TRAIN_FLAGS
+# The role's extras come after EXTRA_TRAIN_FLAGS so that, like the arguments
+# after them, the more specific setting wins.
+words_of EXTRA_FLAGS EXTRA_TRAIN_FLAGS "${extra_role_flags}"
 user_flags=("${FLAG_WORDS[@]}" "$@")
 words_of MODEL_FLAGS RUN_FLAGS "${role_flags}"
 train_mode=train

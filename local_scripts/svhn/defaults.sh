@@ -38,8 +38,8 @@ published_flags="--train_batch_size=128 --augment_name=v1 --randaug_mag=5 --fina
 TEACHER_FLAGS="${TEACHER_FLAGS:-${published_flags}}"
 STUDENT_FLAGS="${STUDENT_FLAGS:-${published_flags} --unlabel_ratio=5 --teacher_softmax_temp=1}"
 EVAL_AFTER_TRAINING=1
-# local_scripts/mnist/loop.sh with TASK_NAME=svhn: rounds, and students from
-# scratch (1: from their teacher's weights), as published.
+# local_scripts/loop.sh with TASK_NAME=svhn (svhn/loop.sh): rounds, and
+# students from scratch (1: from their teacher's weights), as published.
 ROUNDS="${ROUNDS:-2}"
 INIT_STUDENT="${INIT_STUDENT:-0}"
 

@@ -30,11 +30,11 @@
 #   MIN_THRESHOLD  lowest confidence kept [0.3, as published]
 #   NUM_WORKERS or GPUS   number of parallel CPU workers (with GPUS, one per
 #                  listed id; filtering never uses a GPU) [1]
-#   FILTER_FLAGS   your flags for filter_unlabel_data.py
+#   FILTER_FLAGS   flags of filter_unlabel_data.py [empty]
 #   EXTRA_FLAGS    main.py flags: not passed to the filter (a note says so)
 #   PYTHON, DRY_RUN   see local_scripts/common.sh
-# Arguments after the pass number are appended to every Python call; each
-# flag reaches the filter once, with the last value given.
+# Arguments after the pass number are appended to every Python call; a
+# flag given twice keeps its last value.
 # Relative paths are relative to the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -24,11 +24,11 @@
 #   LOG_DIR        worker logs [$DATA_ROOT/logs]
 #   BATCH_SIZE     images per prediction batch [256]
 #   TASK_NAME      svhn, or mnist for the MNIST task in the same layout [svhn]
-#   PREDICT_FLAGS  your flags for the prediction calls
-#   EXTRA_FLAGS    your flags for every main.py call, before PREDICT_FLAGS
+#   PREDICT_FLAGS  flags of the prediction calls [empty]
+#   EXTRA_FLAGS    your flags for every main.py call, after PREDICT_FLAGS
 #   GPUS, NUM_WORKERS, PYTHON, DRY_RUN   see local_scripts/common.sh
-# Arguments are appended to every Python call; each flag reaches main.py
-# once, with the last value given.
+# Arguments are appended to every Python call; a flag given twice keeps
+# its last value.
 # Relative paths are relative to the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

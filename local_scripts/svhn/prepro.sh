@@ -11,6 +11,8 @@
 #   RAW_DATA_DIR   folder of the .mat files [data/svhn/raw]
 #   TFDS_DATA_DIR  TFDS data_dir [TFDS' default, ~/tensorflow_datasets]
 #   DATA_DIR       output folder [data/svhn/proc]
+#   EXTRA_PREPRO_FLAGS  your flags for proc_svhn.py (word-split), before the
+#                  arguments []
 #   PYTHON, DRY_RUN   see local_scripts/common.sh
 # Extra arguments are passed to proc_svhn.py, e.g. --overwrite or
 # --full_train_data. Relative paths are relative to the repository root.
@@ -20,6 +22,6 @@ source local_scripts/svhn/defaults.sh
 source local_scripts/common.sh
 show_help_if_asked "$@"
 
-python_command proc_svhn.py --task_name=svhn --source="${SOURCE}" --raw_data_dir="${RAW_DATA_DIR}" \
-  --output_dir="${DATA_DIR}" ${TFDS_DATA_DIR:+"--tfds_data_dir=${TFDS_DATA_DIR}"} "$@"
-run_command "${PY_COMMAND[@]}"
+words_of EXTRA_PREPRO_FLAGS
+run_command "${PYTHON:-python}" proc_svhn.py --task_name=svhn --source="${SOURCE}" --raw_data_dir="${RAW_DATA_DIR}" \
+  --output_dir="${DATA_DIR}" ${TFDS_DATA_DIR:+"--tfds_data_dir=${TFDS_DATA_DIR}"} "${FLAG_WORDS[@]}" "$@"

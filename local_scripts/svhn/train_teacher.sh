@@ -16,11 +16,12 @@
 #   RUN_FLAGS      loops and checkpoints [every 1000 steps]
 #   TEACHER_FLAGS  training flags [published: batch 128, RandAugment v1
 #                  magnitude 5, weight decay 1e-4, final_base_lr 0.0002]
-#   TRAIN_FLAGS    your flags for both Python calls (training, evaluation)
-#   EXTRA_FLAGS    your flags for every main.py call, before TRAIN_FLAGS
+#   EXTRA_FLAGS, EXTRA_TRAIN_FLAGS, EXTRA_TEACHER_FLAGS
+#                  your flags, in this order after the settings above
+#                  (docs/scripts.md)
 #   PYTHON, DRY_RUN   see local_scripts/common.sh
 # Arguments are appended to both Python calls, e.g. --train_steps=20000.
-# Each flag reaches main.py once, with the last value given.
+# A flag given twice keeps its last value.
 # Relative paths are relative to the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
