@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import checkpoints
 import data_input
 import preprocessing
 import train_lib
@@ -300,34 +301,6 @@ def predict_shard(
     return count
 
 
-def load_prediction_model(config, strategy, predict_ckpt_path):
-    """The network of `predict_ckpt_path`, from its model_params.txt (else from the flags).
-
-    Returns:
-      A `checkpoints.LoadedModel`.
-    """
-    loaded = train_lib.load_checkpoint(
-        config,
-        predict_ckpt_path,
-        "--predict_ckpt_path",
-        train_lib.student_description(config),
-        strategy,
-    )
-    if loaded.description["model_name"] != config.model_name:
-        logging.info(
-            "Using the checkpoint's model %s (not --model_name=%s).",
-            loaded.description["model_name"],
-            config.model_name,
-        )
-    logging.info(
-        "Predicting with the %s weights of %s (%d px).",
-        "EMA" if config.use_ema else "raw",
-        loaded.prefix,
-        loaded.image_size,
-    )
-    return loaded
-
-
 def run_prediction(
     config,
     strategy,
@@ -361,7 +334,26 @@ def run_prediction(
             f"[0, --total_replicas={num_prediction_workers})."
         )
     shards = utils.parse_shard_ids(shard_id, num_shards)
-    loaded = load_prediction_model(config, strategy, predict_ckpt_path)
+    loaded = checkpoints.load_model(
+        predict_ckpt_path,
+        what="--predict_ckpt_path",
+        default_task_name=config.task_name,
+        fallback_description=train_lib.student_description(config),
+        use_ema=config.use_ema,
+        strategy=strategy,
+    )
+    if loaded.description["model_name"] != config.model_name:
+        logging.info(
+            "Using the checkpoint's model %s (not --model_name=%s).",
+            loaded.description["model_name"],
+            config.model_name,
+        )
+    logging.info(
+        "Predicting with the %s weights of %s (%d px).",
+        "EMA" if config.use_ema else "raw",
+        loaded.prefix,
+        loaded.image_size,
+    )
     provenance = loaded.provenance()
     layout = ShardLayout(
         config.label_data_dir,

@@ -724,34 +724,29 @@ def teacher_fallback_description(config):
     )
 
 
-def load_checkpoint(config, path, what, fallback_description, strategy=None):
-    """`checkpoints.load_model` of `path` for a run of `config` (its task and --use_ema).
+def load_model_dir(config, strategy=None):
+    """The network of `config.model_dir`, read as evaluation and export read it.
+
+    The one wrapper of `checkpoints.load_model`: evaluation and export both
+    read the run's own model_dir, and must agree on how (its task's
+    normalization for old checkpoints, --use_ema, and the flags' student
+    network when the model_dir has no model_params.txt, e.g. an unpacked
+    published TF1 checkpoint).
 
     Args:
       config: the run's `TrainConfig`.
-      path: a checkpoint prefix or model_dir.
-      what: the flag that named `path`, for messages.
-      fallback_description: the description to build when the checkpoint has
-        no model_params.txt (e.g. an unpacked published TF1 checkpoint).
       strategy: build the variables in this strategy's scope (default: none).
 
     Returns:
       A `checkpoints.LoadedModel`.
     """
     return checkpoints.load_model(
-        path,
-        what=what,
+        config.model_dir,
+        what="--model_dir",
         default_task_name=config.task_name,
-        fallback_description=fallback_description,
+        fallback_description=student_description(config),
         use_ema=config.use_ema,
         strategy=strategy,
-    )
-
-
-def load_model_dir(config, strategy=None):
-    """The network of `config.model_dir` (eval, export): from its model_params.txt, else the flags."""
-    return load_checkpoint(
-        config, config.model_dir, "--model_dir", student_description(config), strategy
     )
 
 
@@ -767,12 +762,13 @@ def load_teacher(config, strategy):
     """
     if not config.teacher_model_path:
         raise FileNotFoundError("--teacher_model_name is set but --teacher_model_path is not.")
-    teacher = load_checkpoint(
-        config,
+    teacher = checkpoints.load_model(
         config.teacher_model_path,
-        "--teacher_model_path",
-        teacher_fallback_description(config),
-        strategy,
+        what="--teacher_model_path",
+        default_task_name=config.task_name,
+        fallback_description=teacher_fallback_description(config),
+        use_ema=config.use_ema,
+        strategy=strategy,
     )
     name = teacher.description["model_name"]
     if config.teacher_model_name and name != config.teacher_model_name:
