@@ -35,11 +35,11 @@ def model_description(
 ):
     """Everything needed to rebuild and feed the same network, as a JSON-serializable dict.
 
-    The builder's fully resolved description (scaled stages, dropout, batch
-    norm settings), plus the input `image_size` and, given `task_name`, the
+    The builder's architecture description (scaled stages, dropout, batch
+    norm settings; `efficientnet_builder.architecture_description`), plus the input `image_size` and, given `task_name`, the
     task and its per-channel input normalization (`mean_rgb`, `stddev_rgb`).
     """
-    description = efficientnet_builder.model_description(
+    description = efficientnet_builder.architecture_description(
         model_name, num_classes, small_image_model, override_params
     )
     description["image_size"] = int(image_size)
