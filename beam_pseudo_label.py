@@ -28,12 +28,14 @@ from apache_beam.ml.inference.base import (
 )
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import atomic_files
 import checkpoints
+import file_names
 import filter_pipeline
 import filter_stats
 import predict_label
 import preprocessing
-import utils
+import tfrecords
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -172,9 +174,9 @@ def _prediction_outputs(keyed, mode):
     record, probs = result.example, result.inference
     if mode == "reassign":
         image = tf.train.Example.FromString(record).features.feature["image/encoded"]
-        out = utils.pseudo_labeled_example(image.bytes_list.value[0], probs)
+        out = tfrecords.pseudo_labeled_example(image.bytes_list.value[0], probs)
     else:
-        out = utils.prediction_example(probs)
+        out = tfrecords.prediction_example(probs)
     return key, (record, out.SerializeToString(deterministic=True))
 
 
@@ -225,7 +227,7 @@ PIPELINE_COUNTS_FILE = "stats/pipeline_counts.json"
 
 def write_pipeline_counts(counts, output_dir):
     """Writes the merged ShardCounts to PIPELINE_COUNTS_FILE."""
-    utils.write_json(
+    atomic_files.write_json(
         os.path.join(output_dir, PIPELINE_COUNTS_FILE),
         filter_stats.shard_stats_json(
             counts,
@@ -264,10 +266,10 @@ def select(total_counts, settings, num_shards, output_dir, provenance=None):
         provenance=provenance,
         source="--predict_ckpt_path",
     )
-    utils.write_json(
+    atomic_files.write_json(
         os.path.join(output_dir, "threshold.json"), filter_stats.threshold_json(selection)
     )
-    utils.write_json(
+    atomic_files.write_json(
         os.path.join(output_dir, "total_counts.json"),
         filter_stats.counts_to_json(counts, keep_empty=True),
     )
@@ -348,7 +350,7 @@ def write_final_stats(output_dir, num_classes, provenance=None):
     counts_path = os.path.join(output_dir, PIPELINE_COUNTS_FILE)
     if tf.io.gfile.exists(counts_path):
         pipeline_counts = filter_stats.read_shard_stats(
-            utils.read_json(counts_path), num_classes, counts_path, 0
+            atomic_files.read_json(counts_path), num_classes, counts_path, 0
         )
     shard_stats = []
     for i, path in enumerate(sorted(tf.io.gfile.glob(os.path.join(output_dir, "data", "train-*")))):
@@ -378,7 +380,7 @@ def write_final_stats(output_dir, num_classes, provenance=None):
     final = filter_stats.final_stats(
         shard_stats, num_shards=len(shard_stats), num_filter_tasks=1, output_dir=output_dir
     )
-    utils.write_json(utils.final_stats_path(output_dir), final)
+    atomic_files.write_json(file_names.final_stats_path(output_dir), final)
 
 
 def teacher_provenance(prefix, use_ema):

@@ -20,11 +20,11 @@ import os
 import tensorflow as tf
 from absl import logging
 
+import atomic_files
 import bn_folding
 import efficientnet_builder
 import task_info
 import tf1_checkpoint
-import utils
 
 MODEL_PARAMS_FILE = "model_params.txt"
 FLAGS_FILE = "FLAGS.json"
@@ -76,7 +76,7 @@ def read_model_description(path):
     if not tf.io.gfile.exists(params_file):
         return None
     try:
-        description = utils.read_json(params_file)
+        description = atomic_files.read_json(params_file)
     except json.JSONDecodeError:
         # The published TF1 code wrote a text model_params.txt of its own.
         logging.warning("%s is not a model description of this project; ignored.", params_file)
@@ -90,7 +90,7 @@ def recorded_task_name(path):
     if not tf.io.gfile.exists(flags_file):
         return None
     try:
-        return utils.read_json(flags_file).get("task_name")
+        return atomic_files.read_json(flags_file).get("task_name")
     except (json.JSONDecodeError, AttributeError):
         return None
 

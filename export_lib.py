@@ -29,9 +29,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+import atomic_files
 import preprocessing
 import train_lib
-import utils
 
 SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SERVING_BYTES = "serving_bytes"
@@ -169,7 +169,7 @@ def export(config, export_dir):
         "outputs": {"probabilities": "float32 [N, num_classes]", "classes": "int64 [N]"},
         "keras_file": KERAS_FILE,
     }
-    utils.write_json(os.path.join(export_dir, EXPORT_INFO_FILE), export_info)
+    atomic_files.write_json(os.path.join(export_dir, EXPORT_INFO_FILE), export_info)
     logging.info(
         "Exported %s (%s weights of %s, task %s) to %s.",
         description["model_name"],
