@@ -23,11 +23,12 @@ from absl import logging
 import atomic_files
 import bn_folding
 import efficientnet_builder
+import file_names
 import task_info
 import tf1_checkpoint
 
-MODEL_PARAMS_FILE = "model_params.txt"
-FLAGS_FILE = "FLAGS.json"
+MODEL_PARAMS_FILE = file_names.MODEL_PARAMS_FILE
+FLAGS_FILE = file_names.FLAGS_FILE
 
 
 def model_description(

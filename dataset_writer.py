@@ -43,9 +43,7 @@ import tfrecords
 
 # The published preprocessing encoded JPEGs at quality 100.
 DEFAULT_JPEG_QUALITY = 100
-# Next to dataset_info.json: the options the data was written with, so that a
-# re-run with other options rewrites instead of skipping.
-SETTINGS_FILE = "proc_settings.json"
+SETTINGS_FILE = task_info.SETTINGS_FILE
 # The subset written as unlabeled records, under unlabeled/.
 UNLABELED_SUBSET = "extra"
 # Recorded in the settings file: data written when the unlabeled records held

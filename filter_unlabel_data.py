@@ -812,7 +812,7 @@ def _current_shard_stats(output_dir, num_shards, num_filter_tasks, num_classes, 
 
 def _check_data_file(output_dir, shard_stats):
     """FilterError unless a shard's data file has the size its stats file recorded."""
-    data_file = os.path.join(output_dir, "data", shard_stats.output_file)
+    data_file = os.path.join(file_names.filtered_dir(output_dir), shard_stats.output_file)
     found = tf.io.gfile.stat(data_file).length if tf.io.gfile.exists(data_file) else None
     if found != shard_stats.num_bytes:
         raise FilterError(

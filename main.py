@@ -379,8 +379,13 @@ def kept_after_full_disk():
     """What a run stopped by a full disk kept, for its message."""
     import tensorflow as tf
 
+    import file_names
+
     if FLAGS.mode == "predict":
-        done = tf.io.gfile.glob(f"{FLAGS.output_dir}/train-info-*") if FLAGS.output_dir else []
+        done = []
+        if FLAGS.output_dir:
+            pattern = file_names.shard_glob(FLAGS.output_dir, file_names.PREDICTION_PREFIX)
+            done = tf.io.gfile.glob(pattern)
         return (
             f"the {len(done)} finished prediction files in --output_dir={FLAGS.output_dir}; "
             "a re-run skips their shards"

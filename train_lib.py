@@ -35,7 +35,7 @@ import task_info
 
 MODEL_PARAMS_FILE = checkpoints.MODEL_PARAMS_FILE
 FLAGS_FILE = checkpoints.FLAGS_FILE
-EVAL_RESULTS_FILE = "eval_results.json"
+EVAL_RESULTS_FILE = file_names.EVAL_RESULTS_FILE
 WARMUP_EPOCHS = 5
 LR_DECAY_FACTOR = 0.97
 
@@ -1049,9 +1049,6 @@ def check_stored_probabilities(files, num_classes):
             )
 
 
-FINAL_STATS = os.path.join("stats", "final_stats.json")
-
-
 def check_filter_output_complete(unlabel_data_dir):
     """Fails when an unlabeled dir is a filter output whose pass 2 did not finish.
 
@@ -1066,9 +1063,9 @@ def check_filter_output_complete(unlabel_data_dir):
     dirs = [d for d in unlabel_data_dir.split(";") if d]
     for data_dir in dirs:
         out_dir = os.path.dirname(os.path.normpath(data_dir))
-        if not tf.io.gfile.exists(os.path.join(out_dir, "threshold.json")):
+        if not tf.io.gfile.exists(file_names.threshold_path(out_dir)):
             continue
-        final_path = os.path.join(out_dir, FINAL_STATS)
+        final_path = file_names.final_stats_path(out_dir)
         hint = " (or pass --check_filter_stats=False to train on it anyway)."
         if not tf.io.gfile.exists(final_path):
             raise ValueError(
