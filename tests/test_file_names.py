@@ -42,3 +42,16 @@ def test_shard_layouts():
     assert file_names.num_image_across_cat_path("o") == os.path.join(
         "o", "num_image_across_cat.json"
     )
+
+
+def test_shard_globs_and_numbers():
+    assert file_names.shard_glob("d", "train") == os.path.join("d", "train-*")
+    assert file_names.shard_index(file_names.shard_path("d", "extra", 7, 128)) == 7
+    assert file_names.shard_index(os.path.join("d", "extra")) is None
+    assert file_names.filtered_dir("o") == os.path.join("o", "data")
+    assert file_names.pipeline_counts_path("o") == os.path.join(
+        "o", "stats", "pipeline_counts.json"
+    )
+    assert file_names.prediction_path("o", 1, 4, 2) == os.path.join(
+        "o", "train-info-00001-of-00004-00002"
+    )
