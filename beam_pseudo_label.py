@@ -13,7 +13,6 @@ runs on Dataflow (default: Beam's local runner).
 """
 
 import os
-import re
 import sys
 
 import apache_beam as beam
@@ -28,12 +27,14 @@ from apache_beam.ml.inference.base import (
 )
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import atomic_files
 import checkpoints
+import file_names
 import filter_pipeline
 import filter_stats
 import predict_label
 import preprocessing
-import utils
+import tfrecords
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -63,7 +64,9 @@ flags.DEFINE_integer("num_output_shards", 1, "Output files of data/train-*.")
 flags.DEFINE_integer("batch_size", 64, "Images per prediction batch.")
 flags.DEFINE_bool("write_predictions", False, "Also write the raw predictions.")
 
-_SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
+# Under --output_dir, where --write_predictions puts the raw predictions (as
+# the scripts' loop keeps predict.sh's output in round<r>_pseudo/predict_label).
+PREDICTIONS_DIR = "predict_label"
 
 
 class PipelineError(ValueError):
@@ -72,15 +75,14 @@ class PipelineError(ValueError):
 
 def list_shards(input_dir, file_prefix):
     """[(shard index, path)] of `{input_dir}/{file_prefix}-*`, the predict.sh layout."""
-    paths = sorted(tf.io.gfile.glob(os.path.join(input_dir, f"{file_prefix}-*")))
+    pattern = file_names.shard_glob(input_dir, file_prefix)
+    paths = sorted(tf.io.gfile.glob(pattern))
     if not paths:
-        raise PipelineError(
-            f"--input_dir/--file_prefix: no file matches {os.path.join(input_dir, file_prefix)}-*"
-        )
+        raise PipelineError(f"--input_dir/--file_prefix: no file matches {pattern}")
     shards = []
     for i, path in enumerate(paths):
-        match = _SHARD_RE.search(path)
-        shards.append((int(match.group(1)) if match else i, path))
+        shard = file_names.shard_index(path)
+        shards.append((i if shard is None else shard, path))
     return shards
 
 
@@ -172,9 +174,9 @@ def _prediction_outputs(keyed, mode):
     record, probs = result.example, result.inference
     if mode == "reassign":
         image = tf.train.Example.FromString(record).features.feature["image/encoded"]
-        out = utils.pseudo_labeled_example(image.bytes_list.value[0], probs)
+        out = tfrecords.pseudo_labeled_example(image.bytes_list.value[0], probs)
     else:
-        out = utils.prediction_example(probs)
+        out = tfrecords.prediction_example(probs)
     return key, (record, out.SerializeToString(deterministic=True))
 
 
@@ -218,15 +220,16 @@ class Decide(beam.DoFn):
 
 
 COUNTS_TAG = "counts"
-# The whole pipeline's pass-2 counts (the filter's before-balancing counts
-# and true-label counts), in the format of a pass-2 stats file.
-PIPELINE_COUNTS_FILE = "stats/pipeline_counts.json"
 
 
 def write_pipeline_counts(counts, output_dir):
-    """Writes the merged ShardCounts to PIPELINE_COUNTS_FILE."""
-    utils.write_json(
-        os.path.join(output_dir, PIPELINE_COUNTS_FILE),
+    """Writes the merged ShardCounts to `file_names.pipeline_counts_path`.
+
+    The whole pipeline's pass-2 counts (the filter's before-balancing counts
+    and true-label counts), in the format of a pass-2 stats file.
+    """
+    atomic_files.write_json(
+        file_names.pipeline_counts_path(output_dir),
         filter_stats.shard_stats_json(
             counts,
             num_input_images=int(counts.seen_bins.sum()),
@@ -264,21 +267,29 @@ def select(total_counts, settings, num_shards, output_dir, provenance=None):
         provenance=provenance,
         source="--predict_ckpt_path",
     )
-    utils.write_json(
-        os.path.join(output_dir, "threshold.json"), filter_stats.threshold_json(selection)
+    atomic_files.write_json(
+        file_names.threshold_path(output_dir), filter_stats.threshold_json(selection)
     )
-    utils.write_json(
-        os.path.join(output_dir, "total_counts.json"),
+    atomic_files.write_json(
+        file_names.total_counts_path(output_dir),
         filter_stats.counts_to_json(counts, keep_empty=True),
     )
     return selection
 
 
-def _write(records, output_dir, name, num_shards):
-    return records | f"Write {name}" >> beam.io.WriteToTFRecord(
-        os.path.join(output_dir, name),
+def _write(records, directory, prefix, num_shards):
+    """Writes `records` as the shards `file_names.shard_path(directory, prefix, ...)`."""
+    return records | f"Write {prefix}" >> beam.io.WriteToTFRecord(
+        os.path.join(directory, prefix),
         num_shards=num_shards,
-        shard_name_template="-SSSSS-of-NNNNN",
+        shard_name_template=file_names.BEAM_SHARD_TEMPLATE,
+    )
+
+
+def _write_filtered(records, output_dir, num_shards):
+    """Writes the filtered or relabeled records where the filter writes its own."""
+    return _write(
+        records, file_names.filtered_dir(output_dir), file_names.FILTERED_PREFIX, num_shards
     )
 
 
@@ -304,10 +315,15 @@ def build_pipeline(pipeline, shards, handler, config):
     output_dir = config["output_dir"]
     if config["mode"] == "reassign":
         outputs = predicted | "Relabeled" >> beam.Map(lambda kv: kv[1][1])
-        return _write(outputs, output_dir, "data/train", config["num_output_shards"])
+        return _write_filtered(outputs, output_dir, config["num_output_shards"])
     if config["write_predictions"]:
         preds = predicted | "Predictions" >> beam.Map(lambda kv: kv[1][1])
-        _write(preds, output_dir, "predict_label/train-info", config["num_output_shards"])
+        _write(
+            preds,
+            os.path.join(output_dir, PREDICTIONS_DIR),
+            file_names.PREDICTION_PREFIX,
+            config["num_output_shards"],
+        )
     num_classes = config["num_classes"]
     batches = predicted | "Batch" >> beam.BatchElements(max_batch_size=config["batch_size"])
     total = (
@@ -331,7 +347,7 @@ def build_pipeline(pipeline, shards, handler, config):
         | "Counts" >> beam.CombineGlobally(filter_stats.sum_counts, num_classes)
         | "Write counts" >> beam.Map(write_pipeline_counts, output_dir)
     )
-    return _write(decided.records, output_dir, "data/train", config["num_output_shards"])
+    return _write_filtered(decided.records, output_dir, config["num_output_shards"])
 
 
 def write_final_stats(output_dir, num_classes, provenance=None):
@@ -339,19 +355,20 @@ def write_final_stats(output_dir, num_classes, provenance=None):
 
     Each data file's counts are the labels of its records (copies counted).
     The pipeline balanced before the split into files, so its whole-pipeline
-    counts (PIPELINE_COUNTS_FILE: images above the thresholds, true-label
+    counts (`file_names.pipeline_counts_path`: images above the thresholds, true-label
     counts and confusion matrices, images read) go with the first file: the
     final stats sum over the files, and get the script path's totals.
     `provenance` (the teacher's) is recorded as the scripts' final stats do.
     """
     pipeline_counts = None
-    counts_path = os.path.join(output_dir, PIPELINE_COUNTS_FILE)
+    counts_path = file_names.pipeline_counts_path(output_dir)
     if tf.io.gfile.exists(counts_path):
         pipeline_counts = filter_stats.read_shard_stats(
-            utils.read_json(counts_path), num_classes, counts_path, 0
+            atomic_files.read_json(counts_path), num_classes, counts_path, 0
         )
     shard_stats = []
-    for i, path in enumerate(sorted(tf.io.gfile.glob(os.path.join(output_dir, "data", "train-*")))):
+    pattern = file_names.shard_glob(file_names.filtered_dir(output_dir), file_names.FILTERED_PREFIX)
+    for i, path in enumerate(sorted(tf.io.gfile.glob(pattern))):
         counts = filter_stats.ShardCounts(num_classes)
         for record in tf.data.TFRecordDataset(path):
             label = tf.train.Example.FromString(record.numpy()).features.feature["label"]
@@ -378,7 +395,7 @@ def write_final_stats(output_dir, num_classes, provenance=None):
     final = filter_stats.final_stats(
         shard_stats, num_shards=len(shard_stats), num_filter_tasks=1, output_dir=output_dir
     )
-    utils.write_json(utils.final_stats_path(output_dir), final)
+    atomic_files.write_json(file_names.final_stats_path(output_dir), final)
 
 
 def teacher_provenance(prefix, use_ema):

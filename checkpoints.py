@@ -20,14 +20,15 @@ import os
 import tensorflow as tf
 from absl import logging
 
+import atomic_files
 import bn_folding
 import efficientnet_builder
+import file_names
 import task_info
 import tf1_checkpoint
-import utils
 
-MODEL_PARAMS_FILE = "model_params.txt"
-FLAGS_FILE = "FLAGS.json"
+MODEL_PARAMS_FILE = file_names.MODEL_PARAMS_FILE
+FLAGS_FILE = file_names.FLAGS_FILE
 
 
 def model_description(
@@ -35,11 +36,11 @@ def model_description(
 ):
     """Everything needed to rebuild and feed the same network, as a JSON-serializable dict.
 
-    The builder's fully resolved description (scaled stages, dropout, batch
-    norm settings), plus the input `image_size` and, given `task_name`, the
+    The builder's architecture description (scaled stages, dropout, batch
+    norm settings; `efficientnet_builder.architecture_description`), plus the input `image_size` and, given `task_name`, the
     task and its per-channel input normalization (`mean_rgb`, `stddev_rgb`).
     """
-    description = efficientnet_builder.model_description(
+    description = efficientnet_builder.architecture_description(
         model_name, num_classes, small_image_model, override_params
     )
     description["image_size"] = int(image_size)
@@ -76,7 +77,7 @@ def read_model_description(path):
     if not tf.io.gfile.exists(params_file):
         return None
     try:
-        description = utils.read_json(params_file)
+        description = atomic_files.read_json(params_file)
     except json.JSONDecodeError:
         # The published TF1 code wrote a text model_params.txt of its own.
         logging.warning("%s is not a model description of this project; ignored.", params_file)
@@ -90,7 +91,7 @@ def recorded_task_name(path):
     if not tf.io.gfile.exists(flags_file):
         return None
     try:
-        return utils.read_json(flags_file).get("task_name")
+        return atomic_files.read_json(flags_file).get("task_name")
     except (json.JSONDecodeError, AttributeError):
         return None
 

@@ -82,7 +82,7 @@ def inspect_keras_file(path):
     for name in efficientnet_builder.MODEL_NAMES:
         if not hasattr(keras.applications, _keras_app_name(name)):
             continue
-        desc = efficientnet_builder.model_description(name)
+        desc = efficientnet_builder.architecture_description(name)
         if desc["num_blocks"] == num_blocks and desc["head_filters"] in head_filters:
             return name, num_classes
     return None, num_classes

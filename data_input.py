@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import file_names
 import preprocessing
 
 _READ_BUFFER_BYTES = 8 * 1024 * 1024
@@ -33,7 +34,7 @@ class DataError(ValueError):
 
 def list_files(data_dir, prefix):
     """Sorted `{data_dir}/{prefix}-*` files, ignoring temporary files of unfinished writes."""
-    pattern = os.path.join(data_dir, f"{prefix}-*")
+    pattern = file_names.shard_glob(data_dir, prefix)
     return sorted(f for f in tf.io.gfile.glob(pattern) if ".tmp" not in os.path.basename(f))
 
 

@@ -35,14 +35,15 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
+import atomic_files
+import file_names
+import progress_log
 import task_info
-import utils
+import tfrecords
 
 # The published preprocessing encoded JPEGs at quality 100.
 DEFAULT_JPEG_QUALITY = 100
-# Next to dataset_info.json: the options the data was written with, so that a
-# re-run with other options rewrites instead of skipping.
-SETTINGS_FILE = "proc_settings.json"
+SETTINGS_FILE = task_info.SETTINGS_FILE
 # The subset written as unlabeled records, under unlabeled/.
 UNLABELED_SUBSET = "extra"
 # Recorded in the settings file: data written when the unlabeled records held
@@ -91,8 +92,12 @@ class WriterOptions(typing.NamedTuple):
 def shard_paths(output_dir, subset, num_shards):
     """All file paths of `subset` for `num_shards` shards (docs/method.md, "Record formats")."""
     if subset == UNLABELED_SUBSET:
-        return [utils.unlabeled_shard_path(output_dir, i, num_shards) for i in range(num_shards)]
-    return [utils.labeled_shard_path(output_dir, subset, i, num_shards) for i in range(num_shards)]
+        return [
+            file_names.unlabeled_shard_path(output_dir, i, num_shards) for i in range(num_shards)
+        ]
+    return [
+        file_names.labeled_shard_path(output_dir, subset, i, num_shards) for i in range(num_shards)
+    ]
 
 
 def shard_bounds(num_records, num_shards):
@@ -121,7 +126,9 @@ def remove_stale_shards(output_dir, subset, num_shards):
     keep = set(shard_paths(output_dir, subset, num_shards))
     first = shard_paths(output_dir, subset, 1)[0]
     pattern = re.sub(r"\d{5}-of-\d{5}$", "[0-9]*-of-[0-9]*", os.path.basename(first))
-    for path in tf.io.gfile.glob(os.path.join(utils.glob_escape(os.path.dirname(first)), pattern)):
+    for path in tf.io.gfile.glob(
+        os.path.join(file_names.glob_escape(os.path.dirname(first)), pattern)
+    ):
         if path not in keep:
             logging.info("Removing stale file %s", path)
             tf.io.gfile.remove(path)
@@ -138,7 +145,7 @@ def _check_num_shards(subset, num_shards):
 
 def _read_json_or_none(path):
     try:
-        return utils.read_json(path)
+        return atomic_files.read_json(path)
     except (OSError, ValueError, tf.errors.OpError):
         return None
 
@@ -191,7 +198,7 @@ def complete_output_counts(output_dir, num_shards, settings, overwrite=False):
         output_dir,
         task_info.DATASET_INFO_FILE,
     )
-    info = utils.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
+    info = atomic_files.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
     return task_info.split_counts(info)
 
 
@@ -209,13 +216,13 @@ def begin_output(output_dir, settings):
         tf.io.gfile.remove(info_path)
     settings_path = os.path.join(output_dir, SETTINGS_FILE)
     same_settings = _read_json_or_none(settings_path) == _as_json(settings)
-    utils.write_json(settings_path, settings)
+    atomic_files.write_json(settings_path, settings)
     return same_settings
 
 
 def finish_output(output_dir, dataset_info):
     """Writes dataset_info.json, the mark of a complete output."""
-    utils.write_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE), dataset_info)
+    atomic_files.write_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE), dataset_info)
     logging.info("Wrote %s to %s", dataset_info, output_dir)
 
 
@@ -232,7 +239,7 @@ def write_shards(output_dir, subset, num_shards, shard_records, progress=None, k
       num_shards: number of files.
       shard_records: callable(shard index) -> iterable of serialized records;
         only called for the shards that are written.
-      progress: optional `utils.Progress`, advanced by the records of each shard.
+      progress: optional `progress_log.Progress`, advanced by the records of each shard.
       keep_finished: keep shard files that already exist (written by a killed
         run with the same settings, see `begin_output`) instead of rewriting.
 
@@ -244,10 +251,10 @@ def write_shards(output_dir, subset, num_shards, shard_records, progress=None, k
     total = 0
     for shard, path in enumerate(shard_paths(output_dir, subset, num_shards)):
         if keep_finished and tf.io.gfile.exists(path):
-            count = utils.count_records(path)
+            count = tfrecords.count_records(path)
             logging.info("%s is complete; keeping it.", path)
         else:
-            count = utils.write_tfrecord(path, shard_records(shard))
+            count = tfrecords.write_tfrecord(path, shard_records(shard))
         total += count
         if progress is not None:
             progress.update(count)
@@ -271,14 +278,14 @@ def write_streamed(records, output_dir, subset, num_shards, num_records):
     """
     _check_num_shards(subset, num_shards)
     bounds = shard_bounds(num_records, num_shards)
-    progress = utils.Progress(num_records, "images", prefix="written ")
+    progress = progress_log.Progress(num_records, "images", prefix="written ")
     total = 0
     pending = []  # (temporary path, final path) of complete shards
     try:
         for path, start, end in zip(
             shard_paths(output_dir, subset, num_shards), bounds[:-1], bounds[1:], strict=True
         ):
-            tmp = utils.tmp_path(path)
+            tmp = atomic_files.tmp_path(path)
             tf.io.gfile.makedirs(os.path.dirname(path))
             pending.append((tmp, path))
             count = 0
@@ -310,11 +317,11 @@ def write_streamed(records, output_dir, subset, num_shards, num_records):
 
 def _serialized_records(images, labels, subset, num_classes, jpeg_quality):
     for image, label in zip(images, labels, strict=True):
-        jpeg = utils.encode_jpeg(image, quality=jpeg_quality)
+        jpeg = tfrecords.encode_jpeg(image, quality=jpeg_quality)
         if subset == UNLABELED_SUBSET:
-            example = utils.unlabeled_example(jpeg, num_classes, int(label))
+            example = tfrecords.unlabeled_example(jpeg, num_classes, int(label))
         else:
-            example = utils.labeled_example(jpeg, label)
+            example = tfrecords.labeled_example(jpeg, label)
         yield example.SerializeToString()
 
 
@@ -328,7 +335,7 @@ def write_split(output_dir, subset, split, num_shards, num_classes, jpeg_quality
       num_shards: number of files.
       num_classes: length of the placeholder `probabilities` of unlabeled records.
       jpeg_quality: JPEG quality 0..100.
-      progress: optional `utils.Progress`, advanced by the images written.
+      progress: optional `progress_log.Progress`, advanced by the images written.
 
     Returns:
       The number of records written.
@@ -373,7 +380,7 @@ def write_dataset(
         raise ValueError(f"No shard count for subsets {sorted(missing)}.")
     begin_output(output_dir, settings)
     total = sum(len(split.order) for split in splits.values())
-    progress = utils.Progress(total, name="images", prefix="written ")
+    progress = progress_log.Progress(total, name="images", prefix="written ")
     counts = {}
     for subset, split in splits.items():
         logging.info(

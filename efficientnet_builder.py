@@ -1,10 +1,11 @@
 """EfficientNet configurations: the scaling and stage tables and the builder.
 
 This module is the one place where the EfficientNet tables live. It resolves a
-model name plus overrides into a *description*: a JSON-serializable dict that
-fixes every number the network needs (scaled filters and repeats, dropout,
-stochastic depth, batch norm settings). The training code writes that dict to
-`model_params.txt`; the prediction code reads it back and calls
+model name plus overrides into an *architecture description*
+(`architecture_description`): a JSON-serializable dict that fixes every number
+the network needs (scaled filters and repeats, dropout, stochastic depth, batch
+norm settings). The training code writes that dict, with the input size and
+normalization (`checkpoints.model_description`), to `model_params.txt`; the prediction code reads it back and calls
 `build_model_from_description` to rebuild exactly the same network, even if the
 tables or defaults here change later.
 
@@ -200,8 +201,13 @@ def _sync_batch_norm_value(value):
     raise ValueError(f"sync_batch_norm must be a bool or a replica group size >= 1, got {value!r}")
 
 
-def model_description(model_name, num_classes=1000, small_image_model=False, override_params=None):
-    """Resolves a model name and overrides into a full, JSON-serializable description.
+def architecture_description(
+    model_name, num_classes=1000, small_image_model=False, override_params=None
+):
+    """Resolves a model name and overrides into the network's architecture, JSON-serializable.
+
+    The layers and their settings only; `checkpoints.model_description` adds what
+    feeding the network needs (input size, normalization).
 
     Args:
       model_name: one of `MODEL_NAMES`.
@@ -263,10 +269,10 @@ def model_description(model_name, num_classes=1000, small_image_model=False, ove
 
 
 def build_model_from_description(desc, name=None):
-    """Builds the Keras model that a description (see `model_description`) fixes.
+    """Builds the Keras model that a description (see `architecture_description`) fixes.
 
     Args:
-      desc: a dict as returned by `model_description`, possibly after a JSON
+      desc: a dict as returned by `architecture_description`, possibly after a JSON
         round trip.
       name: optional Keras model name; defaults to the model name with "-"
         replaced by "_".
@@ -323,5 +329,5 @@ def build_model(model_name, num_classes=1000, small_image_model=False, override_
     Raises:
       ValueError: for an unknown model name or override key.
     """
-    desc = model_description(model_name, num_classes, small_image_model, override_params)
+    desc = architecture_description(model_name, num_classes, small_image_model, override_params)
     return build_model_from_description(desc)

@@ -29,9 +29,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+import atomic_files
 import preprocessing
 import train_lib
-import utils
 
 SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SERVING_BYTES = "serving_bytes"
@@ -114,20 +114,6 @@ class _Float32Policy:
         keras.mixed_precision.set_global_policy(self._saved)
 
 
-def load_model_for_export(config):
-    """The network of `config.model_dir` with its checkpoint's weights, built in float32.
-
-    The network, its size and normalization come from the model_params.txt in
-    the model_dir (else from the flags in `config`, e.g. for an unpacked TF1
-    checkpoint).
-
-    Returns:
-      A `checkpoints.LoadedModel`.
-    """
-    with _Float32Policy():
-        return train_lib.load_model_dir(config)
-
-
 def export(config, export_dir):
     """Writes the SavedModel, `model.keras` and `export_info.json` of `config.model_dir`.
 
@@ -144,7 +130,11 @@ def export(config, export_dir):
     """
     if not export_dir:
         raise ValueError("--export_dir is required for --mode=export.")
-    loaded = load_model_for_export(config)
+    # The network, its size and normalization come from the model_params.txt in
+    # the model_dir (else from the flags, e.g. for an unpacked TF1 checkpoint);
+    # built in float32 whatever the training's precision.
+    with _Float32Policy():
+        loaded = train_lib.load_model_dir(config)
     model, description, prefix = loaded.model, loaded.description, loaded.prefix
     task_name = description["task_name"]
     # The SavedModel serves the network with its batch norms folded (faster, same
@@ -179,7 +169,7 @@ def export(config, export_dir):
         "outputs": {"probabilities": "float32 [N, num_classes]", "classes": "int64 [N]"},
         "keras_file": KERAS_FILE,
     }
-    utils.write_json(os.path.join(export_dir, EXPORT_INFO_FILE), export_info)
+    atomic_files.write_json(os.path.join(export_dir, EXPORT_INFO_FILE), export_info)
     logging.info(
         "Exported %s (%s weights of %s, task %s) to %s.",
         description["model_name"],

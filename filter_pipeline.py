@@ -7,7 +7,7 @@ decides with it (`BatchDecisions`), so the two passes agree by construction
 
 Pass 2 runs in TensorFlow except for the final write calls: per prediction
 worker, one tf.data pipeline reads the images and predictions, picks labels
-and copies, and encodes the kept records in-graph (`utils.PseudoLabeledEncoder`);
+and copies, and encodes the kept records in-graph (`tfrecords.PseudoLabeledEncoder`);
 `KeptRecords` collects whole batches, shuffles each chunk's records with
 NumPy and hands them to the writer.
 """
@@ -22,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import atomic_files
 import filter_stats
-import utils
+import tfrecords
 from filter_stats import NUM_BINS, FilterError
 
 PREDICTION_BATCH = 4096
@@ -301,7 +302,7 @@ def count_prediction_bins(path, num_classes, batch_size=PREDICTION_BATCH):
 @functools.cache
 def _encoder(num_classes):
     # Cached: building the encoder traces a tf.function, once per process.
-    return utils.PseudoLabeledEncoder(num_classes)
+    return tfrecords.PseudoLabeledEncoder(num_classes)
 
 
 _INPUT_SPEC = {
@@ -535,7 +536,7 @@ def _sample_jpeg(image_bytes, where):
         ) from e
     if bytes(image_bytes[:3]) == _JPEG_MAGIC:
         return bytes(image_bytes)
-    return utils.encode_jpeg(image.numpy())
+    return tfrecords.encode_jpeg(image.numpy())
 
 
 class Samples:
@@ -554,7 +555,7 @@ class Samples:
 
     def __init__(self, samples_dir, input_file, shard_id, task_id, num_per_class, num_classes):
         self.samples_dir = samples_dir
-        self.staging_dir = utils.tmp_path(samples_dir)
+        self.staging_dir = atomic_files.tmp_path(samples_dir)
         self._input_file = input_file
         self._name = f"image_{shard_id}_{task_id}"
         self._num_per_class = num_per_class
@@ -634,7 +635,7 @@ class KeptRecords:
         filter_stats.record_uniforms of (seed, shard, its position in the
         shard), the shuffles come from the generator seeded with (*seed_key, 1).
       shuffle_buffer_bytes: kept images are shuffled in chunks of this many bytes.
-      progress: a utils.Progress, updated per batch.
+      progress: a progress_log.Progress, updated per batch.
       samples: the Samples to save, or None.
 
     Attributes:

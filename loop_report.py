@@ -38,6 +38,9 @@ import sys
 
 from absl import app, flags
 
+import file_names
+import task_info
+
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.png"
 
@@ -84,6 +87,16 @@ def pseudo_dir(output_dir, round_index):
     return os.path.join(output_dir, f"round{round_index}_pseudo")
 
 
+def prelim_stats_dir(output_dir, round_index):
+    """The filter's pass-1 statistics of a round (filter_unlabel.sh's --prelim_stats_dir)."""
+    return os.path.join(pseudo_dir(output_dir, round_index), "prelim_stats")
+
+
+def filter_dir(output_dir, round_index):
+    """The filter's output of a round (its --output_dir): data/, stats/, threshold.json."""
+    return os.path.join(pseudo_dir(output_dir, round_index), "filter_data")
+
+
 def describe_model(params):
     """'efficientnet-b0 (width 0.25, depth 0.25)' from a model_params.txt dict."""
     if not params:
@@ -105,12 +118,11 @@ def class_histograms(output_dir, round_index, num_classes):
     statistics summed over confidence bins). After: records per class in the
     filtered, balanced data (upsampled images counted once per copy).
     """
-    root = pseudo_dir(output_dir, round_index)
-    total = _read_json(os.path.join(root, "prelim_stats", "total_counts.json"), {})
+    total = _read_json(file_names.total_counts_path(prelim_stats_dir(output_dir, round_index)), {})
     before = [0] * num_classes
     for uid, bins in total.items():
         before[int(uid)] = int(sum(count for _, count in bins))
-    final = _read_json(os.path.join(root, "filter_data", "stats", "final_stats.json"), {})
+    final = _read_json(file_names.final_stats_path(filter_dir(output_dir, round_index)), {})
     after = [0] * num_classes
     for uid, count in final.get("cat_count", {}).items():
         after[int(uid)] = int(count)
@@ -128,8 +140,7 @@ def pseudo_label_accuracy(output_dir, round_index, num_classes):
       as [[true class, pseudo label, count], ...]}; all None when the
       unlabeled records had no true labels (or the stats predate them).
     """
-    root = pseudo_dir(output_dir, round_index)
-    final = _read_json(os.path.join(root, "filter_data", "stats", "final_stats.json"), {})
+    final = _read_json(file_names.final_stats_path(filter_dir(output_dir, round_index)), {})
     accuracy = final.get("pseudo_label_accuracy") or {}
     out = {}
     for when, key in (("before", "before_filtering"), ("after", "after_balancing")):
@@ -191,12 +202,11 @@ def collect(output_dir, rounds, settings=None):
     num_classes = None
     for r in range(rounds + 1):
         mdir = model_dir(output_dir, r)
-        results = _read_json(os.path.join(mdir, "eval_results.json"))
+        results_path = os.path.join(mdir, file_names.EVAL_RESULTS_FILE)
+        results = _read_json(results_path)
         if results is None:
-            raise FileNotFoundError(
-                f"{mdir}/eval_results.json is missing: round {r} has not finished."
-            )
-        params = _read_json(os.path.join(mdir, "model_params.txt"), {})
+            raise FileNotFoundError(f"{results_path} is missing: round {r} has not finished.")
+        params = _read_json(os.path.join(mdir, file_names.MODEL_PARAMS_FILE), {})
         num_classes = num_classes or params.get("num_classes")
         entry = {
             "round": r,
@@ -218,7 +228,7 @@ def collect(output_dir, rounds, settings=None):
                 pseudo_label_counts_after=after,
             )
             entry.update(pseudo_label_accuracy(output_dir, r, num_classes or 10))
-        flags_json = _read_json(os.path.join(mdir, "FLAGS.json"), {})
+        flags_json = _read_json(os.path.join(mdir, file_names.FLAGS_FILE), {})
         entry["train_images"] = images_trained(flags_json)
         entries.append(entry)
         train_settings[f"round{r}_{entry['role']}"] = {
@@ -508,7 +518,7 @@ def pseudo_label_examples(output_dir, round_index, num_classes, per_row=PICTURE_
 
     files = sorted(
         tf.io.gfile.glob(
-            os.path.join(pseudo_dir(output_dir, round_index), "filter_data", "data", "*")
+            os.path.join(file_names.filtered_dir(filter_dir(output_dir, round_index)), "*")
         )
     )
     top = {c: [] for c in range(num_classes)}
@@ -597,7 +607,7 @@ def write_pseudo_label_pictures(output_dir, results):
         if r == 0 or not num_classes:
             continue
         names = class_names_of(results.get("settings") or {}, num_classes)
-        if os.path.isdir(os.path.join(pseudo_dir(output_dir, r), "filter_data", "data")):
+        if os.path.isdir(file_names.filtered_dir(filter_dir(output_dir, r))):
             path = os.path.join(pseudo_dir(output_dir, r), PSEUDO_LABELS_FILE)
             draw_pseudo_labels(output_dir, r, names, path)
             paths.append(path)
@@ -639,8 +649,8 @@ def main(argv):
         settings[key] = value
     data_dir = settings.get("data_dir")
     if data_dir:
-        settings["labeled_data"] = _read_json(os.path.join(data_dir, "dataset_info.json"))
-        settings["data_preparation"] = _read_json(os.path.join(data_dir, "proc_settings.json"))
+        settings["labeled_data"] = _read_json(os.path.join(data_dir, task_info.DATASET_INFO_FILE))
+        settings["data_preparation"] = _read_json(os.path.join(data_dir, task_info.SETTINGS_FILE))
     try:
         results = collect(FLAGS.output_dir, FLAGS.rounds, settings)
     except FileNotFoundError as e:

@@ -331,9 +331,9 @@ def check_training_data(config):
     Raises:
       data_input.DataError: naming the dataset_info.json and what disagrees.
     """
+    import atomic_files
     import data_input
     import task_info
-    import utils
 
     if config.train_batch_size > config.num_train_images:
         logging.warning(
@@ -348,7 +348,7 @@ def check_training_data(config):
     path = task_info.find_dataset_info(config.label_data_dir)
     if path is None:
         return
-    described = utils.read_json(path)
+    described = atomic_files.read_json(path)
     info = task_info.task_from_dataset_info(config.task_name, described, path)
     try:
         files = data_input.labeled_files(config.label_data_dir, "train", config.num_train_shards)
@@ -379,8 +379,13 @@ def kept_after_full_disk():
     """What a run stopped by a full disk kept, for its message."""
     import tensorflow as tf
 
+    import file_names
+
     if FLAGS.mode == "predict":
-        done = tf.io.gfile.glob(f"{FLAGS.output_dir}/train-info-*") if FLAGS.output_dir else []
+        done = []
+        if FLAGS.output_dir:
+            pattern = file_names.shard_glob(FLAGS.output_dir, file_names.PREDICTION_PREFIX)
+            done = tf.io.gfile.glob(pattern)
         return (
             f"the {len(done)} finished prediction files in --output_dir={FLAGS.output_dir}; "
             "a re-run skips their shards"
@@ -405,12 +410,12 @@ def main(argv):
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    import utils
+    import disk_full
 
     where = FLAGS.output_dir if FLAGS.mode == "predict" else FLAGS.model_dir
     if FLAGS.mode == "export":
         where = FLAGS.export_dir
-    with utils.exit_on_full_disk("main.py", where, kept_after_full_disk):
+    with disk_full.exit_on_full_disk("main.py", where, kept_after_full_disk):
         run(FLAGS.mode)
 
 

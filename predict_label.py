@@ -36,10 +36,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import atomic_files
+import checkpoints
 import data_input
+import file_names
 import preprocessing
+import progress_log
+import tfrecords
 import train_lib
-import utils
 
 PROVENANCE_DIR = "provenance"
 
@@ -94,16 +98,16 @@ class ShardLayout:
         """The ShardJob of `shard` for this worker."""
         worker = self.prediction_worker
         if self.reassign_label:
-            src = utils.task_shard_path(
+            src = file_names.task_shard_path(
                 self.label_data_dir, self.file_prefix, worker, shard, self.num_shards
             )
             name = os.path.basename(src)
             out_path = os.path.join(self.output_dir, name)
             record_path = os.path.join(self.output_dir, PROVENANCE_DIR, name + ".json")
             return ShardJob(shard, worker, src, out_path, record_path, 1, 0)
-        src = utils.shard_path(self.label_data_dir, self.file_prefix, shard, self.num_shards)
-        out_path = utils.prediction_path(self.output_dir, shard, self.num_shards, worker)
-        record_path = utils.info_path(self.info_dir, shard, self.num_shards, worker)
+        src = file_names.shard_path(self.label_data_dir, self.file_prefix, shard, self.num_shards)
+        out_path = file_names.prediction_path(self.output_dir, shard, self.num_shards, worker)
+        record_path = file_names.info_path(self.info_dir, shard, self.num_shards, worker)
         return ShardJob(
             shard, worker, src, out_path, record_path, self.num_prediction_workers, worker
         )
@@ -192,7 +196,7 @@ def shard_is_done(job, provenance, overwrite):
         return False
     if overwrite:
         return False
-    recorded = utils.read_json(record_path).get("provenance")
+    recorded = atomic_files.read_json(record_path).get("provenance")
     if recorded is None:
         raise ValueError(
             f"{out_path} exists but {record_path} does not say which checkpoint made it "
@@ -232,11 +236,11 @@ def _output_records(predict_fn, strategy, dataset, reassign_label, progress):
         if reassign_label:
             encoded = batch["encoded"].numpy()[keep]
             for image_bytes, p in zip(encoded, probs, strict=True):
-                example = utils.pseudo_labeled_example(image_bytes, p)
+                example = tfrecords.pseudo_labeled_example(image_bytes, p)
                 yield example.SerializeToString(deterministic=True)
         else:
             for p in probs:
-                yield utils.prediction_example(p).SerializeToString(deterministic=True)
+                yield tfrecords.prediction_example(p).SerializeToString(deterministic=True)
         progress.update(len(probs))
 
 
@@ -263,7 +267,7 @@ def predict_shard(
     """
     src = job.input_file
     with data_input.naming_bad_files(image_files=[src]):
-        total = utils.count_records(src, job.num_parts, job.part)
+        total = tfrecords.count_records(src, job.num_parts, job.part)
     global_batch = train_lib.global_eval_batch_size(batch_size, strategy)
     dataset = data_input.make_eval_dataset(
         [src],
@@ -275,7 +279,9 @@ def predict_shard(
         shard_index=job.part,
         keep_encoded=reassign_label,
     )
-    progress = utils.Progress(total, "images", prefix=f"shard {job.shard} worker {job.worker}: ")
+    progress = progress_log.Progress(
+        total, "images", prefix=f"shard {job.shard} worker {job.worker}: "
+    )
     logging.info(
         "Predicting %d images of %s (part %d of %d) on %d replicas -> %s",
         total,
@@ -289,43 +295,15 @@ def predict_shard(
         predict_fn = make_loaded_predict_fn(loaded, strategy)
     records = _output_records(predict_fn, strategy, dataset, reassign_label, progress)
     with data_input.naming_bad_files(image_files=[src]):
-        count = utils.write_tfrecord(job.output_file, records)
+        count = tfrecords.write_tfrecord(job.output_file, records)
     progress.update(0, force=True)
     if count != total:
         raise RuntimeError(f"Predicted {count} images but {src} part {job.part} has {total}.")
     record = {"provenance": dict(provenance, **input_record(src), input_records=total)}
     if not reassign_label:
         record["image_num"] = count
-    utils.write_json(job.record_file, record)
+    atomic_files.write_json(job.record_file, record)
     return count
-
-
-def load_prediction_model(config, strategy, predict_ckpt_path):
-    """The network of `predict_ckpt_path`, from its model_params.txt (else from the flags).
-
-    Returns:
-      A `checkpoints.LoadedModel`.
-    """
-    loaded = train_lib.load_checkpoint(
-        config,
-        predict_ckpt_path,
-        "--predict_ckpt_path",
-        train_lib.student_description(config),
-        strategy,
-    )
-    if loaded.description["model_name"] != config.model_name:
-        logging.info(
-            "Using the checkpoint's model %s (not --model_name=%s).",
-            loaded.description["model_name"],
-            config.model_name,
-        )
-    logging.info(
-        "Predicting with the %s weights of %s (%d px).",
-        "EMA" if config.use_ema else "raw",
-        loaded.prefix,
-        loaded.image_size,
-    )
-    return loaded
 
 
 def run_prediction(
@@ -360,8 +338,27 @@ def run_prediction(
             f"--worker_id={prediction_worker} must lie in "
             f"[0, --total_replicas={num_prediction_workers})."
         )
-    shards = utils.parse_shard_ids(shard_id, num_shards)
-    loaded = load_prediction_model(config, strategy, predict_ckpt_path)
+    shards = file_names.parse_shard_ids(shard_id, num_shards)
+    loaded = checkpoints.load_model(
+        predict_ckpt_path,
+        what="--predict_ckpt_path",
+        default_task_name=config.task_name,
+        fallback_description=train_lib.student_description(config),
+        use_ema=config.use_ema,
+        strategy=strategy,
+    )
+    if loaded.description["model_name"] != config.model_name:
+        logging.info(
+            "Using the checkpoint's model %s (not --model_name=%s).",
+            loaded.description["model_name"],
+            config.model_name,
+        )
+    logging.info(
+        "Predicting with the %s weights of %s (%d px).",
+        "EMA" if config.use_ema else "raw",
+        loaded.prefix,
+        loaded.image_size,
+    )
     provenance = loaded.provenance()
     layout = ShardLayout(
         config.label_data_dir,

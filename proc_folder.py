@@ -40,9 +40,12 @@ import typing
 import numpy as np
 from absl import app, flags, logging
 
+import atomic_files
 import dataset_writer
+import disk_full
+import progress_log
 import task_info
-import utils
+import tfrecords
 
 TASK_NAME = "custom"
 SUBSETS = ("train", "dev", "test", dataset_writer.UNLABELED_SUBSET)
@@ -378,9 +381,9 @@ def _records(job, stats, skipped):
             continue
         add_to_stats(stats, pixels)
         if job.subset == dataset_writer.UNLABELED_SUBSET:
-            example = utils.unlabeled_example(jpeg, job.num_classes, int(label))
+            example = tfrecords.unlabeled_example(jpeg, job.num_classes, int(label))
         else:
-            example = utils.labeled_example(jpeg, label)
+            example = tfrecords.labeled_example(jpeg, label)
         yield example.SerializeToString()
 
 
@@ -395,10 +398,10 @@ def write_shard(job):
     records = list(_records(job, stats, skipped))
     stats["skipped"] = skipped
     stats["records"] = len(records)
-    utils.write_json(
+    atomic_files.write_json(
         sidecar_path(job.output_dir, job.subset, job.shard, job.num_shards), stats, None
     )
-    utils.write_tfrecord(path, records)
+    tfrecords.write_tfrecord(path, records)
     return stats
 
 
@@ -406,7 +409,7 @@ def _finished_stats(job):
     path = dataset_writer.shard_paths(job.output_dir, job.subset, job.num_shards)[job.shard]
     sidecar = sidecar_path(job.output_dir, job.subset, job.shard, job.num_shards)
     if os.path.exists(path) and os.path.exists(sidecar):
-        return utils.read_json(sidecar)
+        return atomic_files.read_json(sidecar)
     return None
 
 
@@ -444,7 +447,7 @@ def run_jobs(jobs, num_workers, keep_finished):
     done = sum(len(j.items) for j in jobs) - sum(len(j.items) for j in todo)
     if done:
         logging.info("Keeping %d finished shards (%d images).", len(results), done)
-    progress = utils.Progress(
+    progress = progress_log.Progress(
         sum(len(j.items) for j in jobs), "images", start=done, prefix="converted "
     )
     if num_workers > 1 and len(todo) > 1:
@@ -597,7 +600,7 @@ def process_folder(
         logging.info(
             "Complete output already in %s; skipping. Pass --overwrite to rewrite.", output_dir
         )
-        return utils.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
+        return atomic_files.read_json(os.path.join(output_dir, task_info.DATASET_INFO_FILE))
     keep = dataset_writer.begin_output(output_dir, recorded) and not writer.overwrite
     for subset, count in num_shards.items():
         dataset_writer.remove_stale_shards(output_dir, subset, count)
@@ -665,7 +668,7 @@ def main(argv):
         raise app.UsageError(f"--num_workers={fl.num_workers}: expected >= 1.")
     with (
         dataset_writer.exit_on_errors("proc_folder.py"),
-        utils.exit_on_full_disk("proc_folder.py", fl.output_dir, lambda: kept(fl.output_dir)),
+        disk_full.exit_on_full_disk("proc_folder.py", fl.output_dir, lambda: kept(fl.output_dir)),
     ):
         info = process_folder(
             fl.output_dir,

@@ -37,7 +37,7 @@ from absl import app, flags, logging
 
 import dataset_writer
 import task_info
-import utils
+import tfrecords
 
 TASK_NAME = "imagenet"
 TFDS_NAME = "imagenet2012"
@@ -100,7 +100,7 @@ def process_imagenet(
             num = int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
         logging.info("Writing %s: %d images in %d shards.", subset, num, num_shards[subset])
         records = (
-            utils.labeled_example(image, label).SerializeToString() for image, label in examples
+            tfrecords.labeled_example(image, label).SerializeToString() for image, label in examples
         )
         counts[subset] = dataset_writer.write_streamed(
             records, output_dir, subset, num_shards[subset], num
@@ -140,8 +140,8 @@ def image_file_record(path):
             "--unlabeled_glob matches."
         ) from e
     if not data.startswith(_JPEG_MAGIC):
-        data = utils.encode_jpeg(image.numpy())
-    return utils.unlabeled_example(data, NUM_CLASSES).SerializeToString()
+        data = tfrecords.encode_jpeg(image.numpy())
+    return tfrecords.unlabeled_example(data, NUM_CLASSES).SerializeToString()
 
 
 def write_unlabeled_images(pattern, output_dir, num_shards=NUM_UNLABELED_SHARDS):

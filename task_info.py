@@ -20,6 +20,9 @@ _MNIST_MEAN = (0.1001 * 255,) * 3
 _MNIST_STD = (0.2752 * 255,) * 3
 
 DATASET_INFO_FILE = "dataset_info.json"
+# Next to dataset_info.json: the options the data was written with, so that a
+# re-run with other options rewrites instead of skipping (dataset_writer).
+SETTINGS_FILE = "proc_settings.json"
 # The small-image (32x32) network is chosen for data whose median image side
 # is at most this many pixels (as for SVHN and MNIST).
 SMALL_IMAGE_MAX_SIDE = 64

@@ -20,19 +20,22 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import atomic_files
 import bn_folding
 import checkpoints
 import data_input
 import efficientnet_builder
 import efficientnet_model
+import file_names
 import preemption
 import preprocessing
+import progress_log
+import run_lock
 import task_info
-import utils
 
 MODEL_PARAMS_FILE = checkpoints.MODEL_PARAMS_FILE
 FLAGS_FILE = checkpoints.FLAGS_FILE
-EVAL_RESULTS_FILE = "eval_results.json"
+EVAL_RESULTS_FILE = file_names.EVAL_RESULTS_FILE
 WARMUP_EPOCHS = 5
 LR_DECAY_FACTOR = 0.97
 
@@ -168,7 +171,7 @@ def model_dir_lock(model_dir, strategy):
     """The lock that keeps a second training out of `model_dir` (taken by the chief only)."""
     if not is_chief(strategy):
         return contextlib.nullcontext()
-    return utils.RunLock(os.path.join(model_dir, LOCK_FILE), f"--model_dir={model_dir}")
+    return run_lock.RunLock(os.path.join(model_dir, LOCK_FILE), f"--model_dir={model_dir}")
 
 
 def set_seed(seed, deterministic=False):
@@ -658,7 +661,7 @@ class TrainState:
             prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
             if tf.io.gfile.exists(prefix + "_temp"):
                 tf.io.gfile.rmtree(prefix + "_temp")
-            for part in tf.io.gfile.glob(utils.glob_escape(prefix) + ".*"):
+            for part in tf.io.gfile.glob(file_names.glob_escape(prefix) + ".*"):
                 tf.io.gfile.remove(part)
             raise
         logging.info("Saved checkpoint %s.", path)
@@ -724,34 +727,29 @@ def teacher_fallback_description(config):
     )
 
 
-def load_checkpoint(config, path, what, fallback_description, strategy=None):
-    """`checkpoints.load_model` of `path` for a run of `config` (its task and --use_ema).
+def load_model_dir(config, strategy=None):
+    """The network of `config.model_dir`, read as evaluation and export read it.
+
+    The one wrapper of `checkpoints.load_model`: evaluation and export both
+    read the run's own model_dir, and must agree on how (its task's
+    normalization for old checkpoints, --use_ema, and the flags' student
+    network when the model_dir has no model_params.txt, e.g. an unpacked
+    published TF1 checkpoint).
 
     Args:
       config: the run's `TrainConfig`.
-      path: a checkpoint prefix or model_dir.
-      what: the flag that named `path`, for messages.
-      fallback_description: the description to build when the checkpoint has
-        no model_params.txt (e.g. an unpacked published TF1 checkpoint).
       strategy: build the variables in this strategy's scope (default: none).
 
     Returns:
       A `checkpoints.LoadedModel`.
     """
     return checkpoints.load_model(
-        path,
-        what=what,
+        config.model_dir,
+        what="--model_dir",
         default_task_name=config.task_name,
-        fallback_description=fallback_description,
+        fallback_description=student_description(config),
         use_ema=config.use_ema,
         strategy=strategy,
-    )
-
-
-def load_model_dir(config, strategy=None):
-    """The network of `config.model_dir` (eval, export): from its model_params.txt, else the flags."""
-    return load_checkpoint(
-        config, config.model_dir, "--model_dir", student_description(config), strategy
     )
 
 
@@ -767,12 +765,13 @@ def load_teacher(config, strategy):
     """
     if not config.teacher_model_path:
         raise FileNotFoundError("--teacher_model_name is set but --teacher_model_path is not.")
-    teacher = load_checkpoint(
-        config,
+    teacher = checkpoints.load_model(
         config.teacher_model_path,
-        "--teacher_model_path",
-        teacher_fallback_description(config),
-        strategy,
+        what="--teacher_model_path",
+        default_task_name=config.task_name,
+        fallback_description=teacher_fallback_description(config),
+        use_ema=config.use_ema,
+        strategy=strategy,
     )
     name = teacher.description["model_name"]
     if config.teacher_model_name and name != config.teacher_model_name:
@@ -1050,9 +1049,6 @@ def check_stored_probabilities(files, num_classes):
             )
 
 
-FINAL_STATS = os.path.join("stats", "final_stats.json")
-
-
 def check_filter_output_complete(unlabel_data_dir):
     """Fails when an unlabeled dir is a filter output whose pass 2 did not finish.
 
@@ -1067,9 +1063,9 @@ def check_filter_output_complete(unlabel_data_dir):
     dirs = [d for d in unlabel_data_dir.split(";") if d]
     for data_dir in dirs:
         out_dir = os.path.dirname(os.path.normpath(data_dir))
-        if not tf.io.gfile.exists(os.path.join(out_dir, "threshold.json")):
+        if not tf.io.gfile.exists(file_names.threshold_path(out_dir)):
             continue
-        final_path = os.path.join(out_dir, FINAL_STATS)
+        final_path = file_names.final_stats_path(out_dir)
         hint = " (or pass --check_filter_stats=False to train on it anyway)."
         if not tf.io.gfile.exists(final_path):
             raise ValueError(
@@ -1077,7 +1073,7 @@ def check_filter_output_complete(unlabel_data_dir):
                 "not every shard of the filter's pass 2 has finished. Run it again for the "
                 "missing shards" + hint
             )
-        listed = utils.read_json(final_path).get("files", {})
+        listed = atomic_files.read_json(final_path).get("files", {})
         for name, entry in sorted(listed.items()):
             path = os.path.join(data_dir, name)
             if not tf.io.gfile.exists(path):
@@ -1099,13 +1095,13 @@ def write_run_files(config, state, flags_dict=None):
     if not state.is_chief:
         return
     tf.io.gfile.makedirs(config.model_dir)
-    utils.write_json(
+    atomic_files.write_json(
         os.path.join(config.model_dir, FLAGS_FILE),
         flags_dict if flags_dict is not None else dataclasses.asdict(config),
     )
     description = dict(state.description)
     description["num_params"] = int(sum(np.prod(v.shape) for v in state.model.trainable_weights))
-    utils.write_json(os.path.join(config.model_dir, MODEL_PARAMS_FILE), description)
+    atomic_files.write_json(os.path.join(config.model_dir, MODEL_PARAMS_FILE), description)
 
 
 def _prepare_training(config, strategy, state):
@@ -1160,7 +1156,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         config.train_batch_size // replicas, config.unlabel_ratio, config.label_data_sample_prob
     )
     start_step = state.step
-    progress = utils.Progress(until_step, "steps", start=start_step, interval=0)
+    progress = progress_log.Progress(until_step, "steps", start=start_step, interval=0)
     last_log_step = start_step
     first_call = None  # (step, rate, ETA) after the loop's first call
     logging.info(
@@ -1213,7 +1209,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
                 metrics["lab/acc"],
                 metrics["train/lr"],
                 rate * images_per_step,
-                utils.format_seconds(eta or 0),
+                progress_log.format_seconds(eta or 0),
             )
         check_loss_scale(state, step)
         if (step % config.save_checkpoints_steps == 0 or step >= until_step) and step > saved:
@@ -1367,9 +1363,9 @@ def evaluate_model(model, description, strategy, config, subsets=None, global_st
 def write_eval_results(config, results):
     """Merges `results` into model_dir/eval_results.json and TensorBoard."""
     path = os.path.join(config.model_dir, EVAL_RESULTS_FILE)
-    merged = utils.read_json(path) if tf.io.gfile.exists(path) else {}
+    merged = atomic_files.read_json(path) if tf.io.gfile.exists(path) else {}
     merged.update(results)
-    utils.write_json(path, merged)
+    atomic_files.write_json(path, merged)
     writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
     with writer.as_default():
         for subset, r in results.items():
@@ -1391,7 +1387,7 @@ def check_eval_results_file(config):
     if not tf.io.gfile.exists(path):
         return
     try:
-        results = utils.read_json(path)
+        results = atomic_files.read_json(path)
     except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
         raise data_input.DataError(
             f"{path} is not valid JSON ({e}); the evaluations would be merged into it. "

@@ -14,8 +14,9 @@ import os
 from absl import logging
 
 import data_input
+import file_names
 import task_info
-import utils
+import tfrecords
 
 
 def steps_for_epochs(epochs, num_images, images_per_step):
@@ -51,9 +52,9 @@ def _filter_output_count(data_dir):
     and, once every shard is done, <out>/stats/final_stats.json ("total_cnt").
     """
     out_dir = os.path.dirname(os.path.normpath(data_dir))
-    if not os.path.exists(utils.threshold_path(out_dir)):
+    if not os.path.exists(file_names.threshold_path(out_dir)):
         return None
-    path = utils.final_stats_path(out_dir)
+    path = file_names.final_stats_path(out_dir)
     try:
         with open(path) as f:
             return int(json.load(f)["total_cnt"])
@@ -96,7 +97,7 @@ def num_unlabeled_images(unlabel_data_dir):
         if count is None:
             files = data_input.unlabeled_files([data_dir])
             logging.info("Counting the records of %d files in %s.", len(files), data_dir)
-            count = sum(utils.count_records(f) for f in files)
+            count = sum(tfrecords.count_records(f) for f in files)
         total += count
     return total
 

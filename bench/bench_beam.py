@@ -34,8 +34,8 @@ from conftest import (  # noqa: E402
     write_unlabeled,
 )
 
+import atomic_files  # noqa: E402
 import train_lib  # noqa: E402
-import utils  # noqa: E402
 
 SVHN = os.path.join(ROOT, "local_scripts", "svhn")
 
@@ -56,7 +56,7 @@ def make_teacher(work_dir):
     counts = {"train": 200, "dev": 23, "test": 30}
     for subset, n in counts.items():
         write_labeled_subset(data_dir, subset, n, 2, rng)
-    utils.write_json(os.path.join(data_dir, "dataset_info.json"), counts)
+    atomic_files.write_json(os.path.join(data_dir, "dataset_info.json"), counts)
     model_dir = os.path.join(work_dir, "teacher")
     config = tiny_config(model_dir, data_dir, train_steps=10, steps_per_eval=10)
     strategy = train_lib.create_strategy()

@@ -51,12 +51,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 
+import atomic_files  # noqa: E402
 import checkpoints  # noqa: E402
+import file_names  # noqa: E402
 import filter_stats  # noqa: E402
 import filter_unlabel_data  # noqa: E402
 import predict_label  # noqa: E402
 import preprocessing  # noqa: E402
-import utils  # noqa: E402
+import tfrecords  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -102,13 +104,13 @@ def bench_predict(args, work_dir):
     # Stored images a bit larger than the input, as the eval crop expects.
     source = size + 32
     jpegs = [
-        utils.encode_jpeg(smooth_image(rng, source, source), quality=90)
+        tfrecords.encode_jpeg(smooth_image(rng, source, source), quality=90)
         for _ in range(args.num_predict_images)
     ]
     data_dir = os.path.join(work_dir, "unlabeled")
-    utils.write_tfrecord(
+    tfrecords.write_tfrecord(
         os.path.join(data_dir, "extra-00000-of-00001"),
-        [utils.unlabeled_example(j, 1000).SerializeToString() for j in jpegs],
+        [tfrecords.unlabeled_example(j, 1000).SerializeToString() for j in jpegs],
     )
     decoded = np.stack(
         [
@@ -177,15 +179,15 @@ def bench_predict(args, work_dir):
 def bench_reassign(args, work_dir):
     """`predict_shard(reassign_label=True)` on SVHN-like filtered records vs a plain copy."""
     rng = np.random.default_rng(2)
-    jpegs = [utils.encode_jpeg(smooth_image(rng, 32, 32), quality=95) for _ in range(64)]
+    jpegs = [tfrecords.encode_jpeg(smooth_image(rng, 32, 32), quality=95) for _ in range(64)]
     data_dir = os.path.join(work_dir, "filtered")
-    src = utils.task_shard_path(data_dir, "train", 0, 0, 1)
+    src = file_names.task_shard_path(data_dir, "train", 0, 0, 1)
     probs = np.full(10, 0.05, np.float32)
     probs[3] = 0.55
-    utils.write_tfrecord(
+    tfrecords.write_tfrecord(
         src,
         (
-            utils.pseudo_labeled_example(jpegs[i % len(jpegs)], probs).SerializeToString()
+            tfrecords.pseudo_labeled_example(jpegs[i % len(jpegs)], probs).SerializeToString()
             for i in range(args.reassign_records)
         ),
     )
@@ -245,7 +247,7 @@ def bench_reassign(args, work_dir):
 def write_filter_inputs(root, num_records, num_classes, image_size, num_shards, rng):
     """Unlabeled shards, teacher-like predictions, info files and pass-1 stats."""
     jpegs = [
-        utils.encode_jpeg(smooth_image(rng, image_size, image_size), quality=95)
+        tfrecords.encode_jpeg(smooth_image(rng, image_size, image_size), quality=95)
         for _ in range(min(num_records, 64))
     ]
     files = filter_unlabel_data.FilterFiles(
@@ -261,21 +263,21 @@ def write_filter_inputs(root, num_records, num_classes, image_size, num_shards, 
     for shard in range(num_shards):
         n = bounds[shard + 1] - bounds[shard]
         records = (
-            utils.unlabeled_example(jpegs[i % len(jpegs)], num_classes).SerializeToString()
+            tfrecords.unlabeled_example(jpegs[i % len(jpegs)], num_classes).SerializeToString()
             for i in range(n)
         )
-        utils.write_tfrecord(files.input_file(shard), records)
+        tfrecords.write_tfrecord(files.input_file(shard), records)
         # Peaked softmax outputs, as a trained teacher gives.
         logits = rng.normal(0, 1, (n, num_classes)) + 6 * np.eye(num_classes)[
             rng.integers(num_classes, size=n)
         ] * rng.uniform(0.2, 1.5, (n, 1))
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
-        utils.write_tfrecord(
+        tfrecords.write_tfrecord(
             files.prediction_file(shard, 0),
-            (utils.prediction_example(p).SerializeToString() for p in probs),
+            (tfrecords.prediction_example(p).SerializeToString() for p in probs),
         )
-        utils.write_json(files.info_file(shard, 0), {"image_num": int(n)})
+        atomic_files.write_json(files.info_file(shard, 0), {"image_num": int(n)})
         prelim_stats = filter_unlabel_data.count_shard(files, shard, num_classes)
         filter_unlabel_data.write_prelim_stats(files, shard, prelim_stats)
     return files
@@ -315,7 +317,7 @@ def bench_filter_case(name, args, root, num_records, num_classes, image_size):
     settings = filter_stats.BalancingSettings(num_image, min_threshold=0.3)
     shard = 0
     files = [filter_files.input_file(shard), filter_files.prediction_file(shard, 0)]
-    num_input = utils.count_records(files[0])
+    num_input = tfrecords.count_records(files[0])
     mb = sum(os.path.getsize(f) for f in files) / 2**20
 
     def run_filter():

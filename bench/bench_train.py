@@ -37,8 +37,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import atomic_files  # noqa: E402
 import data_input  # noqa: E402
-import utils  # noqa: E402
+import file_names  # noqa: E402
+import tfrecords  # noqa: E402
 
 NUM_CLASSES = 10
 RATE_LINE = re.compile(r"step (\d+)/\d+: .* ([\d.]+) images/s")
@@ -64,15 +66,17 @@ def write_images(data_dir, num_images):
     num_files = 4
     per_file = -(-num_images // num_files)
     for shard in range(num_files):
-        path = utils.labeled_shard_path(data_dir, "train", shard, num_files)
+        path = file_names.labeled_shard_path(data_dir, "train", shard, num_files)
         with tf.io.TFRecordWriter(path) as writer:
             for _ in range(per_file):
                 label = int(rng.integers(NUM_CLASSES))
                 image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 image[:, : 3 * (label + 1)] //= 4
                 jpeg = tf.io.encode_jpeg(image, quality=95).numpy()
-                writer.write(utils.labeled_example(jpeg, label).SerializeToString())
-    utils.write_json(os.path.join(data_dir, "dataset_info.json"), {"train": num_files * per_file})
+                writer.write(tfrecords.labeled_example(jpeg, label).SerializeToString())
+    atomic_files.write_json(
+        os.path.join(data_dir, "dataset_info.json"), {"train": num_files * per_file}
+    )
     return num_files * per_file
 
 

@@ -47,15 +47,15 @@ def class_image(label, rng, size=IMAGE_SIZE):
 
 def _write_class_images(shard_path, make_example, num_images, num_files, rng):
     """Writes `num_images` class images (labels cycling through the classes, shuffled)."""
-    import utils
+    import tfrecords
 
     labels = np.arange(num_images) % NUM_CLASSES
     rng.shuffle(labels)
     examples = [
-        make_example(utils.encode_jpeg(class_image(int(lab), rng)), int(lab)) for lab in labels
+        make_example(tfrecords.encode_jpeg(class_image(int(lab), rng)), int(lab)) for lab in labels
     ]
     for shard in range(num_files):
-        utils.write_tfrecord(
+        tfrecords.write_tfrecord(
             shard_path(shard, num_files),
             (e.SerializeToString() for e in examples[shard::num_files]),
         )
@@ -63,11 +63,12 @@ def _write_class_images(shard_path, make_example, num_images, num_files, rng):
 
 
 def write_labeled_subset(data_dir, subset, num_images, num_files, rng):
-    import utils
+    import file_names
+    import tfrecords
 
     return _write_class_images(
-        lambda shard, n: utils.labeled_shard_path(data_dir, subset, shard, n),
-        utils.labeled_example,
+        lambda shard, n: file_names.labeled_shard_path(data_dir, subset, shard, n),
+        tfrecords.labeled_example,
         num_images,
         num_files,
         rng,
@@ -75,11 +76,12 @@ def write_labeled_subset(data_dir, subset, num_images, num_files, rng):
 
 
 def write_unlabeled(data_dir, num_images, num_files, rng, prefix="extra"):
-    import utils
+    import file_names
+    import tfrecords
 
     return _write_class_images(
-        lambda shard, n: utils.unlabeled_shard_path(data_dir, shard, n, prefix),
-        lambda image, _label: utils.unlabeled_example(image, NUM_CLASSES),
+        lambda shard, n: file_names.unlabeled_shard_path(data_dir, shard, n, prefix),
+        lambda image, _label: tfrecords.unlabeled_example(image, NUM_CLASSES),
         num_images,
         num_files,
         rng,
@@ -89,7 +91,7 @@ def write_unlabeled(data_dir, num_images, num_files, rng, prefix="extra"):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A 10-class, 32x32 dataset: train 200, dev 23, test 30, unlabeled 64 (2 files)."""
-    import utils
+    import atomic_files
 
     data_dir = str(tmp_path_factory.mktemp("tiny_data"))
     rng = np.random.default_rng(0)
@@ -98,7 +100,7 @@ def tiny_data(tmp_path_factory):
         write_labeled_subset(data_dir, subset, n, 2, rng)
     write_unlabeled(data_dir, 64, 2, rng)
     counts["extra"] = 64
-    utils.write_json(os.path.join(data_dir, "dataset_info.json"), counts)
+    atomic_files.write_json(os.path.join(data_dir, "dataset_info.json"), counts)
     return data_dir
 
 

@@ -14,9 +14,11 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+import atomic_files
+import file_names
 import filter_stats
 import filter_unlabel_data as fud
-import utils
+import tfrecords
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 4
@@ -45,7 +47,7 @@ TEACHER = checkpoint("teacher")
 
 def input_file(dirs, shard, num_shards):
     """The raw unlabeled shard of a generated dataset."""
-    return utils.shard_path(dirs.get("in", ""), "extra", shard, num_shards)
+    return file_names.shard_path(dirs.get("in", ""), "extra", shard, num_shards)
 
 
 def files_of(dirs, num_shards):
@@ -69,16 +71,16 @@ def write_info(dirs, shard, num_shards, worker, image_num, provenance=TEACHER):
         info["provenance"] = dict(provenance, input_file=path, input_records=image_num)
         if os.path.exists(path):
             info["provenance"]["input_bytes"] = os.path.getsize(path)
-    utils.write_json(utils.info_path(dirs["info"], shard, num_shards, worker), info)
+    atomic_files.write_json(file_names.info_path(dirs["info"], shard, num_shards, worker), info)
 
 
 def write_predictions(dirs, shard, num_shards, probs, num_workers, provenance=TEACHER):
     """Writes prediction and info files as `num_workers` prediction workers would."""
     for worker in range(num_workers):
         part = probs[worker::num_workers]
-        utils.write_tfrecord(
-            utils.prediction_path(dirs["pred"], shard, num_shards, worker),
-            (utils.prediction_example(p).SerializeToString() for p in part),
+        tfrecords.write_tfrecord(
+            file_names.prediction_path(dirs["pred"], shard, num_shards, worker),
+            (tfrecords.prediction_example(p).SerializeToString() for p in part),
         )
         write_info(dirs, shard, num_shards, worker, len(part), provenance)
 
@@ -111,7 +113,7 @@ def make_dataset(
     for shard in range(num_shards):
         records, probs = [], []
         for _ in range(images_per_shard):
-            image = utils.encode_jpeg(rng.integers(0, 256, [8, 8, 3]))
+            image = tfrecords.encode_jpeg(rng.integers(0, 256, [8, 8, 3]))
             label = rng.choice(NUM_CLASSES, p=class_weights)
             # Few distinct confidences, so that bins hold several images and a
             # class's count jumps past num_image; 0.3 and 1.0 are bin edges.
@@ -120,9 +122,9 @@ def make_dataset(
             true = -1
             if true_labels is not None:
                 true = label if rng.random() < true_labels else (label + 1) % NUM_CLASSES
-            records.append(utils.unlabeled_example(image, NUM_CLASSES, true))
+            records.append(tfrecords.unlabeled_example(image, NUM_CLASSES, true))
             truth[image] = (shard, probs[-1]) if true_labels is None else (shard, probs[-1], true)
-        utils.write_tfrecord(
+        tfrecords.write_tfrecord(
             input_file(dirs, shard, num_shards), (r.SerializeToString() for r in records)
         )
         write_predictions(dirs, shard, num_shards, probs, num_workers, provenance)

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 import filter_stats
-import utils
+import tfrecords
 
 
 def top1(probabilities):
@@ -55,14 +55,14 @@ def _varint(value):
 
 
 def serialize_pseudo_labeled(image_bytes, probabilities, label=None):
-    """The bytes utils.PseudoLabeledEncoder must write for one record, built by protobuf.
+    """The bytes tfrecords.PseudoLabeledEncoder must write for one record, built by protobuf.
 
-    The features of `utils.pseudo_labeled_example`, each serialized by
+    The features of `tfrecords.pseudo_labeled_example`, each serialized by
     protobuf as a one-entry Features message (which is one map entry) and
     joined in key order. Protobuf's own serialization of the whole Example
     parses the same but orders the map entries its own way.
     """
-    features = utils.pseudo_labeled_example(image_bytes, probabilities, label).features.feature
+    features = tfrecords.pseudo_labeled_example(image_bytes, probabilities, label).features.feature
     entries = b"".join(
         tf.train.Features(feature={key: features[key]}).SerializeToString()
         for key in sorted(features)

@@ -11,8 +11,9 @@ import test_package
 from conftest import NUM_CLASSES, ROOT, TINY_TRAIN_FLAGS
 from test_scripts import run_bash
 
+import atomic_files
+import file_names
 import filter_stats
-import utils
 
 SVHN = os.path.join(ROOT, "local_scripts", "svhn")
 NUM_SHARDS = 2
@@ -102,7 +103,7 @@ def predicted_class_counts(prelim_dir):
     """Images per predicted class, summed over pass 1's per-shard statistics."""
     counts = collections.Counter()
     for path in tf.io.gfile.glob(os.path.join(prelim_dir, "prelim_stats_*.json")):
-        for uid, bins in utils.read_json(path).items():
+        for uid, bins in atomic_files.read_json(path).items():
             if uid != filter_stats.PROVENANCE_KEY:
                 counts[int(uid)] += sum(n for _, n in bins)
     return counts
@@ -152,8 +153,8 @@ def test_beam_equals_the_scripts(teacher_dir, unlabeled_dir, script_result, tmp_
     root, num_image = script_result
     script_records = record_multiset(str(root / "filter_data" / "data" / "train-*"))
     counts = predicted_class_counts(str(root / "prelim_stats"))
-    script_thresholds = utils.read_json(root / "filter_data" / "threshold.json")
-    script_final = utils.read_json(utils.final_stats_path(str(root / "filter_data")))
+    script_thresholds = atomic_files.read_json(root / "filter_data" / "threshold.json")
+    script_final = atomic_files.read_json(file_names.final_stats_path(str(root / "filter_data")))
     assert script_final["pseudo_label_accuracy"]["before_filtering"]["num_images"] == sum(
         counts.values()
     )
@@ -194,14 +195,14 @@ def test_beam_equals_the_scripts(teacher_dir, unlabeled_dir, script_result, tmp_
 
 def assert_same_thresholds_and_stats(out, script_thresholds, script_final):
     """threshold.json (provenance included) and the final stats' totals are the scripts'."""
-    beam_thresholds = utils.read_json(out / "threshold.json")
+    beam_thresholds = atomic_files.read_json(out / "threshold.json")
     assert beam_thresholds == script_thresholds
     provenance = beam_thresholds["provenance"]
     assert set(provenance) == {"checkpoint", "global_step", "fingerprint", "use_ema"}
     assert provenance["global_step"] > 0 and provenance["use_ema"] is True
     # The final stats' totals, and the pseudo labels' accuracy against the
     # records' true labels (the teacher's own training images carry them).
-    beam_final = utils.read_json(utils.final_stats_path(str(out)))
+    beam_final = atomic_files.read_json(file_names.final_stats_path(str(out)))
     for key in ("cat_count", "total_cnt", "pseudo_label_accuracy", "provenance"):
         assert beam_final[key] == script_final[key], key
 
@@ -250,8 +251,8 @@ def test_installed_wheel_on_worker_processes_equals_the_scripts(
     )
     assert_same_thresholds_and_stats(
         out,
-        utils.read_json(root / "filter_data" / "threshold.json"),
-        utils.read_json(utils.final_stats_path(str(root / "filter_data"))),
+        atomic_files.read_json(root / "filter_data" / "threshold.json"),
+        atomic_files.read_json(file_names.final_stats_path(str(root / "filter_data"))),
     )
     assert os.listdir(elsewhere) == []  # nothing written where it ran
 

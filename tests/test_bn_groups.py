@@ -102,7 +102,9 @@ def _run_distributed(out_path):
     # A network (the first two stages, to keep tracing 4 replicas fast) built
     # with groups of 2, against an unsynchronized copy that sees each group's
     # examples as one batch.
-    desc = efficientnet_builder.model_description("efficientnet-b0", 10, override_params=TINY)
+    desc = efficientnet_builder.architecture_description(
+        "efficientnet-b0", 10, override_params=TINY
+    )
     desc.update(stages=desc["stages"][:2], num_blocks=2, head_filters=16)
     images = rng.normal(size=(NUM_REPLICAS, 2, 32, 32, 3)).astype(np.float32)
     with strategy.scope():
@@ -361,7 +363,7 @@ def test_builder_accepts_bool_and_group_size():
     import efficientnet_model as em
 
     def bns(sync):
-        desc = efficientnet_builder.model_description(
+        desc = efficientnet_builder.architecture_description(
             "efficientnet-b0", 10, override_params=dict(TINY, sync_batch_norm=sync)
         )
         desc = json_lib.loads(json_lib.dumps(desc))  # as read from model_params.txt
@@ -375,7 +377,7 @@ def test_builder_accepts_bool_and_group_size():
     assert all(bn.group_size == 1 and not bn.synchronized for bn in bns(1))
     for bad in (0, -1, 2.5, "2"):
         with pytest.raises(ValueError, match="sync_batch_norm"):
-            efficientnet_builder.model_description(
+            efficientnet_builder.architecture_description(
                 "efficientnet-b0", 10, override_params=dict(TINY, sync_batch_norm=bad)
             )
     keras.backend.clear_session()

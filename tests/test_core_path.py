@@ -20,9 +20,10 @@ import tensorflow as tf
 from conftest import NUM_CLASSES, class_image, tiny_config
 
 import data_input
+import file_names
 import preprocessing
+import tfrecords
 import train_lib
-import utils
 
 LABELED_BATCH = 4
 UNLABEL_RATIO = 1.3  # ceil(4 x 1.3) = 6 unlabeled images per batch
@@ -37,13 +38,13 @@ def _pseudo_labeled_files(out_dir, num_records=40):
     for i in range(num_records):
         p = rng.dirichlet(np.ones(NUM_CLASSES)).astype(np.float32) * 0.9
         p[0] = (i + 1) / 1000.0
-        images.append(utils.encode_jpeg(class_image(i % NUM_CLASSES, rng)))
+        images.append(tfrecords.encode_jpeg(class_image(i % NUM_CLASSES, rng)))
         probs.append(p)
-    path = utils.filtered_path(str(out_dir), 0, 0, 1)
-    utils.write_tfrecord(
+    path = file_names.filtered_path(str(out_dir), 0, 0, 1)
+    tfrecords.write_tfrecord(
         path,
         (
-            utils.pseudo_labeled_example(im, p).SerializeToString()
+            tfrecords.pseudo_labeled_example(im, p).SerializeToString()
             for im, p in zip(images, probs, strict=True)
         ),
     )

@@ -11,10 +11,11 @@ import tensorflow as tf
 from conftest import ROOT, TINY_OVERRIDES, class_image
 from PIL import Image
 
+import atomic_files
 import dataset_writer
+import file_names
 import proc_folder
 import task_info
-import utils
 
 NUM_CLASSES = 3
 
@@ -75,7 +76,7 @@ def test_builtin_tasks_and_old_files_unchanged(custom_data, tmp_path):
     assert task_info.get_task_info("svhn", out) is task_info.TASKS["svhn"]
     assert task_info.get_task_info("mnist", out).mean_rgb == task_info.TASKS["mnist"].mean_rgb
     # A proc_mnist.py / proc_svhn.py file holds the counts alone: still read.
-    utils.write_json(str(tmp_path / task_info.DATASET_INFO_FILE), {"train": 7, "test": 3})
+    atomic_files.write_json(str(tmp_path / task_info.DATASET_INFO_FILE), {"train": 7, "test": 3})
     assert task_info.num_images("mnist", "train", str(tmp_path)) == 7
     assert dataset_writer.complete_output_counts(str(tmp_path), {"train": 1}, {}) is None
     with pytest.raises(ValueError, match=r"dataset_info.json lacks \['splits', 'num_classes'"):
@@ -127,9 +128,9 @@ def test_trains_evaluates_and_predicts_with_its_classes(custom_data, tmp_path):
         f"--output_dir={tmp_path}/pred",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    info_file = json.load(open(utils.info_path(str(tmp_path / "info"), 0, 1, 0)))
+    info_file = json.load(open(file_names.info_path(str(tmp_path / "info"), 0, 1, 0)))
     assert info_file["image_num"] == 12
-    path = utils.prediction_path(str(tmp_path / "pred"), 0, 1, 0)
+    path = file_names.prediction_path(str(tmp_path / "pred"), 0, 1, 0)
     probabilities = [
         tf.train.Example.FromString(raw.numpy()).features.feature["probabilities"].float_list.value
         for raw in tf.data.TFRecordDataset(path)

@@ -6,9 +6,12 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
+import atomic_files
 import dataset_writer
+import file_names
+import progress_log
 import task_info
-import utils
+import tfrecords
 
 
 def records_of(paths):
@@ -18,10 +21,10 @@ def records_of(paths):
 def test_streamed_writer_replaces_outputs_only_when_complete(tmp_path):
     out = tmp_path / "proc"
     paths = dataset_writer.shard_paths(str(out), "extra", 2)
-    assert paths == [utils.unlabeled_shard_path(str(out), i, 2) for i in range(2)]
+    assert paths == [file_names.unlabeled_shard_path(str(out), i, 2) for i in range(2)]
     dataset_writer.write_streamed(iter([b"a", b"b", b"c"]), str(out), "extra", 2, 3)
-    stale = utils.unlabeled_shard_path(str(out), 0, 5)
-    utils.write_tfrecord(stale, [b"old"])
+    stale = file_names.unlabeled_shard_path(str(out), 0, 5)
+    tfrecords.write_tfrecord(stale, [b"old"])
 
     def failing():
         yield b"x"
@@ -53,7 +56,7 @@ def test_write_shards_keeps_finished_shards_when_asked(tmp_path):
 
     paths = dataset_writer.shard_paths(out, "train", 3)
     # Shards of another count and temporary files of a killed run go.
-    utils.write_tfrecord(utils.labeled_shard_path(out, "train", 0, 7), [b"old"])
+    tfrecords.write_tfrecord(file_names.labeled_shard_path(out, "train", 0, 7), [b"old"])
     open(paths[1] + ".tmp123", "w").close()
     assert dataset_writer.write_shards(out, "train", 3, shard_records) == 6
     assert asked == [0, 1, 2]
@@ -61,7 +64,7 @@ def test_write_shards_keeps_finished_shards_when_asked(tmp_path):
 
     os.remove(paths[1])
     asked.clear()
-    progress = utils.Progress(6, "images")
+    progress = progress_log.Progress(6, "images")
     total = dataset_writer.write_shards(
         out, "train", 3, shard_records, progress=progress, keep_finished=True
     )
@@ -78,7 +81,7 @@ def test_settings_first_dataset_info_last(tmp_path):
     out = str(tmp_path / "proc")
     settings = {"source": "test", "num_shards": {"train": 1}}
     assert not dataset_writer.begin_output(out, settings)
-    assert utils.read_json(os.path.join(out, dataset_writer.SETTINGS_FILE)) == settings
+    assert atomic_files.read_json(os.path.join(out, dataset_writer.SETTINGS_FILE)) == settings
     dataset_writer.write_shards(out, "train", 1, lambda shard: [b"r"])
     assert dataset_writer.complete_output_counts(out, {"train": 1}, settings) is None
     dataset_writer.finish_output(out, {"train": 1})

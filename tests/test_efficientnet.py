@@ -171,7 +171,7 @@ def test_small_image_model_resolution():
     standard, _ = feature_shapes(False)
     assert standard == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
 
-    desc = efficientnet_builder.model_description("efficientnet-b0", 10, True)
+    desc = efficientnet_builder.architecture_description("efficientnet-b0", 10, True)
     assert [s["strides"] for s in desc["stages"]] == [1, 1, 1, 2, 1, 2, 1]
 
 
@@ -290,7 +290,7 @@ def test_override_errors():
 
 
 def test_override_defaults_and_none_values():
-    desc = efficientnet_builder.model_description(
+    desc = efficientnet_builder.architecture_description(
         "efficientnet-b2", override_params={"dropout_rate": None, "stochastic_depth_rate": 0.3}
     )
     assert desc["dropout_rate"] == 0.3  # B2's table value, the None override is ignored
@@ -299,7 +299,7 @@ def test_override_defaults_and_none_values():
     assert desc["batch_norm_epsilon"] == 1e-3
     assert desc["sync_batch_norm"] is False
     assert desc["num_classes"] == 1000
-    desc = efficientnet_builder.model_description(
+    desc = efficientnet_builder.architecture_description(
         "efficientnet-b0", 10, override_params={"num_classes": 7}
     )
     assert desc["num_classes"] == 7
@@ -309,7 +309,9 @@ def test_width_depth_rounding():
     # Hand-computed for width 0.25: 32->8, 16->4->8, 24->6->8,
     # 40->10->8 (< 90% of 10) -> 16, 80->20->24, 112->28->32, 192->48, 320->80,
     # 1280->320; depth 0.25: every stage ceil(0.25 * r) = 1 block.
-    desc = efficientnet_builder.model_description("efficientnet-b0", 10, override_params=TINY)
+    desc = efficientnet_builder.architecture_description(
+        "efficientnet-b0", 10, override_params=TINY
+    )
     stages = desc["stages"]
     assert desc["stem_filters"] == 8
     assert [s["input_filters"] for s in stages] == [8, 8, 8, 16, 24, 32, 48]
@@ -329,7 +331,7 @@ def test_width_depth_rounding():
     assert not any(layer.name.startswith("block2b") for layer in model.layers)
 
     # Depth 1.1 (B1): ceil(1.1 * [1, 2, 2, 3, 3, 4, 1]); width 1.1: 32 -> 35.2 -> 32.
-    desc = efficientnet_builder.model_description(
+    desc = efficientnet_builder.architecture_description(
         "efficientnet-b0", override_params={"depth_coefficient": 1.1, "width_coefficient": 1.1}
     )
     assert [s["repeats"] for s in desc["stages"]] == [2, 3, 3, 4, 4, 5, 2]
@@ -338,7 +340,7 @@ def test_width_depth_rounding():
 
 
 def test_description_round_trip_and_deterministic_names():
-    desc = efficientnet_builder.model_description(
+    desc = efficientnet_builder.architecture_description(
         "efficientnet-b0", 10, True, override_params=dict(TINY, depth_coefficient=1.0)
     )
     restored = json.loads(json.dumps(desc))

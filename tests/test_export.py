@@ -16,8 +16,8 @@ import efficientnet_model
 import export_lib
 import preprocessing
 import task_info
+import tfrecords
 import train_lib
-import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -114,7 +114,7 @@ def test_serving_bytes_applies_eval_preprocessing(exported):
     serve = tf.saved_model.load(export_dir).signatures["serving_bytes"]
     rng = np.random.default_rng(2)
     encoded = [
-        utils.encode_jpeg(rng.integers(0, 255, (80, 96, 3)).astype(np.uint8)),
+        tfrecords.encode_jpeg(rng.integers(0, 255, (80, 96, 3)).astype(np.uint8)),
         tf.io.encode_png(rng.integers(0, 255, (70, 50, 3)).astype(np.uint8)).numpy(),
     ]
     out = serve(image_bytes=tf.constant(encoded))

@@ -16,12 +16,15 @@ import pytest
 import tensorflow as tf
 from conftest import NUM_CLASSES, ROOT, TINY_OVERRIDES, class_image, tiny_config
 
+import atomic_files
 import checkpoints
 import data_input
+import file_names
 import predict_label
+import run_lock
 import task_info
+import tfrecords
 import train_lib
-import utils
 
 STRATEGY = tf.distribute.get_strategy()
 BASE = ["--use_tpu=False", "--use_bfloat16=False", "--task_name=mnist"]
@@ -61,7 +64,7 @@ def snapshot(directory):
 
 
 def write_records(path, examples):
-    utils.write_tfrecord(path, (e.SerializeToString() for e in examples))
+    tfrecords.write_tfrecord(path, (e.SerializeToString() for e in examples))
 
 
 def labeled_dir(tmp_path, name, labels=None, bad_record=None):
@@ -71,7 +74,7 @@ def labeled_dir(tmp_path, name, labels=None, bad_record=None):
     for subset in ("train", "dev", "test"):
         for shard in range(2):
             examples = [
-                utils.labeled_example(utils.encode_jpeg(class_image(i % 10, rng)), i % 10)
+                tfrecords.labeled_example(tfrecords.encode_jpeg(class_image(i % 10, rng)), i % 10)
                 for i in range(8)
             ]
             records = [e.SerializeToString() for e in examples]
@@ -80,10 +83,12 @@ def labeled_dir(tmp_path, name, labels=None, bad_record=None):
                     records = [_with_label(examples[i], lab) for i, lab in enumerate(labels)]
                 if bad_record is not None:
                     records[3] = bad_record
-            utils.write_tfrecord(
-                utils.labeled_shard_path(str(data_dir), subset, shard, 2), iter(records)
+            tfrecords.write_tfrecord(
+                file_names.labeled_shard_path(str(data_dir), subset, shard, 2), iter(records)
             )
-    utils.write_json(str(data_dir / "dataset_info.json"), {"train": 16, "dev": 16, "test": 16})
+    atomic_files.write_json(
+        str(data_dir / "dataset_info.json"), {"train": 16, "dev": 16, "test": 16}
+    )
     return str(data_dir)
 
 
@@ -137,7 +142,7 @@ def test_unknown_augmentation_is_a_usage_error(flag, message, tiny_data, tmp_pat
 def test_labeled_label_out_of_range_names_the_file(tmp_path):
     """Label 0 (a 0-based label written as is) stops training, naming the file and record."""
     data_dir = labeled_dir(tmp_path, "data", labels=[1, 2, 0, 4, 5, 6, 7, 8])
-    bad_file = utils.labeled_shard_path(data_dir, "train", 1, 2)
+    bad_file = file_names.labeled_shard_path(data_dir, "train", 1, 2)
     out = run_main(
         "--mode=train",
         f"--label_data_dir={data_dir}",
@@ -165,11 +170,11 @@ def test_label_past_the_last_class_stops_training(tmp_path):
 def test_eval_label_out_of_range_names_the_file(teacher, tmp_path):
     """Evaluation reads dev/test: a label of 11 fails instead of scoring a miss."""
     data_dir = labeled_dir(tmp_path, "data")
-    bad = utils.labeled_shard_path(data_dir, "dev", 0, 2)
+    bad = file_names.labeled_shard_path(data_dir, "dev", 0, 2)
     records = [r.numpy() for r in tf.data.TFRecordDataset(bad)]
     example = tf.train.Example.FromString(records[5])
     records[5] = _with_label(example, NUM_CLASSES + 1)
-    utils.write_tfrecord(bad, iter(records))
+    tfrecords.write_tfrecord(bad, iter(records))
     config = tiny_config(teacher[0].model_dir, data_dir, eval_subsets=("dev",))
     with pytest.raises(data_input.DataError, match=r"dev-00000-of-00002: record 5 .*1\.\.10"):
         train_lib.evaluate_model(
@@ -183,8 +188,8 @@ def test_stored_pseudo_label_out_of_range_fails(tiny_data, tmp_path):
     for i in range(16):
         probs = np.full([NUM_CLASSES], 0.1, np.float32)
         examples.append(
-            utils.pseudo_labeled_example(
-                utils.encode_jpeg(class_image(i % 10, rng)), probs, label=i % 10
+            tfrecords.pseudo_labeled_example(
+                tfrecords.encode_jpeg(class_image(i % 10, rng)), probs, label=i % 10
             )
         )
     examples[4].features.feature["label"].int64_list.value[:] = [NUM_CLASSES]
@@ -224,14 +229,14 @@ def test_incomplete_filter_output_is_refused(tiny_data, tmp_path):
     rng = np.random.default_rng(0)
     out_dir = tmp_path / "filtered"
     examples = [
-        utils.pseudo_labeled_example(
-            utils.encode_jpeg(class_image(i % 10, rng)), np.eye(NUM_CLASSES)[i % 10]
+        tfrecords.pseudo_labeled_example(
+            tfrecords.encode_jpeg(class_image(i % 10, rng)), np.eye(NUM_CLASSES)[i % 10]
         )
         for i in range(8)
     ]
     data_file = str(out_dir / "data" / "train-0-00000-of-00002")
     write_records(data_file, examples)
-    utils.write_json(str(out_dir / "threshold.json"), {"0": 0.5})
+    atomic_files.write_json(str(out_dir / "threshold.json"), {"0": 0.5})
     args = [
         "--mode=train",
         f"--label_data_dir={tiny_data}",
@@ -245,7 +250,7 @@ def test_incomplete_filter_output_is_refused(tiny_data, tmp_path):
     assert_fails(out, "final_stats.json is missing", "--check_filter_stats=False")
     # Final stats listing a second file that is not there.
     size = os.path.getsize(data_file)
-    utils.write_json(
+    atomic_files.write_json(
         str(out_dir / "stats" / "final_stats.json"),
         {
             "files": {
@@ -329,17 +334,17 @@ def test_stale_lock_is_taken_over(tmp_path, caplog):
     path = str(tmp_path / "lock")
     with open(path, "w") as f:
         json.dump({"host": os.uname().nodename, "pid": dead.pid, "start_time": "t0"}, f)
-    with utils.RunLock(path, "--model_dir=x"):
-        assert utils.read_json(path)["pid"] == os.getpid()
+    with run_lock.RunLock(path, "--model_dir=x"):
+        assert atomic_files.read_json(path)["pid"] == os.getpid()
     assert "Taking over the stale lock" in caplog.text
     assert not os.path.exists(path)
 
 
 def test_run_lock_is_exclusive_in_process(tmp_path):
     path = str(tmp_path / "lock")
-    with utils.RunLock(path, "--model_dir=x"):
+    with run_lock.RunLock(path, "--model_dir=x"):
         with pytest.raises(RuntimeError, match=f"pid {os.getpid()}"):
-            utils.RunLock(path, "--model_dir=x").acquire()
+            run_lock.RunLock(path, "--model_dir=x").acquire()
     assert not os.path.exists(path)
 
 
@@ -425,7 +430,7 @@ def test_predictions_record_their_checkpoint_and_refuse_another(
     ]
     out = run_main(*common, f"--predict_ckpt_path={a}")
     assert out.returncode == 0, out.stderr[-3000:]
-    info = utils.read_json(utils.info_path(str(tmp_path / "info"), 1, 2, 0))
+    info = atomic_files.read_json(file_names.info_path(str(tmp_path / "info"), 1, 2, 0))
     provenance = info["provenance"]
     assert info["image_num"] == 32 and provenance["input_records"] == 32
     assert provenance["checkpoint"] == os.path.join(a, "ckpt-2")
@@ -448,7 +453,7 @@ def test_predictions_record_their_checkpoint_and_refuse_another(
     # --overwrite replaces them; a fresh folder gets the same bytes (deterministic records).
     out = run_main(*common, f"--predict_ckpt_path={b}", "--overwrite")
     assert out.returncode == 0, out.stderr[-3000:]
-    replaced = utils.read_json(utils.info_path(str(tmp_path / "info"), 0, 2, 0))
+    replaced = atomic_files.read_json(file_names.info_path(str(tmp_path / "info"), 0, 2, 0))
     assert replaced["provenance"]["checkpoint"] == os.path.join(b, "ckpt-2")
     fresh = [c.replace(str(tmp_path), str(tmp_path / "fresh")) for c in common]
     out = run_main(*fresh, f"--predict_ckpt_path={b}")
@@ -459,10 +464,13 @@ def test_predictions_record_their_checkpoint_and_refuse_another(
 def test_predict_names_a_truncated_or_non_image_shard(two_checkpoints, tmp_path):
     rng = np.random.default_rng(0)
     unl = tmp_path / "unl"
-    good = [utils.unlabeled_example(utils.encode_jpeg(class_image(1, rng)), 10) for _ in range(6)]
+    good = [
+        tfrecords.unlabeled_example(tfrecords.encode_jpeg(class_image(1, rng)), 10)
+        for _ in range(6)
+    ]
     write_records(str(unl / "extra-00000-of-00002"), good)
     bad = list(good)
-    bad[2] = utils.unlabeled_example(b"this is not an image", 10)
+    bad[2] = tfrecords.unlabeled_example(b"this is not an image", 10)
     write_records(str(unl / "extra-00001-of-00002"), bad)
     common = [
         "--mode=predict",
@@ -486,12 +494,12 @@ def test_predict_names_a_truncated_or_non_image_shard(two_checkpoints, tmp_path)
         out,
         "extra-00000-of-00002: record 5 cannot be used: the file is truncated or corrupted here",
     )
-    assert not os.path.exists(utils.prediction_path(str(tmp_path / "pred"), 0, 2, 0))
+    assert not os.path.exists(file_names.prediction_path(str(tmp_path / "pred"), 0, 2, 0))
 
 
 def test_training_names_a_truncated_labeled_file(tmp_path):
     data_dir = labeled_dir(tmp_path, "data")
-    path = utils.labeled_shard_path(data_dir, "train", 0, 2)
+    path = file_names.labeled_shard_path(data_dir, "train", 0, 2)
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
     out = run_main(
@@ -509,7 +517,7 @@ def test_training_names_a_truncated_labeled_file(tmp_path):
 def test_missing_key_names_the_file(tiny_data, tmp_path):
     data_dir = labeled_dir(tmp_path, "data")
     bad = tf.train.Example(
-        features=tf.train.Features(feature={"image/encoded": utils.bytes_feature(b"x")})
+        features=tf.train.Features(feature={"image/encoded": tfrecords.bytes_feature(b"x")})
     ).SerializeToString()
     data_dir = labeled_dir(tmp_path, "data2", bad_record=bad)
     error = data_input.locate_bad_record(data_input.labeled_files(data_dir, "train"), "labeled")
@@ -526,7 +534,7 @@ def test_temporary_files_are_exclusive_and_cleaned(tmp_path):
     planted.write_text("keep")
     os.symlink(planted, str(tmp_path / "link"))
     with pytest.raises(FileExistsError):
-        utils.create_exclusive(str(tmp_path / "link"))
+        atomic_files.create_exclusive(str(tmp_path / "link"))
     # A temporary file of a dead process on this host is removed; a live one's is kept.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -535,9 +543,9 @@ def test_temporary_files_are_exclusive_and_cleaned(tmp_path):
     live = f"{target}.tmp-{host}-{os.getpid()}-ef01"
     for path in (stale, live):
         open(path, "w").close()
-    utils.write_json(target, {"a": 1})
+    atomic_files.write_json(target, {"a": 1})
     assert not os.path.exists(stale) and os.path.exists(live)
-    assert planted.read_text() == "keep" and utils.read_json(target) == {"a": 1}
+    assert planted.read_text() == "keep" and atomic_files.read_json(target) == {"a": 1}
 
 
 def test_main_modes_exit_zero(teacher, tmp_path):
@@ -585,8 +593,8 @@ def test_reassign_records_its_checkpoint_and_refuses_another(two_checkpoints, ti
     rng = np.random.default_rng(2)
     filtered = tmp_path / "filtered"
     examples = [
-        utils.pseudo_labeled_example(
-            utils.encode_jpeg(class_image(i % 10, rng)), np.eye(NUM_CLASSES)[0]
+        tfrecords.pseudo_labeled_example(
+            tfrecords.encode_jpeg(class_image(i % 10, rng)), np.eye(NUM_CLASSES)[0]
         )
         for i in range(5)
     ]
@@ -608,7 +616,9 @@ def test_reassign_records_its_checkpoint_and_refuses_another(two_checkpoints, ti
         )
 
     assert reassign(a) == {0: 5}
-    record = utils.read_json(str(tmp_path / "out" / "provenance" / "train-0-00000-of-00001.json"))
+    record = atomic_files.read_json(
+        str(tmp_path / "out" / "provenance" / "train-0-00000-of-00001.json")
+    )
     assert record["provenance"]["checkpoint"] == os.path.join(a, "ckpt-2")
     assert record["provenance"]["input_records"] == 5
     before = snapshot(tmp_path / "out")

@@ -15,9 +15,10 @@ import pytest
 import tensorflow as tf
 from conftest import snapshot
 
+import file_names
 import filter_stats
 import filter_unlabel_data as fud
-import utils
+import tfrecords
 
 
 def truncate(path, num_bytes=7):
@@ -48,34 +49,36 @@ def test_pass_2_attempts_every_listed_shard(tmp_path):
     fh.run_both_passes(dirs, num_shards, 30)  # upsampling: every image is kept
     earlier = snapshot(dirs["out"])
     inp = {s: fh.input_file(dirs, s, num_shards) for s in range(num_shards)}
-    pred = {s: utils.prediction_path(dirs["pred"], s, num_shards, 0) for s in range(num_shards)}
+    pred = {
+        s: file_names.prediction_path(dirs["pred"], s, num_shards, 0) for s in range(num_shards)
+    }
 
     # Shard 0 (the one that saves samples): images that are not images.
     records = fh.raw_records(inp[0])
-    utils.write_tfrecord(
-        inp[0], [example(**{"image/encoded": utils.bytes_feature(b"no image")})] * len(records)
+    tfrecords.write_tfrecord(
+        inp[0], [example(**{"image/encoded": tfrecords.bytes_feature(b"no image")})] * len(records)
     )
     truncate(inp[1])  # a truncated input shard
     truncate(pred[2])  # a truncated prediction file
     # Shard 3: input record 4 lost its image.
     records = fh.raw_records(inp[3])
-    records[4] = example(**{"image/class/label": utils.int64_feature(0)})
-    utils.write_tfrecord(inp[3], records)
+    records[4] = example(**{"image/class/label": tfrecords.int64_feature(0)})
+    tfrecords.write_tfrecord(inp[3], records)
     # Shard 4: prediction record 5 has 3 probabilities.
     records = fh.raw_records(pred[4])
-    records[5] = utils.prediction_example([0.5, 0.3, 0.2]).SerializeToString()
-    utils.write_tfrecord(pred[4], records)
+    records[5] = tfrecords.prediction_example([0.5, 0.3, 0.2]).SerializeToString()
+    tfrecords.write_tfrecord(pred[4], records)
     # Shard 5: predicted again by another checkpoint after pass 1.
     fh.write_info(dirs, 5, num_shards, 0, 12, fh.checkpoint("other", step=7))
     # Shard 6: a prediction record without probabilities.
     records = fh.raw_records(pred[6])
-    records[0] = example(classes=utils.int64_feature(1))
-    utils.write_tfrecord(pred[6], records)
+    records[0] = example(classes=tfrecords.int64_feature(1))
+    tfrecords.write_tfrecord(pred[6], records)
     # Shard 7 is fine.
-    os.remove(utils.filtered_path(dirs["out"], 0, 7, num_shards))
-    os.remove(utils.filter_stats_path(dirs["out"], 7, 0))
+    os.remove(file_names.filtered_path(dirs["out"], 0, 7, num_shards))
+    os.remove(file_names.filter_stats_path(dirs["out"], 7, 0))
     # Shard 8: one input record more than when it was predicted.
-    utils.write_tfrecord(inp[8], fh.raw_records(inp[8]) + fh.raw_records(inp[8])[:1])
+    tfrecords.write_tfrecord(inp[8], fh.raw_records(inp[8]) + fh.raw_records(inp[8])[:1])
     # The info files of the shards with damaged inputs say nothing of the
     # input's size (old info files), so the records themselves are checked.
     for shard in (0, 1, 3):
@@ -93,10 +96,10 @@ def test_pass_2_attempts_every_listed_shard(tmp_path):
     assert pred[2] in lines[2] and "truncated or corrupt TFRecord data" in lines[2]
     assert f"{inp[3]}: record 4 has no 'image/encoded' feature" in lines[3]
     assert f"{pred[4]}: record 5 has 3 probabilities, expected --num_label_classes=4" in lines[4]
-    assert utils.info_path(dirs["info"], 5, num_shards, 0) in lines[5]
+    assert file_names.info_path(dirs["info"], 5, num_shards, 0) in lines[5]
     assert "/ckpt/other/ckpt-7 (step 7" in lines[5] and "/ckpt/teacher/ckpt-100" in lines[5]
     assert f"{pred[6]}: record 0 has no 'probabilities' feature" in lines[6]
-    assert utils.info_path(dirs["info"], 8, num_shards, 0) in lines[8]
+    assert file_names.info_path(dirs["info"], 8, num_shards, 0) in lines[8]
     assert f"but {inp[8]} has {os.path.getsize(inp[8])} bytes" in lines[8]
     assert "the input changed after prediction" in lines[8]
     assert "Traceback" not in result.stderr
@@ -104,7 +107,7 @@ def test_pass_2_attempts_every_listed_shard(tmp_path):
     # Shard 7 was filtered; the failed shards keep their earlier outputs,
     # byte for byte, and no temporary file is left anywhere.
     after = snapshot(dirs["out"])
-    assert os.path.exists(utils.filtered_path(dirs["out"], 0, 7, num_shards))
+    assert os.path.exists(file_names.filtered_path(dirs["out"], 0, 7, num_shards))
     assert {k: v for k, v in after.items() if "00007" not in k and "_7_" not in k} == {
         k: v for k, v in earlier.items() if "00007" not in k and "_7_" not in k
     }
@@ -117,18 +120,21 @@ def test_pass_2_attempts_every_listed_shard(tmp_path):
 def test_pass_1_attempts_every_listed_shard(tmp_path):
     num_shards = 5
     dirs, _ = fh.make_dataset(tmp_path, num_shards, 10, num_workers=2)
-    pred = {s: utils.prediction_path(dirs["pred"], s, num_shards, 1) for s in range(num_shards)}
+    pred = {
+        s: file_names.prediction_path(dirs["pred"], s, num_shards, 1) for s in range(num_shards)
+    }
     truncate(pred[0])
     records = fh.raw_records(pred[1])
-    records[2] = example(classes=utils.int64_feature(1))
-    utils.write_tfrecord(pred[1], records)
-    with open(utils.info_path(dirs["info"], 2, num_shards, 0), "w") as f:
+    records[2] = example(classes=tfrecords.int64_feature(1))
+    tfrecords.write_tfrecord(pred[1], records)
+    with open(file_names.info_path(dirs["info"], 2, num_shards, 0), "w") as f:
         f.write('{"image_num": ')  # cut off
     fh.write_info(dirs, 3, num_shards, 1, 5, fh.checkpoint("other"))
     # An earlier, complete pass-1 file of a failing shard stays as it was.
     fh.run_pass1(dirs, num_shards, shards=[4])
     os.rename(
-        utils.prelim_stats_path(dirs["prelim"], 4, 0), utils.prelim_stats_path(dirs["prelim"], 0, 0)
+        file_names.prelim_stats_path(dirs["prelim"], 4, 0),
+        file_names.prelim_stats_path(dirs["prelim"], 0, 0),
     )
     earlier = snapshot(dirs["prelim"])
 
@@ -139,7 +145,7 @@ def test_pass_1_attempts_every_listed_shard(tmp_path):
     assert pred[0] in lines[0] and "truncated or corrupt TFRecord data" in lines[0]
     assert f"{pred[1]}: record 2 has no 'probabilities' feature" in lines[1]
     assert "cannot read prediction info file" in lines[2]
-    assert utils.info_path(dirs["info"], 2, num_shards, 0) in lines[2]
+    assert file_names.info_path(dirs["info"], 2, num_shards, 0) in lines[2]
     assert "2 different checkpoints" in lines[3] and "worker 1" in lines[3]
     assert "Traceback" not in result.stderr
     after = snapshot(dirs["prelim"])
@@ -166,7 +172,7 @@ def test_a_single_broken_shard_names_its_file(tmp_path):
 def test_corrupt_stats_json_names_the_file(tmp_path):
     dirs, _ = fh.make_dataset(tmp_path, 2, 6, num_workers=1)
     fh.run_pass1(dirs, 2)
-    path = utils.prelim_stats_path(dirs["prelim"], 1, 0)
+    path = file_names.prelim_stats_path(dirs["prelim"], 1, 0)
     with open(path, "w") as f:
         f.write("{")
     with pytest.raises(fud.FilterError, match="cannot read pass-1 stats file") as error:
@@ -221,5 +227,5 @@ def test_downsampling_to_nothing_is_an_error(tmp_path):
     with pytest.raises(fud.FilterError, match="no shard of .* kept any image"):
         fud.filter_shard(fh.files_of(dirs, 1), 0, selection, seed=seed)
     # The shard's own (empty) output is complete; only the final stats are missing.
-    assert fh.read_records(utils.filtered_path(dirs["out"], 0, 0, 1)) == []
+    assert fh.read_records(file_names.filtered_path(dirs["out"], 0, 0, 1)) == []
     assert not os.path.exists(os.path.join(dirs["out"], "stats", "final_stats.json"))

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import snapshot
 
+import atomic_files
+import file_names
 import filter_stats
 import filter_unlabel_data as fud
-import utils
 
 STALE = fh.checkpoint("old_teacher", step=40)
 
@@ -24,20 +25,21 @@ def test_provenance_is_recorded_in_every_stats_file(tmp_path):
     dirs, _ = fh.make_dataset(tmp_path, 2, 12, num_workers=2)
     fh.run_both_passes(dirs, 2, 4)
     for shard in range(2):
-        prelim = utils.read_json(utils.prelim_stats_path(dirs["prelim"], shard, 0))
+        prelim = atomic_files.read_json(file_names.prelim_stats_path(dirs["prelim"], shard, 0))
         assert prelim.pop("provenance") == recorded(fh.TEACHER)
         assert all(uid.isdigit() for uid in prelim)  # the published layout otherwise
-        assert utils.read_json(utils.filter_stats_path(dirs["out"], shard, 0))[
+        assert atomic_files.read_json(file_names.filter_stats_path(dirs["out"], shard, 0))[
             "provenance"
         ] == recorded(fh.TEACHER)
-    assert utils.read_json(os.path.join(dirs["out"], "threshold.json"))["provenance"] == (
+    assert atomic_files.read_json(os.path.join(dirs["out"], "threshold.json"))["provenance"] == (
         recorded(fh.TEACHER)
     )
-    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    final = atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     assert final["provenance"] == recorded(fh.TEACHER)
     # total_counts.json keeps the published {uid: bins} layout (loop_report.py sums it).
     assert all(
-        uid.isdigit() for uid in utils.read_json(os.path.join(dirs["prelim"], "total_counts.json"))
+        uid.isdigit()
+        for uid in atomic_files.read_json(os.path.join(dirs["prelim"], "total_counts.json"))
     )
 
 
@@ -47,9 +49,11 @@ def test_old_info_files_are_accepted_with_a_warning(tmp_path, caplog):
         stats = fh.run_both_passes(dirs, 2, 4)
     assert "do not say which checkpoint predicted" in caplog.text
     assert sum(s["num_output_records"] for s in stats) > 0
-    assert "provenance" not in utils.read_json(utils.prelim_stats_path(dirs["prelim"], 0, 0))
-    assert "provenance" not in utils.read_json(os.path.join(dirs["out"], "threshold.json"))
-    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    assert "provenance" not in atomic_files.read_json(
+        file_names.prelim_stats_path(dirs["prelim"], 0, 0)
+    )
+    assert "provenance" not in atomic_files.read_json(os.path.join(dirs["out"], "threshold.json"))
+    final = atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     assert final["provenance"] is None
 
 
@@ -81,8 +85,8 @@ def test_ema_and_raw_weights_of_one_checkpoint_count_as_different(tmp_path):
 
 def test_malformed_provenance_names_the_info_file(tmp_path):
     dirs, _ = fh.make_dataset(tmp_path, 1, 4, num_workers=1)
-    info = utils.info_path(dirs["info"], 0, 1, 0)
-    utils.write_json(info, {"image_num": 4, "provenance": {"checkpoint": "/ckpt/x"}})
+    info = file_names.info_path(dirs["info"], 0, 1, 0)
+    atomic_files.write_json(info, {"image_num": 4, "provenance": {"checkpoint": "/ckpt/x"}})
     with pytest.raises(fud.FilterError, match="non-empty 'fingerprint'") as error:
         fud.count_shard(fh.files_of(dirs, 1), 0, fh.NUM_CLASSES)
     assert info in str(error.value)
@@ -104,9 +108,9 @@ def test_prelim_stats_of_two_checkpoints_stop_pass_2(tmp_path):
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("filter_unlabel_data.py: error: the pass-1 stats come from 2 ")
     assert "/ckpt/teacher/ckpt-100 (step 100" in message
-    assert f"shard 0 ({utils.prelim_stats_path(dirs['prelim'], 0, 0)})" in message
+    assert f"shard 0 ({file_names.prelim_stats_path(dirs['prelim'], 0, 0)})" in message
     assert "/ckpt/old_teacher/ckpt-40 (step 40" in message
-    assert f"shard 2 ({utils.prelim_stats_path(dirs['prelim'], 2, 0)})" in message
+    assert f"shard 2 ({file_names.prelim_stats_path(dirs['prelim'], 2, 0)})" in message
     assert not os.path.exists(dirs["out"])
     assert snapshot(dirs["prelim"]) == before
 
@@ -122,14 +126,14 @@ def test_predictions_changed_after_pass_1_fail_their_shard(tmp_path):
     with pytest.raises(fud.FilterError) as error:
         fud.filter_shard(files, 1, selection)
     message = str(error.value)
-    assert f"shard 1 ({utils.info_path(dirs['info'], 1, 2, 0)})" in message
+    assert f"shard 1 ({file_names.info_path(dirs['info'], 1, 2, 0)})" in message
     assert "/ckpt/old_teacher/ckpt-40 (step 40" in message
     assert "/ckpt/teacher/ckpt-100 (step 100" in message
-    assert f"shard 0 ({utils.prelim_stats_path(dirs['prelim'], 0, 0)})" in message
-    assert not os.path.exists(utils.filtered_path(dirs["out"], 0, 1, 2))
+    assert f"shard 0 ({file_names.prelim_stats_path(dirs['prelim'], 0, 0)})" in message
+    assert not os.path.exists(file_names.filtered_path(dirs["out"], 0, 1, 2))
     # Shard 0 is fine; final stats wait for shard 1.
     fud.filter_shard(files, 0, selection)
-    assert os.path.exists(utils.filtered_path(dirs["out"], 0, 0, 2))
+    assert os.path.exists(file_names.filtered_path(dirs["out"], 0, 0, 2))
     assert not os.path.exists(os.path.join(dirs["out"], "stats", "final_stats.json"))
 
 
@@ -144,8 +148,10 @@ def test_final_stats_ignore_stats_files_of_another_run(tmp_path):
     fud.filter_shard(files, 0, selection)
     assert not os.path.exists(final_path)  # shard 1's stats are from the num_image=6 run
     fud.filter_shard(files, 1, selection)
-    final = utils.read_json(final_path)
+    final = atomic_files.read_json(final_path)
     assert final["total_cnt"] == sum(
-        utils.read_json(utils.filter_stats_path(dirs["out"], s, 0))["num_output_records"]
+        atomic_files.read_json(file_names.filter_stats_path(dirs["out"], s, 0))[
+            "num_output_records"
+        ]
         for s in (0, 1)
     )

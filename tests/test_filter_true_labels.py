@@ -13,8 +13,10 @@ import filter_helpers as fh
 import numpy as np
 import pytest
 
+import atomic_files
+import file_names
 import loop_report
-import utils
+import tfrecords
 
 # (predicted class, top-1 probability, true class or -1 = unknown).
 HAND_SHARD = [
@@ -31,11 +33,13 @@ HAND_SHARD = [
 
 def write_hand_dataset(tmp_path, items):
     dirs = {name: str(tmp_path / name) for name in ("in", "pred", "info", "prelim", "out")}
-    images = [utils.encode_jpeg(np.full([8, 8, 3], 20 * i, np.uint8)) for i in range(len(items))]
-    utils.write_tfrecord(
+    images = [
+        tfrecords.encode_jpeg(np.full([8, 8, 3], 20 * i, np.uint8)) for i in range(len(items))
+    ]
+    tfrecords.write_tfrecord(
         os.path.join(dirs["in"], "extra-00000-of-00001"),
         (
-            utils.unlabeled_example(im, fh.NUM_CLASSES, true).SerializeToString()
+            tfrecords.unlabeled_example(im, fh.NUM_CLASSES, true).SerializeToString()
             for im, (_, _, true) in zip(images, items, strict=True)
         ),
     )
@@ -47,7 +51,7 @@ def write_hand_dataset(tmp_path, items):
 def test_accuracy_by_hand(tmp_path):
     dirs = write_hand_dataset(tmp_path, HAND_SHARD)
     fh.run_both_passes(dirs, 1, 5, min_threshold=0.5, use_all=True)
-    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    final = atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     accuracy = final["pseudo_label_accuracy"]
     before, after = accuracy["before_filtering"], accuracy["after_balancing"]
     # All 7 predictions with a true class: 0 (2 of 3 right), 1 (1 of 2), 2 (1 of 1), 3 (1 of 1).
@@ -95,7 +99,7 @@ def test_accuracy_counts_copies_of_the_written_records(tmp_path):
     correct, total = np.zeros(fh.NUM_CLASSES), np.zeros(fh.NUM_CLASSES)
     confusion = np.zeros([fh.NUM_CLASSES, fh.NUM_CLASSES], np.int64)
     for shard in range(2):
-        for record in fh.read_records(utils.filtered_path(dirs["out"], 0, shard, 2)):
+        for record in fh.read_records(file_names.filtered_path(dirs["out"], 0, shard, 2)):
             feature = record.features.feature
             label = feature["label"].int64_list.value[0]
             true = truth[feature["image/encoded"].bytes_list.value[0]][2]
@@ -103,7 +107,7 @@ def test_accuracy_counts_copies_of_the_written_records(tmp_path):
             correct[label] += true == label
             confusion[true, label] += 1
     assert total.max() > 25, "data must exercise upsampling (several copies)"
-    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    final = atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     after = final["pseudo_label_accuracy"]["after_balancing"]
     assert after["num_images"] == final["total_cnt"] == total.sum()
     assert after["num_correct"] == correct.sum()
@@ -130,7 +134,7 @@ def test_unknown_and_invalid_true_labels(tmp_path):
     items = [(0, 0.9, -1), (1, 0.9, 1), (2, 0.9, 99 - 1)]  # stored 0, 2 and 99
     dirs = write_hand_dataset(tmp_path, items)
     fh.run_both_passes(dirs, 1, 1, use_all=True)
-    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    final = atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     accuracy = final["pseudo_label_accuracy"]
     assert accuracy["before_filtering"]["num_images"] == 1
     assert accuracy["num_images_without_true_label"] == 1
@@ -147,12 +151,14 @@ def write_model_dir(path, test, dev, train):
         subset: {"top_1_accuracy": value, "global_step": 4, "num_images": 30}
         for subset, value in (("test", test), ("dev", dev), ("train", train))
     }
-    utils.write_json(os.path.join(path, "eval_results.json"), results)
-    utils.write_json(
+    atomic_files.write_json(os.path.join(path, "eval_results.json"), results)
+    atomic_files.write_json(
         os.path.join(path, "model_params.txt"),
         {"model_name": "efficientnet-b0", "num_classes": fh.NUM_CLASSES, "num_params": 1234},
     )
-    utils.write_json(os.path.join(path, "FLAGS.json"), {"train_steps": 4, "unlabel_ratio": 2})
+    atomic_files.write_json(
+        os.path.join(path, "FLAGS.json"), {"train_steps": 4, "unlabel_ratio": 2}
+    )
 
 
 def write_round(out, round_index, tmp_path, true_labels):
@@ -165,7 +171,7 @@ def write_round(out, round_index, tmp_path, true_labels):
         prelim=os.path.join(pseudo, "prelim_stats"), out=os.path.join(pseudo, "filter_data")
     )
     fh.run_both_passes(dirs, 1, 8)
-    return utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    return atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
 
 
 def run_report(out, rounds):

@@ -18,10 +18,12 @@ import tensorflow as tf
 from absl.testing import flagsaver
 from conftest import snapshot
 
+import atomic_files
+import file_names
 import filter_pipeline
 import filter_stats
 import filter_unlabel_data as fud
-import utils
+import tfrecords
 from filter_stats import BalancingSettings
 
 # ---------------------------------------------------------------------------
@@ -61,7 +63,7 @@ def test_prelim_stats_match_hand_counts(tmp_path, num_workers):
 
     path = fud.write_prelim_stats(files, 3, result._replace(provenance=None))
     assert path.endswith("prelim_stats_00003_0.json")
-    saved = utils.read_json(path)
+    saved = atomic_files.read_json(path)
     assert sorted(saved) == ["0", "1", "3"]  # classes without images are left out
     assert [t for t, _ in saved["0"]] == [i / 100 for i in range(101)]
     assert saved["0"][30] == [0.3, 2] and saved["1"][100] == [1.0, 1]
@@ -70,13 +72,13 @@ def test_prelim_stats_match_hand_counts(tmp_path, num_workers):
 def test_prelim_stats_errors_name_the_file(tmp_path):
     dirs = {"pred": str(tmp_path / "pred"), "info": str(tmp_path / "info")}
     fh.write_predictions(dirs, 0, 1, np.array([fh.probs_for(0, 0.5)] * 3), 1)
-    info = utils.info_path(dirs["info"], 0, 1, 0)
-    utils.write_json(info, {"image_num": 4})
+    info = file_names.info_path(dirs["info"], 0, 1, 0)
+    atomic_files.write_json(info, {"image_num": 4})
     with pytest.raises(fud.FilterError, match="image_num=4") as error:
         fud.count_shard(fh.files_of(dirs, 1), 0, fh.NUM_CLASSES)
     assert info in str(error.value)
 
-    utils.write_json(info, {"image_num": 3})
+    atomic_files.write_json(info, {"image_num": 3})
     with pytest.raises(
         fud.FilterError, match="has 4 probabilities, expected --num_label_classes=5"
     ):
@@ -102,9 +104,9 @@ def test_task_workers_split_prediction_workers():
 def test_discover_num_prediction_workers(tmp_path):
     info_dir = str(tmp_path)
     for worker in (0, 1, 2):
-        utils.write_json(utils.info_path(info_dir, 5, 8, worker), {"image_num": 1})
-    utils.write_json(utils.info_path(info_dir, 6, 8, 0), {"image_num": 1})
-    utils.write_json(utils.info_path(info_dir, 6, 8, 2), {"image_num": 1})
+        atomic_files.write_json(file_names.info_path(info_dir, 5, 8, worker), {"image_num": 1})
+    atomic_files.write_json(file_names.info_path(info_dir, 6, 8, 0), {"image_num": 1})
+    atomic_files.write_json(file_names.info_path(info_dir, 6, 8, 2), {"image_num": 1})
     files = fud.FilterFiles(info_dir=info_dir, num_shards=8)
     assert fud.discover_num_prediction_workers(files, 5) == 3
     with pytest.raises(fud.FilterError, match=r"workers \[0, 2\]"):
@@ -158,13 +160,13 @@ def decision_inputs(rng, probs):
     true[:100] = np.argmax(probs[:100], axis=1)
     true[100:110] = num_classes + 3
     inputs = [
-        utils.unlabeled_example(im, num_classes, t).SerializeToString()
+        tfrecords.unlabeled_example(im, num_classes, t).SerializeToString()
         for im, t in zip(images, true, strict=True)
     ]
     # Records without the key count as unknown, as label 0 does.
     inputs[110:120] = [
         tf.train.Example(
-            features=tf.train.Features(feature={"image/encoded": utils.bytes_feature(im)})
+            features=tf.train.Features(feature={"image/encoded": tfrecords.bytes_feature(im)})
         ).SerializeToString()
         for im in images[110:120]
     ]
@@ -195,7 +197,7 @@ def test_in_graph_decisions_match_numpy(tmp_path):
         num_filter_tasks=1,
     )
     images, inputs, true = decision_inputs(rng, probs)
-    preds = [utils.prediction_example(p).SerializeToString() for p in probs]
+    preds = [tfrecords.prediction_example(p).SerializeToString() for p in probs]
     out = filter_pipeline.BatchDecisions(selection, with_images=True)(
         tf.constant(inputs), tf.constant(preds), tf.constant(uniforms)
     )
@@ -242,7 +244,7 @@ def test_in_graph_decisions_match_numpy(tmp_path):
     bad[7, 1] = np.nan
     out = filter_pipeline.BatchDecisions(selection, with_images=False)(
         tf.constant(inputs),
-        tf.constant([utils.prediction_example(p).SerializeToString() for p in bad]),
+        tf.constant([tfrecords.prediction_example(p).SerializeToString() for p in bad]),
         tf.constant(uniforms),
     )
     assert not out["valid"].numpy()
@@ -275,19 +277,19 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
     for _, probs in truth.values():
         top_probs[int(np.argmax(probs))].append(probs.max())
     selected = reference_selection(top_probs, num_image, min_threshold)
-    threshold = utils.read_json(os.path.join(dirs["out"], "threshold.json"))
+    threshold = atomic_files.read_json(os.path.join(dirs["out"], "threshold.json"))
     assert threshold.pop("provenance") == filter_stats.parse_provenance(fh.TEACHER, "")
     assert {int(c): tuple(v) for c, v in threshold.items()} == selected
     assert any(n < num_image for _, n in selected.values()), "data must exercise upsampling"
     assert any(n > num_image for _, n in selected.values()), "data must exercise downsampling"
-    assert utils.read_json(os.path.join(dirs["out"], "num_image_across_cat.json")) == {
+    assert atomic_files.read_json(os.path.join(dirs["out"], "num_image_across_cat.json")) == {
         "num_image_across_cat": sum(min(n, num_image) for _, n in selected.values())
     }
 
     copies = {}
     per_class = np.zeros(fh.NUM_CLASSES, np.int64)
     for shard in range(num_shards):
-        records = fh.read_records(utils.filtered_path(dirs["out"], 0, shard, num_shards))
+        records = fh.read_records(file_names.filtered_path(dirs["out"], 0, shard, num_shards))
         shard_counts = np.zeros(fh.NUM_CLASSES, np.int64)
         for example in records:
             image, source_shard, label, prob = fh.check_record(example, truth)
@@ -319,14 +321,14 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
             kept_before[int(c)] += n
     assert kept_before.tolist() == [selected[c][1] for c in range(fh.NUM_CLASSES)]
 
-    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    final = atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     assert final["total_cnt"] == int(per_class.sum())
     assert final["cat_count"] == {str(c): int(n) for c, n in enumerate(per_class)}
     # Every output file, listed with its real size and record count.
     assert final["num_shards"] == num_shards and final["total_replicas"] == 1
     expected_files = {}
     for shard in range(num_shards):
-        path = utils.filtered_path(dirs["out"], 0, shard, num_shards)
+        path = file_names.filtered_path(dirs["out"], 0, shard, num_shards)
         expected_files[os.path.basename(path)] = {
             "num_records": len(fh.read_records(path)),
             "num_bytes": os.path.getsize(path),
@@ -335,7 +337,7 @@ def test_end_to_end_balanced_two_prediction_workers(tmp_path):
     assert sum(f["num_records"] for f in final["files"].values()) == final["total_cnt"]
     assert final["provenance"]["checkpoint"] == fh.TEACHER["checkpoint"]
     assert "pseudo_label_accuracy" not in final  # the records carry no true labels
-    total_sum = utils.read_json(os.path.join(dirs["prelim"], "total_counts_sum.json"))
+    total_sum = atomic_files.read_json(os.path.join(dirs["prelim"], "total_counts_sum.json"))
     assert total_sum["0"][0][1] == len(top_probs[0])  # everything has prob >= 0.00
     samples = os.listdir(os.path.join(dirs["out"], "samples"))
     assert samples and all(s in {"0", "1", "2", "3"} for s in samples)
@@ -349,12 +351,12 @@ def test_end_to_end_use_all_with_two_filter_tasks(tmp_path):
     )
     for shard in range(num_shards):
         for task in (0, 1):
-            assert os.path.exists(utils.prelim_stats_path(dirs["prelim"], shard, task))
+            assert os.path.exists(file_names.prelim_stats_path(dirs["prelim"], shard, task))
     seen = []
     for shard in range(num_shards):
         for task in (0, 1):
             for example in fh.read_records(
-                utils.filtered_path(dirs["out"], task, shard, num_shards)
+                file_names.filtered_path(dirs["out"], task, shard, num_shards)
             ):
                 seen.append(fh.check_record(example, truth)[0])
     expected = [im for im, (_, p) in truth.items() if p.max() >= np.float32(min_threshold)]
@@ -429,13 +431,13 @@ def test_scripts_run_both_passes(tmp_path):
     pass1 = fh.run_script(fh.cli_args(dirs, 2, shard_id="0,1", only_get_stats=1))
     assert pass1.returncode == 0, pass1.stderr[-3000:]
     for shard in range(2):
-        saved = utils.read_json(utils.prelim_stats_path(dirs["prelim"], shard, 0))
+        saved = atomic_files.read_json(file_names.prelim_stats_path(dirs["prelim"], shard, 0))
         assert saved["provenance"]["fingerprint"] == fh.TEACHER["fingerprint"]
     pass2 = fh.run_script(fh.cli_args(dirs, 2, shard_id="0,1", num_image=3))
     assert pass2.returncode == 0, pass2.stderr[-3000:]
-    records = fh.read_records(utils.filtered_path(dirs["out"], 0, 0, 2))
+    records = fh.read_records(file_names.filtered_path(dirs["out"], 0, 0, 2))
     assert records and all(fh.check_record(r, truth) for r in records)
-    final = utils.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
+    final = atomic_files.read_json(os.path.join(dirs["out"], "stats", "final_stats.json"))
     assert sorted(final["files"]) == ["train-0-00000-of-00002", "train-0-00001-of-00002"]
 
     # The published script name: same flags, same files.
@@ -452,8 +454,8 @@ def test_main_runs_both_passes(tmp_path):
         with flagsaver.flagsaver():
             fud.FLAGS(argv)
             fud.main([argv[0]])
-    assert os.path.exists(utils.prelim_stats_path(dirs["prelim"], 0, 0))
-    records = fh.read_records(utils.filtered_path(dirs["out"], 0, 0, 1))
+    assert os.path.exists(file_names.prelim_stats_path(dirs["prelim"], 0, 0))
+    records = fh.read_records(file_names.filtered_path(dirs["out"], 0, 0, 1))
     assert records and all(fh.check_record(r, truth) for r in records)
     with flagsaver.flagsaver():
         fud.FLAGS(common + ["--data_type=sstable"])
@@ -486,9 +488,9 @@ def test_one_call_handles_a_list_of_shards(tmp_path):
             fud.main([argv[0]])
     for shard in range(3):
         for path in (
-            utils.prelim_stats_path("{}", shard, 0),
+            file_names.prelim_stats_path("{}", shard, 0),
             os.path.join("{}", "data", f"train-0-{shard:05d}-of-00003"),
-            utils.filter_stats_path("{}", shard, 0),
+            file_names.filter_stats_path("{}", shard, 0),
         ):
             single = path.format(dirs["prelim"] if "prelim" in path else dirs["out"])
             listed = path.format(tmp_path / ("prelim_list" if "prelim" in path else "out_list"))
@@ -497,12 +499,12 @@ def test_one_call_handles_a_list_of_shards(tmp_path):
     assert os.path.exists(tmp_path / "out_list" / "stats" / "final_stats.json")
 
     os.remove(fh.input_file(dirs, 1, 3))
-    os.remove(utils.filter_stats_path(str(tmp_path / "out_list"), 2, 0))
+    os.remove(file_names.filter_stats_path(str(tmp_path / "out_list"), 2, 0))
     with flagsaver.flagsaver():
         fud.FLAGS(common + ["--shard_id=1,2"])
         with pytest.raises(SystemExit, match=r"1 of 2 shards failed, shard ids 1:\n  shard 1: "):
             fud.main(["filter_unlabel_data.py"])
-    assert os.path.exists(utils.filter_stats_path(str(tmp_path / "out_list"), 2, 0))
+    assert os.path.exists(file_names.filter_stats_path(str(tmp_path / "out_list"), 2, 0))
     with flagsaver.flagsaver():
         fud.FLAGS(common + ["--shard_id=0,3"])
         with pytest.raises(SystemExit, match=r"--shard_id='0,3': ids must lie in \[0, 3\)"):
@@ -514,18 +516,18 @@ def test_pass_two_count_mismatches_name_the_file(tmp_path):
     dirs, _ = fh.make_dataset(tmp_path, 1, 6, num_workers=2, provenance=None)
     fh.run_both_passes(dirs, 1, 3)
     input_file = fh.input_file(dirs, 0, 1)
-    output_file = utils.filtered_path(dirs["out"], 0, 0, 1)
+    output_file = file_names.filtered_path(dirs["out"], 0, 0, 1)
     os.remove(output_file)
     # One more input record: worker 0 now has 4 inputs for 3 predictions.
     records = [r.numpy() for r in tf.data.TFRecordDataset(input_file)]
-    utils.write_tfrecord(input_file, records + records[:1])
+    tfrecords.write_tfrecord(input_file, records + records[:1])
     with pytest.raises(fud.FilterError, match="has 3 predictions but .* has 4 records") as error:
         fh.run_both_passes(dirs, 1, 3)
     assert input_file in str(error.value)
     assert not os.path.exists(output_file)  # no partial output
 
     # Changed predictions after pass 1 are caught rather than balanced wrongly.
-    utils.write_tfrecord(input_file, records)
+    tfrecords.write_tfrecord(input_file, records)
     fh.write_predictions(dirs, 0, 1, [fh.probs_for(1, 0.9)] * 6, 2)
     with pytest.raises(fud.FilterError, match="differ from .*prelim_stats_00000_0.json"):
         fud.filter_shard(fh.files_of(dirs, 1), 0, fh.select(dirs, 1, 3))
@@ -542,7 +544,7 @@ def test_pass_two_names_an_info_file_whose_image_num_is_wrong(tmp_path, image_nu
     fh.write_info(dirs, 0, 1, 1, image_num, provenance=None)
     with pytest.raises(fud.FilterError, match=f"info file says image_num={image_num}"):
         fud.filter_shard(fh.files_of(dirs, 1), 0, selection)
-    assert not os.path.exists(utils.filtered_path(dirs["out"], 0, 0, 1))
+    assert not os.path.exists(file_names.filtered_path(dirs["out"], 0, 0, 1))
 
 
 def test_both_passes_trace_once_across_shards_and_workers(tmp_path, monkeypatch):

@@ -112,11 +112,11 @@ def test_filter_num_shards_must_be_positive(tmp_path):
 
 
 def _labeled_records(count=4):
-    import utils
+    import tfrecords
 
     rng = np.random.default_rng(0)
     return [
-        utils.labeled_example(utils.encode_jpeg(class_image(i % 10, rng)), i % 10)
+        tfrecords.labeled_example(tfrecords.encode_jpeg(class_image(i % 10, rng)), i % 10)
         for i in range(count)
     ]
 
@@ -154,12 +154,12 @@ def _renamed_label(example):
 )
 def test_bad_record_names_file_record_and_key(tmp_path, change, kind, expected):
     import data_input
-    import utils
+    import tfrecords
 
     examples = _labeled_records()
     examples[2] = change(examples[2])
     path = str(tmp_path / "train-00000-of-00001")
-    utils.write_tfrecord(path, (e.SerializeToString() for e in examples))
+    tfrecords.write_tfrecord(path, (e.SerializeToString() for e in examples))
     error = data_input.locate_bad_record([path], kind, num_classes=10)
     assert (
         str(error) == f"{path}: record {0 if kind == 'unlabeled' else 2} cannot be used: {expected}"
@@ -167,14 +167,15 @@ def test_bad_record_names_file_record_and_key(tmp_path, change, kind, expected):
 
 
 def test_training_on_a_file_that_is_no_tfrecord_says_so_first(tmp_path):
-    import utils
+    import atomic_files
+    import file_names
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    path = utils.labeled_shard_path(str(data_dir), "train", 0, 1)
+    path = file_names.labeled_shard_path(str(data_dir), "train", 0, 1)
     with open(path, "wb") as f:
         f.write(b"a text file, not TFRecords\n" * 20)
-    utils.write_json(str(data_dir / "dataset_info.json"), {"train": 8})
+    atomic_files.write_json(str(data_dir / "dataset_info.json"), {"train": 8})
     result = run_script(
         "main.py",
         *TINY_TRAIN_FLAGS,
@@ -200,15 +201,18 @@ def test_training_on_a_file_that_is_no_tfrecord_says_so_first(tmp_path):
 
 def _custom_data(folder, labels, **changes):
     """Labeled train records with these 0-based `labels`, described by a dataset_info.json."""
-    import utils
+    import file_names
+    import tfrecords
 
     rng = np.random.default_rng(0)
-    path = utils.labeled_shard_path(str(folder), "train", 0, 1)
+    path = file_names.labeled_shard_path(str(folder), "train", 0, 1)
     os.makedirs(folder, exist_ok=True)
-    utils.write_tfrecord(
+    tfrecords.write_tfrecord(
         path,
         (
-            utils.labeled_example(utils.encode_jpeg(class_image(lab, rng)), lab).SerializeToString()
+            tfrecords.labeled_example(
+                tfrecords.encode_jpeg(class_image(lab, rng)), lab
+            ).SerializeToString()
             for lab in labels
         ),
     )
@@ -301,8 +305,8 @@ def test_class_count_that_disagrees_with_the_file_is_an_error(tmp_path, changes,
 
 def _wide_checkpoint(folder):
     """A checkpoint of a 0.2-wide tiny network (the tests' flags build a 0.1-wide one)."""
+    import atomic_files
     import checkpoints
-    import utils
 
     description = checkpoints.model_description(
         "efficientnet-b0",
@@ -314,7 +318,7 @@ def _wide_checkpoint(folder):
     )
     model = checkpoints.create_model(description)
     prefix = tf.train.Checkpoint(model=model, ema_model=model).write(str(folder / "ckpt-1"))
-    utils.write_json(str(folder / checkpoints.MODEL_PARAMS_FILE), description)
+    atomic_files.write_json(str(folder / checkpoints.MODEL_PARAMS_FILE), description)
     return prefix
 
 

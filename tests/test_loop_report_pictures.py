@@ -4,8 +4,10 @@ import os
 
 import numpy as np
 
+import atomic_files
+import file_names
 import loop_report
-import utils
+import tfrecords
 
 
 def fake_round(out, probs_by_class):
@@ -18,14 +20,18 @@ def fake_round(out, probs_by_class):
             p = np.full(3, (1 - prob) / 2, np.float32)
             p[label] = prob
             records.append(
-                utils.pseudo_labeled_example(utils.encode_jpeg(image), p).SerializeToString()
+                tfrecords.pseudo_labeled_example(
+                    tfrecords.encode_jpeg(image), p
+                ).SerializeToString()
             )
     records.append(records[0])  # an upsampled copy: shown once
-    utils.write_tfrecord(utils.filtered_path(os.path.join(root, "filter_data"), 0, 0, 1), records)
+    tfrecords.write_tfrecord(
+        file_names.filtered_path(os.path.join(root, "filter_data"), 0, 0, 1), records
+    )
     counts = {str(c): [[0.5, len(p) + 1]] for c, p in probs_by_class.items()}
-    utils.write_json(os.path.join(root, "prelim_stats", "total_counts.json"), counts)
+    atomic_files.write_json(os.path.join(root, "prelim_stats", "total_counts.json"), counts)
     final = {"cat_count": {str(c): len(p) for c, p in probs_by_class.items()}, "total_cnt": 21}
-    utils.write_json(os.path.join(root, "filter_data", "stats", "final_stats.json"), final)
+    atomic_files.write_json(os.path.join(root, "filter_data", "stats", "final_stats.json"), final)
 
 
 def test_most_and_least_confident_per_class(tmp_path):

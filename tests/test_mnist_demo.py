@@ -55,7 +55,7 @@ def run_loop(env):
 
 @pytest.fixture(scope="module")
 def loop_run(tmp_path_factory):
-    import utils
+    import atomic_files
 
     data_dir = str(tmp_path_factory.mktemp("mnist_like"))
     out_dir = str(tmp_path_factory.mktemp("loop_out"))
@@ -65,7 +65,7 @@ def loop_run(tmp_path_factory):
         write_labeled_subset(data_dir, subset, n, 2, rng)
     write_unlabeled(data_dir, 60, NUM_UNLABELED_SHARDS, rng)
     counts["extra"] = 60
-    utils.write_json(os.path.join(data_dir, "dataset_info.json"), counts)
+    atomic_files.write_json(os.path.join(data_dir, "dataset_info.json"), counts)
     env = tiny_env(data_dir, out_dir)
     proc = run_loop(env)
     assert proc.returncode == 0, f"loop.sh failed:\n{proc.stdout}\n{proc.stderr}"

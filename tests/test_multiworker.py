@@ -120,18 +120,20 @@ EQUAL_FLAGS = [
 
 
 def write_flat_images(data_dir):
-    import utils
+    import atomic_files
+    import file_names
+    import tfrecords
 
     rng = np.random.default_rng(3)
     colors = rng.integers(20, 236, (NUM_FLAT_IMAGES, 3))
     records = [
-        utils.labeled_example(
-            utils.encode_jpeg(np.full([32, 32, 3], color, np.uint8)), i % 4
+        tfrecords.labeled_example(
+            tfrecords.encode_jpeg(np.full([32, 32, 3], color, np.uint8)), i % 4
         ).SerializeToString()
         for i, color in enumerate(colors)
     ]
-    utils.write_tfrecord(utils.labeled_shard_path(str(data_dir), "train", 0, 1), records)
-    utils.write_json(os.path.join(data_dir, "dataset_info.json"), {"train": NUM_FLAT_IMAGES})
+    tfrecords.write_tfrecord(file_names.labeled_shard_path(str(data_dir), "train", 0, 1), records)
+    atomic_files.write_json(os.path.join(data_dir, "dataset_info.json"), {"train": NUM_FLAT_IMAGES})
 
 
 def weights_at(model_dir, step):

@@ -24,7 +24,7 @@ from conftest import ROOT
 from packaging.requirements import Requirement
 
 # Imported by the package tests to show where each module comes from.
-WORKER_MODULES = ("beam_pseudo_label", "predict_label", "filter_stats", "checkpoints", "utils")
+WORKER_MODULES = ("beam_pseudo_label", "predict_label", "filter_stats", "checkpoints", "tfrecords")
 
 
 def pyproject():
@@ -194,7 +194,7 @@ def test_editable_install_imports_the_source_folder(tmp_path):
     pip("install", "-e", source, "--no-deps", "--no-build-isolation", "--no-index", python=python)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    files = module_files(python, str(elsewhere), ["filter_stats", "utils"])
+    files = module_files(python, str(elsewhere), ["filter_stats", "tfrecords"])
     assert files == {m: os.path.join(source, f"{m}.py") for m in files}
     with open(os.path.join(source, "filter_stats.py"), "a") as f:
         f.write("\nEDITED_IN_PLACE = 1\n")

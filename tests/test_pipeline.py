@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import NUM_CLASSES, ROOT, write_unlabeled
 from test_scripts import run_bash
 
-import utils
+import atomic_files
 
 SVHN = os.path.join(ROOT, "local_scripts", "svhn")
 IMAGENET = os.path.join(ROOT, "local_scripts", "imagenet")
@@ -82,7 +82,7 @@ def test_offline_pipeline_through_scripts(teacher, tiny_data, unlabeled_dir, tmp
         preds = read_records(root / "predict_label" / shard_name("train-info", shard, "-00000"))
         assert len(preds) == len(inputs[shard])
         assert all(len(p["probabilities"].float_list.value) == NUM_CLASSES for p in preds)
-        info = utils.read_json(root / "info" / f"{shard_name('info', shard, '-00000')}.txt")
+        info = atomic_files.read_json(root / "info" / f"{shard_name('info', shard, '-00000')}.txt")
         assert info["image_num"] == len(inputs[shard])
         assert info["provenance"]["input_records"] == len(inputs[shard])
     assert sorted(os.listdir(root / "logs")) == ["predict-worker0.log", "predict-worker1.log"]
@@ -97,7 +97,8 @@ def test_offline_pipeline_through_scripts(teacher, tiny_data, unlabeled_dir, tmp
     pass1 = check_ok(run_script(os.path.join(SVHN, "filter_unlabel.sh"), training_flags, "1"))
     assert "put flags of filter_unlabel_data.py in FILTER_FLAGS" in pass1.stderr
     stats = [
-        utils.read_json(root / "prelim_stats" / f"prelim_stats_{s:05d}_0.json") for s in range(4)
+        atomic_files.read_json(root / "prelim_stats" / f"prelim_stats_{s:05d}_0.json")
+        for s in range(4)
     ]
     counts = [pairs for st in stats for uid, pairs in st.items() if uid != "provenance"]
     assert sum(n for pairs in counts for _, n in pairs) == NUM_UNLABELED
@@ -107,7 +108,7 @@ def test_offline_pipeline_through_scripts(teacher, tiny_data, unlabeled_dir, tmp
     check_ok(run_script(os.path.join(SVHN, "filter_unlabel.sh"), filter_env, "0"))
     out = root / "filter_data"
     filtered = [read_records(out / "data" / shard_name("train-0", s)) for s in range(4)]
-    final = utils.read_json(out / "stats" / "final_stats.json")
+    final = atomic_files.read_json(out / "stats" / "final_stats.json")
     labels = [int(r["label"].int64_list.value[0]) for shard in filtered for r in shard]
     assert final["total_cnt"] == len(labels) > 0
     counts = np.bincount(labels, minlength=NUM_CLASSES)
@@ -137,10 +138,10 @@ def test_offline_pipeline_through_scripts(teacher, tiny_data, unlabeled_dir, tmp
         )
     )
     assert (student / "ckpt-4.index").exists()
-    flags = utils.read_json(student / "FLAGS.json")
+    flags = atomic_files.read_json(student / "FLAGS.json")
     assert flags["unlabel_data_dir"] == str(out / "data") and flags["unlabel_ratio"] == 5
     assert not flags["teacher_model_path"] and not flags["teacher_model_name"]
-    results = utils.read_json(student / "eval_results.json")
+    results = atomic_files.read_json(student / "eval_results.json")
     assert results["dev"]["num_images"] == 23 and results["test"]["num_images"] == 30
 
     # Relabeling the filtered data with the student keeps every image in place.
@@ -161,19 +162,19 @@ def test_teacher_then_online_student(tiny_data, tmp_path):
     teacher_dir = tmp_path / "teacher"
     env = dict(TASK_NAME="mnist", DATA_DIR=tiny_data, MODEL_DIR=str(teacher_dir), EXTRA_FLAGS=tiny)
     check_ok(run_script(os.path.join(SVHN, "train_teacher.sh"), env))
-    flags = utils.read_json(teacher_dir / "FLAGS.json")
+    flags = atomic_files.read_json(teacher_dir / "FLAGS.json")
     assert flags["unlabel_ratio"] == 0 and flags["augment_name"] == "v1"
     assert flags["weight_decay"] == 1e-4 and flags["final_base_lr"] == 0.0002
-    assert utils.read_json(teacher_dir / "eval_results.json")["test"]["num_images"] == 30
+    assert atomic_files.read_json(teacher_dir / "eval_results.json")["test"]["num_images"] == 30
 
     student = tmp_path / "online"
     env.update(TEACHER_CKPT=str(teacher_dir), MODEL_DIR=str(student))
     check_ok(run_script(os.path.join(SVHN, "run.sh"), env))
-    flags = utils.read_json(student / "FLAGS.json")
+    flags = atomic_files.read_json(student / "FLAGS.json")
     assert flags["teacher_model_path"] == str(teacher_dir) and flags["unlabel_ratio"] == 5
     assert flags["teacher_softmax_temp"] == 1 and flags["randaug_mag"] == 5
     assert flags["unlabel_data_dir"] == os.path.join(tiny_data, "unlabeled")
-    assert utils.read_json(student / "eval_results.json")["test"]["global_step"] == 2
+    assert atomic_files.read_json(student / "eval_results.json")["test"]["global_step"] == 2
 
 
 @pytest.mark.parametrize("script", ["run.sh", "predict.sh"])

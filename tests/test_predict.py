@@ -7,12 +7,14 @@ import pytest
 import tensorflow as tf
 from conftest import NUM_CLASSES, class_image
 
+import atomic_files
 import data_input
+import file_names
 import predict_label
 import preprocessing
 import task_info
+import tfrecords
 import train_lib
-import utils
 
 STRATEGY = tf.distribute.get_strategy()
 
@@ -24,12 +26,12 @@ def unlabeled_shards(tmp_path_factory):
     rng = np.random.default_rng(3)
     for shard, n in enumerate([13, 7]):
         records = [
-            utils.unlabeled_example(
-                utils.encode_jpeg(class_image(int(rng.integers(10)), rng)), NUM_CLASSES
+            tfrecords.unlabeled_example(
+                tfrecords.encode_jpeg(class_image(int(rng.integers(10)), rng)), NUM_CLASSES
             ).SerializeToString()
             for _ in range(n)
         ]
-        utils.write_tfrecord(os.path.join(data_dir, f"extra-{shard:05d}-of-00002"), records)
+        tfrecords.write_tfrecord(os.path.join(data_dir, f"extra-{shard:05d}-of-00002"), records)
     return data_dir
 
 
@@ -80,7 +82,7 @@ def test_prediction_keeps_order_and_count(teacher, unlabeled_shards, tmp_path):
     assert counts == {0: 13, 1: 7}
     model = teacher[1].ema_model
     for shard, n in [(0, 13), (1, 7)]:
-        preds = read_predictions(utils.prediction_path(str(tmp_path / "pred"), shard, 2, 0))
+        preds = read_predictions(file_names.prediction_path(str(tmp_path / "pred"), shard, 2, 0))
         assert len(preds) == n
         ref = reference_probabilities(
             model, os.path.join(unlabeled_shards, f"extra-{shard:05d}-of-00002")
@@ -88,7 +90,7 @@ def test_prediction_keeps_order_and_count(teacher, unlabeled_shards, tmp_path):
         got = np.array([p for p, _ in preds])
         np.testing.assert_allclose(got, ref, atol=1e-5)
         assert [c for _, c in preds] == list(np.argmax(ref, -1))
-        info = utils.read_json(utils.info_path(str(tmp_path / "info"), shard, 2, 0))
+        info = atomic_files.read_json(file_names.info_path(str(tmp_path / "info"), shard, 2, 0))
         assert info["image_num"] == n and info["provenance"]["input_records"] == n
 
 
@@ -103,7 +105,8 @@ def test_two_workers_cover_shard_exactly_once(teacher, unlabeled_shards, tmp_pat
             prediction_worker=worker,
         )
     parts = [
-        read_predictions(utils.prediction_path(str(tmp_path / "pred"), 0, 2, w)) for w in (0, 1)
+        read_predictions(file_names.prediction_path(str(tmp_path / "pred"), 0, 2, w))
+        for w in (0, 1)
     ]
     assert [len(p) for p in parts] == [7, 6]
     ref = reference_probabilities(
@@ -115,14 +118,14 @@ def test_two_workers_cover_shard_exactly_once(teacher, unlabeled_shards, tmp_pat
 
 def test_rerun_skips_finished_and_completes_killed(teacher, unlabeled_shards, tmp_path):
     predict(teacher, unlabeled_shards, tmp_path)
-    pred0 = utils.prediction_path(str(tmp_path / "pred"), 0, 2, 0)
-    pred1 = utils.prediction_path(str(tmp_path / "pred"), 1, 2, 0)
+    pred0 = file_names.prediction_path(str(tmp_path / "pred"), 0, 2, 0)
+    pred1 = file_names.prediction_path(str(tmp_path / "pred"), 1, 2, 0)
     before = open(pred0, "rb").read()
     mtime = os.path.getmtime(pred0)
     # Simulate a run killed while writing shard 1: its output is a leftover
     # temporary file and its info file is missing.
     os.rename(pred1, pred1 + ".tmp999")
-    os.remove(utils.info_path(str(tmp_path / "info"), 1, 2, 0))
+    os.remove(file_names.info_path(str(tmp_path / "info"), 1, 2, 0))
     counts = predict(teacher, unlabeled_shards, tmp_path)
     assert counts == {0: None, 1: 7}
     assert os.path.getmtime(pred0) == mtime and open(pred0, "rb").read() == before
@@ -137,11 +140,11 @@ def test_rerun_skips_finished_and_completes_killed(teacher, unlabeled_shards, tm
 def test_reassign_relabels_keeping_images(teacher, tmp_path):
     rng = np.random.default_rng(5)
     filtered = tmp_path / "filtered"
-    images = [utils.encode_jpeg(class_image(i % 10, rng)) for i in range(9)]
+    images = [tfrecords.encode_jpeg(class_image(i % 10, rng)) for i in range(9)]
     wrong = np.full([NUM_CLASSES], 0.0, np.float32)
     wrong[0] = 1.0
-    records = [utils.pseudo_labeled_example(b, wrong).SerializeToString() for b in images]
-    utils.write_tfrecord(str(filtered / "train-0-00001-of-00002"), records)
+    records = [tfrecords.pseudo_labeled_example(b, wrong).SerializeToString() for b in images]
+    tfrecords.write_tfrecord(str(filtered / "train-0-00001-of-00002"), records)
     out = tmp_path / "reassigned"
     predict(
         teacher,

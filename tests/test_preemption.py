@@ -18,6 +18,7 @@ import tensorflow as tf
 from conftest import ROOT, TINY_TRAIN_FLAGS, tiny_config
 from test_scripts import script_env
 
+import atomic_files
 import preemption
 import train_lib
 
@@ -139,7 +140,7 @@ def test_sigterm_to_loop_sh_leaves_no_orphan_and_no_lock(tiny_data, tmp_path):
     pid = None
     try:
         wait_for(log_has(log, "Training efficientnet-b0 from step 0"), 180, "the teacher")
-        pid = train_lib.utils.read_json(str(lock))["pid"]
+        pid = atomic_files.read_json(str(lock))["pid"]
         time.sleep(2)
         loop.send_signal(signal.SIGTERM)
         stdout, _ = loop.communicate(timeout=120)

@@ -8,9 +8,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from conftest import run_script
 
+import atomic_files
 import data_input
+import file_names
 import proc_imagenet
-import utils
+import tfrecords
 
 
 def read(path):
@@ -39,7 +41,7 @@ def test_writes_the_published_layout_from_tfds(tmp_path):
         }
         counts = proc_imagenet.process_imagenet(out, num_shards={"train": 3, "validation": 2})
     assert counts == {"train": 7, "validation": 7}
-    assert utils.read_json(os.path.join(out, "dataset_info.json")) == counts
+    assert atomic_files.read_json(os.path.join(out, "dataset_info.json")) == counts
     for subset, num in (("train", 3), ("validation", 2)):
         files = data_input.labeled_files(out, subset)
         assert [os.path.basename(f) for f in files] == [
@@ -66,15 +68,15 @@ def test_unlabeled_images_keep_jpeg_and_convert_others(tmp_path):
     rng = np.random.default_rng(0)
     src = tmp_path / "images"
     src.mkdir()
-    jpeg = utils.encode_jpeg(rng.integers(0, 255, (20, 30, 3)))
+    jpeg = tfrecords.encode_jpeg(rng.integers(0, 255, (20, 30, 3)))
     (src / "a.jpg").write_bytes(jpeg)
     png_image = np.broadcast_to(np.arange(0, 240, 20, dtype=np.uint8)[None, :, None], (10, 12, 3))
     (src / "b.png").write_bytes(tf.io.encode_png(png_image).numpy())
     (src / "c.jpg").write_bytes(jpeg)
     out = str(tmp_path / "proc")
     # An earlier run with another shard count left files that readers would glob.
-    stale = utils.unlabeled_shard_path(out, 0, 5)
-    utils.write_tfrecord(stale, [])
+    stale = file_names.unlabeled_shard_path(out, 0, 5)
+    tfrecords.write_tfrecord(stale, [])
     assert proc_imagenet.write_unlabeled_images(str(src / "*"), out, num_shards=2) == 3
     files = data_input.unlabeled_files(os.path.join(out, "unlabeled"))
     assert [os.path.basename(f) for f in files] == ["extra-00000-of-00002", "extra-00001-of-00002"]
@@ -102,7 +104,9 @@ def image_folder(path, num_images=5):
     path.mkdir()
     rng = np.random.default_rng(1)
     for i in range(num_images):
-        (path / f"img{i}.JPEG").write_bytes(utils.encode_jpeg(rng.integers(0, 255, (12, 16, 3))))
+        (path / f"img{i}.JPEG").write_bytes(
+            tfrecords.encode_jpeg(rng.integers(0, 255, (12, 16, 3)))
+        )
     return path
 
 

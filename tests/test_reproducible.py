@@ -157,16 +157,16 @@ def test_resumed_optimizer_keeps_its_mean_square(tiny_data, tmp_path):
 
 def test_prediction_records_are_serialized_deterministically(tmp_path):
     """Record bytes do not depend on the process (protobuf map order is sorted)."""
-    import utils
+    import tfrecords
 
     rng = np.random.default_rng(0)
     vectors = [rng.dirichlet(np.ones(n)).astype(np.float32) for n in (3, 1000)]
     np.save(tmp_path / "p.npy", np.array(vectors, dtype=object), allow_pickle=True)
     code = (
-        "import sys, numpy as np; sys.path.insert(0, '.'); import utils\n"
+        "import sys, numpy as np; sys.path.insert(0, '.'); import tfrecords\n"
         f"for p in np.load({str(tmp_path / 'p.npy')!r}, allow_pickle=True):\n"
-        "    print(utils.prediction_example(p).SerializeToString(deterministic=True).hex())\n"
-        "    print(utils.pseudo_labeled_example(b'i', p).SerializeToString(deterministic=True).hex())"
+        "    print(tfrecords.prediction_example(p).SerializeToString(deterministic=True).hex())\n"
+        "    print(tfrecords.pseudo_labeled_example(b'i', p).SerializeToString(deterministic=True).hex())"
     )
     outputs = set()
     for hash_seed in ("1", "2"):
@@ -184,5 +184,5 @@ def test_prediction_records_are_serialized_deterministically(tmp_path):
     lines = [bytes.fromhex(line) for line in outputs.pop().split()]
     for i, probs in enumerate(vectors):
         prediction, pseudo = lines[2 * i], lines[2 * i + 1]
-        assert tf.train.Example.FromString(pseudo) == utils.pseudo_labeled_example(b"i", probs)
-        assert tf.train.Example.FromString(prediction) == utils.prediction_example(probs)
+        assert tf.train.Example.FromString(pseudo) == tfrecords.pseudo_labeled_example(b"i", probs)
+        assert tf.train.Example.FromString(prediction) == tfrecords.prediction_example(probs)

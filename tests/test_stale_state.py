@@ -15,8 +15,9 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, TINY_TRAIN_FLAGS, tiny_config
 
+import atomic_files
+import run_lock
 import train_lib
-import utils
 
 STRATEGY = tf.distribute.get_strategy()
 
@@ -57,8 +58,8 @@ def test_empty_lock_left_by_a_full_disk_is_taken_over(tiny_data, tmp_path):
 def test_unreadable_lock_is_taken_over(tmp_path, caplog, content):
     path = tmp_path / "lock"
     path.write_bytes(content)
-    with utils.RunLock(str(path), "--model_dir=x"):
-        assert utils.read_json(str(path))["pid"] == os.getpid()
+    with run_lock.RunLock(str(path), "--model_dir=x"):
+        assert atomic_files.read_json(str(path))["pid"] == os.getpid()
     assert "which is empty or unreadable" in caplog.text
     assert not path.exists()
 
@@ -67,9 +68,9 @@ def test_full_disk_while_taking_the_lock_leaves_no_lock(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(utils.os, "fsync", full)
+    monkeypatch.setattr(run_lock.os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
-        utils.RunLock(str(tmp_path / "lock"), "--model_dir=x").acquire()
+        run_lock.RunLock(str(tmp_path / "lock"), "--model_dir=x").acquire()
     assert os.listdir(tmp_path) == []
 
 
@@ -107,7 +108,7 @@ checkpoints.create_model = rotate_then_create
     out = run_main(tiny_data, model_dir, "--mode=eval", "--eval_subsets=dev", prelude=prelude)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ckpt-2 was replaced by a newer checkpoint while it was read" in out.stderr
-    results = utils.read_json(str(model_dir / train_lib.EVAL_RESULTS_FILE))
+    results = atomic_files.read_json(str(model_dir / train_lib.EVAL_RESULTS_FILE))
     assert results["dev"]["global_step"] == 4 and results["dev"]["num_images"] == 23
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import NUM_CLASSES, ROOT, TINY_OVERRIDES, tiny_config
-from test_utils import FakeClock
+from test_progress_log import FakeClock
 
+import progress_log
 import train_lib
-import utils
 
 STRATEGY = tf.distribute.get_strategy()
 
@@ -232,7 +232,7 @@ def test_logged_rate_leaves_out_the_first_call_that_traces(
 ):
     """The images/s and ETA of training exclude the loop's first call (tracing, compiling)."""
     clock = FakeClock()
-    monkeypatch.setattr(utils, "time", clock)
+    monkeypatch.setattr(progress_log, "time", clock)
     real_make_train_loop = train_lib.make_train_loop
 
     def make_timed_loop(config, state):
@@ -287,7 +287,8 @@ def test_student_with_on_the_fly_teacher(teacher, tiny_data, tmp_path):
 
 
 def test_student_from_stored_probabilities(tiny_data, tmp_path):
-    import utils
+    import file_names
+    import tfrecords
 
     unl_dir = tmp_path / "pseudo"
     rng = np.random.default_rng(1)
@@ -298,11 +299,11 @@ def test_student_from_stored_probabilities(tiny_data, tmp_path):
         probs = rng.dirichlet(np.ones(NUM_CLASSES)).astype(np.float32)
         stored.append(probs)
         records.append(
-            utils.pseudo_labeled_example(
-                utils.encode_jpeg(class_image(i % 10, rng)), probs
+            tfrecords.pseudo_labeled_example(
+                tfrecords.encode_jpeg(class_image(i % 10, rng)), probs
             ).SerializeToString()
         )
-    utils.write_tfrecord(utils.filtered_path(str(unl_dir), 0, 0, 1), records)
+    tfrecords.write_tfrecord(file_names.filtered_path(str(unl_dir), 0, 0, 1), records)
     config = tiny_config(
         tmp_path / "student",
         tiny_data,
@@ -406,12 +407,12 @@ def test_main_fails_loudly(tiny_data, tmp_path, teacher):
         ),
     ]
     wrong_classes = tmp_path / "wrong_classes"
-    import utils
+    import tfrecords
 
     records = [
-        utils.pseudo_labeled_example(b"x", np.full([5], 0.2, np.float32)).SerializeToString()
+        tfrecords.pseudo_labeled_example(b"x", np.full([5], 0.2, np.float32)).SerializeToString()
     ]
-    utils.write_tfrecord(os.path.join(wrong_classes, "train-00000-of-00001"), records)
+    tfrecords.write_tfrecord(os.path.join(wrong_classes, "train-00000-of-00001"), records)
     cases.append(
         (
             [

@@ -25,14 +25,16 @@ def test_steps_for_epochs_by_hand():
 
 
 def _filter_output(root, total):
-    import utils
+    import atomic_files
 
     data = os.path.join(root, "data")
     os.makedirs(os.path.join(root, "stats"))
     os.makedirs(data)
-    utils.write_json(os.path.join(root, "threshold.json"), {"0": 0.3})
+    atomic_files.write_json(os.path.join(root, "threshold.json"), {"0": 0.3})
     if total is not None:
-        utils.write_json(os.path.join(root, "stats", "final_stats.json"), {"total_cnt": total})
+        atomic_files.write_json(
+            os.path.join(root, "stats", "final_stats.json"), {"total_cnt": total}
+        )
     return data
 
 
@@ -80,20 +82,20 @@ def _train_epochs(data_dir, model_dir, *flags):
 
 def test_teacher_steps_follow_the_labeled_set(tiny_data, tmp_path):
     """One --train_epochs gives twice the steps on twice the labeled images."""
-    import utils
+    import atomic_files
 
     small = str(tmp_path / "small")
     rng = np.random.default_rng(1)
     for subset, n in (("train", 48), ("dev", 10)):
         write_labeled_subset(small, subset, n, 1, rng)
-    utils.write_json(os.path.join(small, "dataset_info.json"), {"train": 48, "dev": 10})
+    atomic_files.write_json(os.path.join(small, "dataset_info.json"), {"train": 48, "dev": 10})
     # 1.5 epochs at 16 per step: 200 images -> 18.75 -> 19 steps; 48 -> 4.5 -> 5.
     for data_dir, images, steps in ((tiny_data, 200, 19), (small, 48, 5)):
         model_dir = str(tmp_path / f"model{images}")
         got, what = _train_epochs(data_dir, model_dir, "--train_epochs=1.5", "--train_steps=7")
         assert (got, what) == (steps, f"1.5 epochs of {images} labeled images at 16 per step")
         assert os.path.exists(os.path.join(model_dir, f"ckpt-{steps}.index"))
-        assert utils.read_json(os.path.join(model_dir, "FLAGS.json"))["train_steps"] == steps
+        assert atomic_files.read_json(os.path.join(model_dir, "FLAGS.json"))["train_steps"] == steps
 
 
 def test_student_steps_follow_the_unlabeled_set(tiny_data, teacher, tmp_path):
