@@ -1156,7 +1156,9 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
         config.train_batch_size // replicas, config.unlabel_ratio, config.label_data_sample_prob
     )
     start_step = state.step
-    progress = progress_log.Progress(until_step, "steps", start=start_step, interval=0)
+    # Progress and ETA run to the end of training, not of this call: under
+    # --mode=train_and_eval a call ends at the next evaluation.
+    progress = progress_log.Progress(config.max_steps, "steps", start=start_step, interval=0)
     last_log_step = start_step
     first_call = None  # (step, rate, ETA) after the loop's first call
     logging.info(
@@ -1204,7 +1206,7 @@ def train(config, strategy, state=None, until_step=None, summary_writer=None):
             logging.info(
                 "step %d/%d: loss %.4f, lab/acc %.3f, lr %.3g, %.1f images/s, ETA %s",
                 step,
-                until_step,
+                config.max_steps,
                 metrics["train/loss"],
                 metrics["lab/acc"],
                 metrics["train/lr"],

@@ -135,6 +135,7 @@ def test_unlabeled_targets_hard_and_soft():
     np.testing.assert_allclose(ce, -(soft * logp).sum(1), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_decay_skips_batch_norm(tiny_data, tmp_path):
     import keras
 
@@ -159,6 +160,7 @@ def test_weight_decay_skips_batch_norm(tiny_data, tmp_path):
 # Training runs.
 
 
+@pytest.mark.slow
 def test_teacher_trains_and_evaluates_every_image(teacher):
     config, state, results, losses = teacher
     assert [step for step, _ in state.history] == [10, 20, 30, 40]
@@ -176,6 +178,7 @@ def test_teacher_trains_and_evaluates_every_image(teacher):
     assert tf.train.latest_checkpoint(config.model_dir).endswith("ckpt-40")
 
 
+@pytest.mark.slow
 def test_eval_counts_match_hand_computed_accuracy(teacher):
     """Top-1 from the eval loop equals argmax accuracy computed image by image."""
     config, state, results, _ = teacher
@@ -204,6 +207,7 @@ def test_eval_counts_match_hand_computed_accuracy(teacher):
     assert results["dev"]["top_1_accuracy"] == pytest.approx(correct / total)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_step(tiny_data, tmp_path, caplog):
     config = tiny_config(
         tmp_path, tiny_data, train_steps=6, iterations_per_loop=3, save_checkpoints_steps=3
@@ -227,10 +231,8 @@ def test_resume_continues_from_last_step(tiny_data, tmp_path, caplog):
     assert "ckpt-9.index" in names and "ckpt-6.index" in names and "ckpt-3.index" in names
 
 
-def test_logged_rate_leaves_out_the_first_call_that_traces(
-    tiny_data, tmp_path, monkeypatch, caplog
-):
-    """The images/s and ETA of training exclude the loop's first call (tracing, compiling)."""
+def time_the_training_calls(monkeypatch):
+    """Each call of the training loop takes 1 s of a fake clock; the first (tracing) 100 s."""
     clock = FakeClock()
     monkeypatch.setattr(progress_log, "time", clock)
     real_make_train_loop = train_lib.make_train_loop
@@ -241,16 +243,28 @@ def test_logged_rate_leaves_out_the_first_call_that_traces(
 
         def timed(iterator, num_steps):
             calls.append(num_steps)
-            clock.now += 100.0 if len(calls) == 1 else 1.0  # the first call "traces"
+            clock.now += 100.0 if len(calls) == 1 else 1.0
             return loop(iterator, num_steps)
 
         return timed
 
     monkeypatch.setattr(train_lib, "make_train_loop", make_timed_loop)
+
+
+def logged_steps(caplog):
+    return [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_logged_rate_leaves_out_the_first_call_that_traces(
+    tiny_data, tmp_path, monkeypatch, caplog
+):
+    """The images/s and ETA of training exclude the loop's first call (tracing, compiling)."""
+    time_the_training_calls(monkeypatch)
     config = tiny_config(tmp_path, tiny_data, train_steps=30, train_batch_size=16)
     with caplog.at_level("INFO"):
         train_lib.train(config, STRATEGY)
-    lines = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    lines = logged_steps(caplog)
     # 10 steps per call of 16 images: 1.6 images/s with the 100 s call, then 160.
     assert [line.split(": ", 1)[0] for line in lines] == ["step 10/30", "step 20/30", "step 30/30"]
     assert lines[0].endswith("1.6 images/s, ETA 0:03:20")
@@ -258,6 +272,22 @@ def test_logged_rate_leaves_out_the_first_call_that_traces(
     assert lines[2].endswith("160.0 images/s, ETA 0:00:00")
 
 
+@pytest.mark.slow
+def test_progress_counts_to_the_end_of_training_between_evaluations(
+    tiny_data, tmp_path, monkeypatch, caplog
+):
+    """A call that stops at an evaluation logs steps and ETA of the whole run."""
+    time_the_training_calls(monkeypatch)
+    config = tiny_config(tmp_path, tiny_data, train_steps=30, train_batch_size=16)
+    with caplog.at_level("INFO"):
+        train_lib.train(config, STRATEGY, until_step=20)
+    lines = logged_steps(caplog)
+    assert [line.split(": ", 1)[0] for line in lines] == ["step 10/30", "step 20/30"]
+    # 10 steps left at 10 steps/s.
+    assert lines[1].endswith("160.0 images/s, ETA 0:00:01")
+
+
+@pytest.mark.slow
 def test_student_with_on_the_fly_teacher(teacher, tiny_data, tmp_path):
     t_config, t_state, _, _ = teacher
     config = tiny_config(
@@ -286,6 +316,7 @@ def test_student_with_on_the_fly_teacher(teacher, tiny_data, tmp_path):
     assert not state.teacher.model.trainable_weights
 
 
+@pytest.mark.slow
 def test_student_from_stored_probabilities(tiny_data, tmp_path):
     import file_names
     import tfrecords
@@ -333,6 +364,8 @@ def test_student_from_stored_probabilities(tiny_data, tmp_path):
     assert state.history and "ext/loss" in state.history[-1][1]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_mirrored_strategy_matches_single_device():
     """Two logical CPUs with synchronized BN give the loss and update of one device."""
     script = os.path.join(ROOT, "tests", "mirrored_check.py")
@@ -366,6 +399,8 @@ def run_main(*args):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_main_fails_loudly(tiny_data, tmp_path, teacher):
     t_config = teacher[0]
     empty = tmp_path / "empty"
@@ -434,6 +469,7 @@ def test_main_fails_loudly(tiny_data, tmp_path, teacher):
         assert message in out.stderr + out.stdout, (message, out.stderr[-2000:])
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_alternates(tiny_data, tmp_path):
     config = tiny_config(
         tmp_path,
@@ -455,6 +491,7 @@ def test_train_and_evaluate_alternates(tiny_data, tmp_path):
     assert steps == {3, 6}
 
 
+@pytest.mark.slow
 def test_fix_layer_num_freezes_stem_and_first_blocks_in_training(tiny_data, tmp_path):
     """--fix_layer_num=1: stem and block 0 keep their weights; the rest trains."""
     config = tiny_config(tmp_path, tiny_data, train_steps=2, iterations_per_loop=2)
