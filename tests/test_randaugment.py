@@ -505,8 +505,11 @@ def test_distort_seeded_is_deterministic_and_seed_dependent():
 
 def test_distort_unseeded_differs_across_calls():
     image = tf.constant(_random_image(32, 32))
+    tf.random.set_seed(0)
     outs = {ra.distort_image_with_randaugment(image, 2, 10).numpy().tobytes() for _ in range(8)}
-    assert len(outs) >= 5
+    # Some draws leave this image unchanged (an identity op, or two that
+    # cancel), so calls may repeat; fixed draws would give one image.
+    assert len(outs) >= 3
 
 
 def test_distort_in_tf_data():
@@ -525,6 +528,9 @@ def test_distort_in_tf_data():
     for i, graph_out in enumerate(first):
         np.testing.assert_array_equal(graph_out, seeded(tf.constant(i, tf.int64)).numpy())
 
+    # Unseeded ops draw from the global generator: fix where it starts, so the
+    # count below does not depend on which tests ran before in this process.
+    tf.random.set_seed(0)
     unseeded = tf.data.Dataset.from_tensors(image).repeat(8)
     unseeded = unseeded.map(lambda x: ra.distort_image_with_randaugment(x, 2, 10))
     outs = {x.numpy().tobytes() for x in unseeded}
