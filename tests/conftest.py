@@ -1,9 +1,7 @@
 """Shared fixtures: tiny generated datasets in the layout of docs/method.md, "Record formats"."""
 
-import inspect
 import os
 import pathlib
-import re
 import subprocess
 import sys
 
@@ -15,6 +13,31 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Memory one pytest worker may take at its peak: a test's own TensorFlow plus
+# the TensorFlow of the entry point it starts.
+GIB_PER_WORKER = 3
+MAX_WORKERS = 8
+
+
+def pytest_xdist_auto_num_workers(config):
+    """Workers for `-n auto`: one per usable core, as many as memory holds, at most 8.
+
+    More workers than that would start more TensorFlow processes than the
+    cores or the memory serve, and run the suite no sooner.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    available = GIB_PER_WORKER * 2**30 * (cores or 1)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    by_memory = int(available // (GIB_PER_WORKER * 2**30))
+    return max(1, min(cores or 1, by_memory, MAX_WORKERS))
+
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
@@ -156,7 +179,7 @@ def teacher(tiny_data, tmp_path_factory):
     return config, state, results, losses
 
 
-def run_script(script, *args, timeout=120):
+def run_script(script, *args, timeout=600):
     """Runs `python ROOT/script *args` in a subprocess; returns the CompletedProcess (text)."""
     command = [sys.executable, os.path.join(ROOT, script), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
@@ -180,54 +203,3 @@ def forbid_call(monkeypatch, module, name):
         raise AssertionError(f"{module.__name__}.{name} must not be called here.")
 
     monkeypatch.setattr(module, name, fail)
-
-
-# Markers (registered in pyproject.toml). `pytest -m "not slow"` is the fast
-# local loop; .ci/run runs everything. e2e: the test runs an entry point or a
-# script as a user does (a subprocess). slow: it trains a model, runs an entry
-# point or a distributed strategy, or uses a fixture that trains one. A test
-# is e2e when its code starts a subprocess through one of the runners below,
-# or when its module is listed (fixtures there run the scripts). A notebook's
-# kernel (nbclient's NotebookClient) is a subprocess too.
-E2E_MODULES = {"test_fail_loudly", "test_mnist_demo", "test_pipeline", "test_reproducible"}
-SUBPROCESS_RUNNERS = re.compile(
-    r"\b(run_script|run_bash|run_main|dry_run|only_call|loop_calls|train_and_eval|"
-    r"subprocess\.run|subprocess\.Popen|mirrored_check|NotebookClient)\b"
-)
-# Dry runs of the shell scripts start only bash: e2e, but fast.
-FAST_E2E_MODULES = {"test_scripts"}
-SLOW_MODULES = {"test_bn_groups", "test_export", "test_predict", "test_xla"}
-SLOW_FIXTURES = {"teacher", "tiny_data", "loop_run", "student_batch"}
-
-
-def _source(function):
-    try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
-
-
-def _runs_a_subprocess(item):
-    """Whether the test, or a function of its module that it calls, uses a runner."""
-    source = _source(item.function)
-    if SUBPROCESS_RUNNERS.search(source):
-        return True
-    helpers = [
-        name
-        for name, value in vars(item.module).items()
-        if inspect.isfunction(value)
-        and value.__module__ == item.module.__name__
-        and SUBPROCESS_RUNNERS.search(_source(value))
-    ]
-    return any(re.search(rf"\b{name}\(", source) for name in helpers)
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        e2e = module in E2E_MODULES | FAST_E2E_MODULES or _runs_a_subprocess(item)
-        if e2e:
-            item.add_marker(pytest.mark.e2e)
-        slow = (e2e and module not in FAST_E2E_MODULES) or module in SLOW_MODULES
-        if slow or SLOW_FIXTURES & set(item.fixturenames):
-            item.add_marker(pytest.mark.slow)

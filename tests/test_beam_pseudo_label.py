@@ -15,6 +15,8 @@ import atomic_files
 import file_names
 import filter_stats
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 SVHN = os.path.join(ROOT, "local_scripts", "svhn")
 NUM_SHARDS = 2
 PREFIX = "train"

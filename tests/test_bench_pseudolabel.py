@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 from conftest import run_script
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_bench_prints_ratios_json_last():

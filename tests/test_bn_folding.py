@@ -126,6 +126,7 @@ def test_loaded_checkpoint_folds_its_ema_weights(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_folds_inside_a_mirrored_strategy():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     description = checkpoints.model_description("efficientnet-b0", 10, True, TINY_OVERRIDES, 32)

@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_REPLICAS = 4
 # Per-replica batch [3, 4, 4, 6]; replica r's values are shifted by 3 * r so

@@ -77,6 +77,7 @@ def student_batch(tiny_data, tmp_path_factory):
     return {k: v.numpy() for k, v in batch.items()}, images, probs
 
 
+@pytest.mark.slow
 def test_batch_shapes_and_unlabeled_batch_size(student_batch):
     batch, _, _ = student_batch
     unl = math.ceil(LABELED_BATCH * UNLABEL_RATIO)
@@ -93,6 +94,7 @@ def test_batch_shapes_and_unlabeled_batch_size(student_batch):
     np.testing.assert_array_equal(batch["unl_labels"], batch["unl_probs"].argmax(-1))
 
 
+@pytest.mark.slow
 def test_teacher_view_is_the_eval_preprocessing_of_the_same_pixels(student_batch):
     batch, images, probs = student_batch
     for j, row in enumerate(batch["unl_probs"]):
@@ -120,6 +122,7 @@ def test_seed_streams_never_collide_across_draws_and_pipelines():
     assert data_input.stream_id("labeled", 3) == 6 and data_input.stream_id("unlabeled", 3) == 7
 
 
+@pytest.mark.slow
 def test_student_view_in_tf_data_equals_the_eager_op(student_batch):
     """Element j of the unlabeled stream is preprocessed with seed fold_in([seed, 1], j)."""
     batch, images, _ = student_batch
@@ -270,6 +273,8 @@ def _main_flag_defaults():
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_train_config_defaults_equal_the_flag_defaults():
     defaults = _main_flag_defaults()
     checked = 0

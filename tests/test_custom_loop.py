@@ -5,10 +5,13 @@ import os
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import ROOT
 from test_custom_task import NUM_CLASSES, write_class_folders
 from test_scripts import run_bash
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_custom_loop_one_round(tmp_path):

@@ -91,6 +91,8 @@ def main_py(*args):
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_trains_evaluates_and_predicts_with_its_classes(custom_data, tmp_path):
     out, info = custom_data
     model_dir = str(tmp_path / "model")
@@ -139,6 +141,8 @@ def test_trains_evaluates_and_predicts_with_its_classes(custom_data, tmp_path):
     assert all(len(p) == NUM_CLASSES and abs(sum(p) - 1) < 1e-4 for p in probabilities)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_unknown_task_without_description_is_a_usage_error(tmp_path):
     result = main_py(
         "--task_name=custom",

@@ -95,6 +95,8 @@ def test_settings_first_dataset_info_last(tmp_path):
     assert not dataset_writer.begin_output(out, other)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "script, present, absent",
     [

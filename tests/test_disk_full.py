@@ -45,9 +45,13 @@ def _can_mount_tmpfs():
     return probe.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(
-    not _can_mount_tmpfs(), reason="needs unshare with user and mount namespaces"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not _can_mount_tmpfs(), reason="needs unshare with user and mount namespaces"
+    ),
+]
 
 
 def run_on_tmpfs(tmp_path, command, size="16m", fill=True):

@@ -32,6 +32,7 @@ def _keras_normalization(model):
     return layer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", sorted(KERAS_MODELS))
 def test_structure_matches_keras_applications(model_name):
     ours = efficientnet_builder.build_model(model_name)

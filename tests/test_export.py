@@ -19,6 +19,8 @@ import task_info
 import tfrecords
 import train_lib
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
 NUM_CLASSES = 7
@@ -60,7 +62,7 @@ def exported(tmp_path_factory):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
         check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )

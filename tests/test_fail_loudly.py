@@ -26,6 +26,8 @@ import task_info
 import tfrecords
 import train_lib
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 STRATEGY = tf.distribute.get_strategy()
 BASE = ["--use_tpu=False", "--use_bfloat16=False", "--task_name=mnist"]
 TINY = ["--width_coefficient=0.1", "--depth_coefficient=0.1"]

@@ -13,6 +13,8 @@ import filter_helpers as fh
 import pytest
 from test_scripts import run_bash
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 
 def test_filter_alias_fails_like_the_real_script(tmp_path):
     dirs, _ = fh.make_dataset(tmp_path, 2, 4, num_workers=1)

@@ -43,6 +43,8 @@ def error_lines(stderr):
     }
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_pass_2_attempts_every_listed_shard(tmp_path):
     num_shards = 9
     dirs, _ = fh.make_dataset(tmp_path, num_shards, 12, num_workers=1)
@@ -117,6 +119,8 @@ def test_pass_2_attempts_every_listed_shard(tmp_path):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_pass_1_attempts_every_listed_shard(tmp_path):
     num_shards = 5
     dirs, _ = fh.make_dataset(tmp_path, num_shards, 10, num_workers=2)
@@ -197,6 +201,8 @@ def test_a_class_without_images_is_warned_about(tmp_path, caplog):
     assert "3" not in stats["after_balancing"] and stats["num_output_records"] == 24
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_no_kept_image_at_all_is_an_error(tmp_path):
     dirs, _ = fh.make_dataset(tmp_path, 2, 6, num_workers=1)
     for shard in range(2):

@@ -92,6 +92,8 @@ def test_malformed_provenance_names_the_info_file(tmp_path):
     assert info in str(error.value)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_prelim_stats_of_two_checkpoints_stop_pass_2(tmp_path):
     """The CLI exits non-zero before writing anything, naming both checkpoints and a shard of each."""
     dirs, _ = fh.make_dataset(tmp_path, 3, 10, num_workers=1)

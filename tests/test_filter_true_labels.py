@@ -180,7 +180,7 @@ def run_report(out, rounds):
         cwd=fh.REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
 
 
@@ -195,6 +195,8 @@ def loop_output(tmp_path_factory):
     return out, finals
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_loop_report_shows_pseudo_label_accuracy(loop_output):
     out, (final1, final2) = loop_output
     result = run_report(out, 2)
@@ -243,6 +245,8 @@ def test_loop_report_shows_pseudo_label_accuracy(loop_output):
     assert row[3] == f"{100 * per_class_before[0]:.2f}"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_loop_report_names_a_missing_round(loop_output):
     out, _ = loop_output
     result = run_report(out, 3)

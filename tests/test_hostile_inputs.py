@@ -35,6 +35,8 @@ def write_info(folder, **changes):
     return path
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "script, args",
     [
@@ -90,6 +92,8 @@ def test_shell_settings_of_good_data(tmp_path):
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_filter_num_shards_must_be_positive(tmp_path):
     flag = "num_shards"
     dirs = [f"--{name}={tmp_path}/{name}" for name in ("prediction_dir", "info_dir")]
@@ -166,6 +170,8 @@ def test_bad_record_names_file_record_and_key(tmp_path, change, kind, expected):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_training_on_a_file_that_is_no_tfrecord_says_so_first(tmp_path):
     import atomic_files
     import file_names
@@ -234,6 +240,8 @@ def _train_custom(data_dir, model_dir, batch_size=4):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_classes_without_images_and_a_large_batch_are_warned_about(tmp_path):
     _, info = _custom_data(
         tmp_path / "data", [0, 1] * 4, num_classes=4, class_names=["a", "b", "c", "d"]
@@ -257,6 +265,8 @@ def test_classes_without_images_and_a_large_batch_are_warned_about(tmp_path):
     assert os.path.exists(tmp_path / "m" / "ckpt-2.index")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "labels, message",
     [
@@ -282,6 +292,8 @@ def test_labels_that_disagree_with_the_classes_stop_training(tmp_path, labels, m
     assert not os.path.exists(tmp_path / "m")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "changes, expected",
     [
@@ -322,6 +334,8 @@ def _wide_checkpoint(folder):
     return prefix
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("flag", ["init_model_path", "teacher_model_path"])
 def test_checkpoint_of_another_width_is_one_message(tiny_data, tmp_path, flag):
     prefix = _wide_checkpoint(tmp_path)
@@ -401,6 +415,8 @@ finally:
 """
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_proc_folder_skips_a_huge_image_without_decoding_it(tmp_path):
     from PIL import Image
 
@@ -441,6 +457,8 @@ def test_proc_folder_skips_a_huge_image_without_decoding_it(tmp_path):
     assert peak_mb < 1500, peak_mb
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_defaults_read_task_info_output_as_data_only(tmp_path):
     """Even lines that task_info.py would never print are not run by the shell."""
     planted = tmp_path / "X"

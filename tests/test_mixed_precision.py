@@ -87,6 +87,8 @@ def test_precision_sets_the_keras_policy(policy):
         assert keras.mixed_precision.global_policy().name == name
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "flags",
     [
@@ -97,7 +99,7 @@ def test_precision_sets_the_keras_policy(policy):
 def test_contradicting_flags_are_a_usage_error(flags, tmp_path):
     command = [sys.executable, os.path.join(ROOT, "main.py"), "--use_tpu=False", "--mode=train"]
     command += ["--task_name=mnist", f"--model_dir={tmp_path}/m", *flags]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 1, out.stderr[-3000:]
     value = flags[1].split("=")[1]
     message = f"--mixed_precision={value} contradicts {flags[0]}"
@@ -109,10 +111,12 @@ def test_contradicting_flags_are_a_usage_error(flags, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_unknown_precision_is_refused_by_the_flag(tmp_path):
     command = [sys.executable, os.path.join(ROOT, "main.py"), "--use_tpu=False"]
     command += ["--mixed_precision=float8", f"--model_dir={tmp_path}/m"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 1
     message = "--mixed_precision=float8: value should be one of <float32|bfloat16|float16>"
     assert message in out.stderr, out.stderr[-2000:]
@@ -194,6 +198,7 @@ def test_teacher_targets_are_float32():
 # --- The training step ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_float16_step_equals_float32_step(tmp_path, policy):
     keras.utils.set_random_seed(0)
     data = batch()
@@ -241,6 +246,7 @@ def test_float16_step_equals_float32_step(tmp_path, policy):
         np.testing.assert_allclose(ema16.numpy(), ema32.numpy(), rtol=2e-2, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_overflow_skips_the_step_and_halves_the_scale(tmp_path, policy):
     data = batch()
     config, state = float16_state(tmp_path, policy)
@@ -277,6 +283,7 @@ def test_overflow_skips_the_step_and_halves_the_scale(tmp_path, policy):
     assert int(state.loss_scale.good_steps.numpy()) == 1
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_scale(tmp_path, policy):
     config, state = float16_state(tmp_path, policy)
     state.loss_scale.scale.assign(1024.0)
@@ -288,6 +295,7 @@ def test_resume_keeps_the_scale(tmp_path, policy):
     assert int(resumed.loss_scale.good_steps.numpy()) == 7
 
 
+@pytest.mark.slow
 def test_float16_resumes_a_float32_checkpoint(tmp_path, policy):
     policy("float32")
     config = tiny_config(tmp_path, "", override_params=dict(NO_NOISE))
@@ -300,6 +308,8 @@ def test_float16_resumes_a_float32_checkpoint(tmp_path, policy):
         np.testing.assert_array_equal(w16.numpy(), w32.numpy())
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_float16_under_mirrored_strategy():
     """2 logical CPUs: the float16 step equals one device's; an overflow skips on both."""
     script = os.path.join(ROOT, "tests", "mirrored_check.py")
@@ -347,6 +357,7 @@ def float16_model_dir(tiny_data, tmp_path_factory):
     return model_dir, out
 
 
+@pytest.mark.slow
 def test_main_py_trains_and_resumes_float16(float16_model_dir):
     model_dir, out = float16_model_dir
     assert "Resuming from step 2" in out.stderr
@@ -359,6 +370,8 @@ def test_main_py_trains_and_resumes_float16(float16_model_dir):
         assert json.load(f)["mixed_precision"] == "float16"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_eval_predict_export_of_a_float16_model(float16_model_dir, tiny_data, tmp_path):
     model_dir, _ = float16_model_dir
     common = ["--use_bfloat16=False", "--mixed_precision=float16"]

@@ -3,11 +3,14 @@
 import os
 
 import numpy as np
+import pytest
 from conftest import run_script
 from PIL import Image
 from test_proc_mnist import make_digits, mnist_pickle, write_fake_wheel
 
 import proc_mnist
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_writes_the_demo_subsets_as_class_folders(tmp_path):

@@ -20,6 +20,8 @@ import pytest
 from conftest import NUM_CLASSES, ROOT, write_labeled_subset, write_unlabeled
 from test_scripts import run_bash
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 NUM_UNLABELED_SHARDS = 2
 SEED = 7
 STEPS = ["round0_teacher", "round1_predict", "round1_filter1", "round1_filter2", "round1_student"]

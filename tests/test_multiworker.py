@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import ROOT, TINY_TRAIN_FLAGS
+
+pytestmark = pytest.mark.slow
 
 FLAGS = [
     *TINY_TRAIN_FLAGS,
@@ -142,6 +145,7 @@ def weights_at(model_dir, step):
     return {n: reader.get_tensor(n) for n in names if "model" in n}
 
 
+@pytest.mark.e2e
 def test_two_workers_equal_one_worker_with_the_same_global_batch(tmp_path):
     """Weights after 2 and 4 steps: 2 workers x 4 images = 1 worker x 8 images, to float tolerance."""
     data_dir = tmp_path / "flat"

@@ -119,6 +119,8 @@ def test_notebook_is_stored_without_outputs():
     assert any("Switching to SVHN on a GPU" in cell.source for cell in notebook.cells)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_notebook_runs_the_loop_top_to_bottom(tmp_path):
     params = tiny_parameters(tmp_path)
     notebook = execute(with_parameters(read_notebook(), **params))
@@ -154,6 +156,8 @@ def test_notebook_runs_the_loop_top_to_bottom(tmp_path):
     assert "student 1" in text
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_failing_step_stops_the_notebook_naming_it(tmp_path):
     """No IDX files where SOURCE=idx looks: the data cell fails with prepro.sh's message."""
     params = tiny_parameters(tmp_path)

@@ -7,7 +7,10 @@ bad flag, after its log is written.
 
 import os
 
+import pytest
 from test_scripts import run_bash
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VICTIM_TEXT = "the link's target: must stay as it is\n"

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import sysconfig
 
+import pytest
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: pip's copy of the same parser
@@ -79,7 +81,7 @@ def fresh_venv(path):
     Returns:
       (python, site_packages) of the new virtualenv.
     """
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True, timeout=600)
     python = os.path.join(path, "bin", "python")
     site_packages = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -110,7 +112,7 @@ def module_files(python, cwd, modules=WORKER_MODULES):
         text=True,
         cwd=cwd,
         env=clean_env(),
-        timeout=120,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
@@ -157,6 +159,8 @@ def test_dependencies_are_requirements_txt():
     }
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_wheel_holds_the_modules_and_the_metadata(tmp_path):
     """The wheel installed into a fresh venv: its modules come from there, from any folder."""
     python, site_packages = install_wheel(tmp_path)
@@ -187,6 +191,8 @@ def test_wheel_holds_the_modules_and_the_metadata(tmp_path):
     assert {_key(r) for r in requires} == expected
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_editable_install_imports_the_source_folder(tmp_path):
     """`pip install -e` of a copy: the copy's modules are imported, and edits show at once."""
     source = copy_sources(str(tmp_path / "source"))
@@ -204,6 +210,6 @@ def test_editable_install_imports_the_source_folder(tmp_path):
         text=True,
         cwd=str(elsewhere),
         env=clean_env(),
-        timeout=120,
+        timeout=600,
     )
     assert result.stdout.strip() == "1", result.stderr[-2000:]

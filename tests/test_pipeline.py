@@ -17,6 +17,8 @@ from test_scripts import run_bash
 
 import atomic_files
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 SVHN = os.path.join(ROOT, "local_scripts", "svhn")
 IMAGENET = os.path.join(ROOT, "local_scripts", "imagenet")
 NUM_SHARDS = 4
@@ -265,7 +267,7 @@ def calls(env):
 
 
 def run_fake(script, env, *args):
-    return run_bash(script, env, *args, timeout=60)
+    return run_bash(script, env, *args, timeout=600)
 
 
 def test_pool_pins_one_gpu_per_worker_and_covers_each_shard_once(fake):

@@ -16,6 +16,8 @@ import task_info
 import tfrecords
 import train_lib
 
+pytestmark = pytest.mark.slow
+
 STRATEGY = tf.distribute.get_strategy()
 
 

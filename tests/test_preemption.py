@@ -22,6 +22,8 @@ import atomic_files
 import preemption
 import train_lib
 
+pytestmark = pytest.mark.slow
+
 STRATEGY = tf.distribute.get_strategy()
 # One compiled loop call would run all these steps: minutes, not seconds.
 LONG = ["--train_steps=100000", "--iterations_per_loop=100000", "--save_checkpoints_steps=100000"]
@@ -77,16 +79,17 @@ def start_main(model_dir, data_dir, log_path, *args):
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_the_step_releases_the_lock_and_the_rerun_resumes(tiny_data, tmp_path, signum):
     model_dir = tmp_path / "m"
     log = str(tmp_path / "log")
     proc = start_main(model_dir, tiny_data, log, *LONG)
     try:
-        wait_for(log_has(log, "Training efficientnet-b0 from step 0"), 120, "training to start")
+        wait_for(log_has(log, "Training efficientnet-b0 from step 0"), 300, "training to start")
         time.sleep(3)
         proc.send_signal(signum)
-        proc.wait(timeout=120)
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -118,6 +121,7 @@ def alive(pid):
         return f.read().split(") ", 1)[1][0] != "Z"
 
 
+@pytest.mark.e2e
 def test_sigterm_to_loop_sh_leaves_no_orphan_and_no_lock(tiny_data, tmp_path):
     out = tmp_path / "out"
     teacher_dir = out / "round0_teacher"
@@ -139,11 +143,11 @@ def test_sigterm_to_loop_sh_leaves_no_orphan_and_no_lock(tiny_data, tmp_path):
     log = str(out / "logs" / "round0_teacher.log")
     pid = None
     try:
-        wait_for(log_has(log, "Training efficientnet-b0 from step 0"), 180, "the teacher")
+        wait_for(log_has(log, "Training efficientnet-b0 from step 0"), 300, "the teacher")
         pid = atomic_files.read_json(str(lock))["pid"]
         time.sleep(2)
         loop.send_signal(signal.SIGTERM)
-        stdout, _ = loop.communicate(timeout=120)
+        stdout, _ = loop.communicate(timeout=600)
     finally:
         if loop.poll() is None:
             loop.kill()

@@ -259,6 +259,8 @@ def test_tfds_route_with_mock_data(tmp_path):
     assert [label for _, label in unlabeled] == [int(v) + 1 for v in expected["label"]]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_parallel_workers(tmp_path):
     root = str(tmp_path)
     make_folders(root, per_class=4)
@@ -278,6 +280,8 @@ def test_cli_parallel_workers(tmp_path):
     assert info["task_name"] == "pets" and info["splits"] == {"train": 12, "extra": 2}
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "case, message",
     [
@@ -311,6 +315,8 @@ def test_cli_errors_name_the_folder(tmp_path, case, message):
         assert not os.path.exists(f"{root}/out")  # checked before anything is written
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_unlabeled_class_dir_keeps_held_out_labels_as_true_labels(tmp_path):
     """--unlabeled_class_dir: unlabeled records whose true label is the class folder's + 1."""
     root = str(tmp_path)

@@ -110,6 +110,8 @@ def image_folder(path, num_images=5):
     return path
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_script_writes_unlabeled_images(tmp_path):
     src = image_folder(tmp_path / "images")
     out = tmp_path / "proc"
@@ -122,6 +124,8 @@ def test_script_writes_unlabeled_images(tmp_path):
     assert {r["image/class/label"].int64_list.value[0] for r in records} == {0}
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", ["not an image", "truncated JPEG"])
 def test_script_names_a_file_that_is_not_an_image(tmp_path, damage):
     src = image_folder(tmp_path / "images")

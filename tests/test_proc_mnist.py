@@ -305,6 +305,8 @@ def test_tfds_source(tmp_path, mnist_data):
     assert np.bincount(mnist_data["train_labels"][ids], minlength=10).tolist() == [4] * 10
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_script_main(idx_dir, tmp_path):
     out = tmp_path / "out"
     result = run_script(
@@ -337,6 +339,8 @@ def damaged_wheel(cache, damage, mnist_data):
         write_fake_wheel(cache, payload[:40] + b"\xff" * 64 + payload[104:])
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "source, damage, named, reason",
     [

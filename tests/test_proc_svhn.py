@@ -251,6 +251,8 @@ def run_mat_script(raw, out, *args):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_script_main(mat_dir, tmp_path):
     raw, _ = mat_dir
     out = tmp_path / "out"
@@ -261,6 +263,8 @@ def test_script_main(mat_dir, tmp_path):
     assert os.path.exists(out / "unlabeled" / "extra-00001-of-00002")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "damage, reason",
     [("garbage", "Cannot read"), ("truncated", "truncated or corrupt")],

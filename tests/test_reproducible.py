@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import ROOT, tiny_config
 
 import data_input
 import train_lib
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TINY_FLAGS = [
     "--use_tpu=False",
@@ -176,7 +179,7 @@ def test_prediction_records_are_serialized_deterministically(tmp_path):
             text=True,
             cwd=ROOT,
             env=dict(os.environ, PYTHONHASHSEED=hash_seed),
-            timeout=120,
+            timeout=600,
         )
         assert out.returncode == 0, out.stderr[-2000:]
         outputs.add(out.stdout)

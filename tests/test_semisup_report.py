@@ -194,6 +194,8 @@ def test_report_records_the_machine(tmp_path, monkeypatch):
     assert "vector instructions: avx2 avx512f fma sse4_1" in table
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_report_as_the_bench_runs_it(tmp_path):
     """A subprocess, as bench_semisup.sh runs it: its status, its output, its errors."""
     run = fake_seed(tmp_path, 0, 0.80, (0.85, 0.87), (0.89, 0.90), longer=0.8)
@@ -224,6 +226,8 @@ def test_report_as_the_bench_runs_it(tmp_path):
         assert not os.path.exists(tmp_path / "x.json")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -240,6 +244,8 @@ def test_bench_script_rejects_bad_settings(env, message, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_runs_every_part_on_tiny_data(tmp_path):
     """bench_semisup.sh as a user runs it, on a 200-image lookalike of Fashion-MNIST's IDX
     files: data, one loop round, the longer teacher, the supervised reference, the report;

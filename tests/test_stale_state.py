@@ -43,6 +43,8 @@ def run_main(data_dir, model_dir, *args, prelude=None):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_empty_lock_left_by_a_full_disk_is_taken_over(tiny_data, tmp_path):
     model_dir = tmp_path / "m"
     model_dir.mkdir()
@@ -74,6 +76,8 @@ def test_full_disk_while_taking_the_lock_leaves_no_lock(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_eval_takes_the_next_checkpoint_when_training_rotates_the_one_it_reads(tiny_data, tmp_path):
     # A training with --keep_checkpoint_max=1 replaces ckpt-2 by ckpt-4 while
     # --mode=eval reads ckpt-2: here, right after eval has chosen ckpt-2 and
@@ -112,6 +116,8 @@ checkpoints.create_model = rotate_then_create
     assert results["dev"]["global_step"] == 4 and results["dev"]["num_images"] == 23
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("content", [b"{not json", b'["a list"]'])
 def test_train_and_eval_with_a_garbage_eval_results_file_fails_before_training(
     tiny_data, tmp_path, content

@@ -23,6 +23,8 @@ import efficientnet_builder
 import tf1_checkpoint
 import train_lib
 
+pytestmark = pytest.mark.slow
+
 SIZE = 32
 NUM_CLASSES = 10
 EMA = "/ExponentialMovingAverage"

@@ -38,6 +38,7 @@ def _filter_output(root, total):
     return data
 
 
+@pytest.mark.slow
 def test_unlabeled_images_are_counted_from_the_best_source(tiny_data, tmp_path):
     import training_length
 
@@ -80,6 +81,8 @@ def _train_epochs(data_dir, model_dir, *flags):
     return int(steps.group(1)), steps.group(2)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_teacher_steps_follow_the_labeled_set(tiny_data, tmp_path):
     """One --train_epochs gives twice the steps on twice the labeled images."""
     import atomic_files
@@ -98,6 +101,8 @@ def test_teacher_steps_follow_the_labeled_set(tiny_data, tmp_path):
         assert atomic_files.read_json(os.path.join(model_dir, "FLAGS.json"))["train_steps"] == steps
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_student_steps_follow_the_unlabeled_set(tiny_data, teacher, tmp_path):
     """A student's epochs count its unlabeled images: 64 at 16 x 2 per step is 2 steps."""
     student = str(tmp_path / "student")
@@ -113,6 +118,8 @@ def test_student_steps_follow_the_unlabeled_set(tiny_data, teacher, tmp_path):
     assert os.path.exists(os.path.join(student, "ckpt-2.index"))
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_bad_train_epochs_is_a_usage_error(tiny_data, tmp_path):
     result = run_script(
         "main.py",

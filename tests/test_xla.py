@@ -8,6 +8,8 @@ from conftest import NUM_CLASSES, TINY_OVERRIDES, tiny_config
 
 import train_lib
 
+pytestmark = pytest.mark.slow
+
 STRATEGY = tf.distribute.get_strategy()
 
 
