@@ -491,7 +491,7 @@ def test_the_last_value_of_a_repeated_flag_is_the_one_main_py_uses(tiny_data, tm
 
 
 def test_extra_flags_do_not_reach_the_filter():
-    """The command of the issue: training flags in EXTRA_FLAGS, then the filter."""
+    """Training flags in EXTRA_FLAGS never reach the filter, which would refuse them."""
     env = dict(EXTRA_FLAGS="--width_coefficient=0.25 --train_steps=40", FILTER_FLAGS="--upsample=0")
     calls, result = dry_run("svhn/filter_unlabel.sh", "1", "--use_top=1", **env)
     [(_, argv)] = calls
