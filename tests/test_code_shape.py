@@ -114,3 +114,11 @@ def test_every_test_carries_the_markers_of_what_it_does():
                 wrong.append(f"{path.name}::{name} needs {sorted(need - marks)}")
     assert len(tests) > 40
     assert not wrong, wrong
+
+
+def test_the_longest_files_listed_for_the_workers_exist():
+    """conftest.LONGEST_FILES start first; a renamed file would silently start last."""
+    from conftest import LONGEST_FILES
+
+    missing = [name for name in LONGEST_FILES if not (ROOT / "tests" / name).is_file()]
+    assert not missing and len(set(LONGEST_FILES)) == len(LONGEST_FILES), missing
