@@ -1,4 +1,4 @@
-r"""Results of a Noisy Student loop (local_scripts/mnist/loop.sh): JSON, PNG, table.
+r"""Results of a Noisy Student loop (local_scripts/loop.sh): JSON, PNG, table.
 
 Reads the output folder of loop.sh:
   round0_teacher/, round<r>_student/   eval_results.json, model_params.txt, FLAGS.json

@@ -116,7 +116,7 @@ flags.DEFINE_bool(
     "deterministic",
     False,
     "Also make TensorFlow's ops deterministic, so two runs with the same flags and --seed "
-    "write identical checkpoints (slower; see the README).",
+    'write identical checkpoints (slower; docs/reference.md, "Reproducible runs").',
 )
 flags.DEFINE_list(
     "eval_subsets",
@@ -301,6 +301,14 @@ def resolve_config():
         except (ValueError, FileNotFoundError) as e:
             raise app.UsageError(f"--train_epochs: {e}") from e
         logging.info("--train_epochs: %d steps (%s).", train_steps, what)
+        if FLAGS["train_steps"].present:
+            # The scripts' recipes give one of the two and users the other: say
+            # which one counts rather than drop one unseen.
+            logging.warning(
+                "--train_steps=%d is ignored: --train_epochs=%g sets the length.",
+                FLAGS.train_steps,
+                FLAGS.train_epochs,
+            )
     train_steps = int(train_steps * FLAGS.train_ratio)
     train_last_step_num = FLAGS.train_last_step_num
     if train_last_step_num != -1:

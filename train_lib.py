@@ -187,7 +187,7 @@ def set_seed(seed, deterministic=False):
       seed: int seed.
       deterministic: also turn on `tf.config.experimental.enable_op_determinism`,
         so that two runs give bit-identical checkpoints (some kernels then run
-        slower; see the README).
+        slower; docs/reference.md, "Reproducible runs").
     """
     keras.utils.set_random_seed(int(seed))
     if deterministic:

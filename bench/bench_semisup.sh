@@ -52,6 +52,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source local_scripts/mnist/defaults.sh
 show_help_if_asked "$@"
+refuse_arguments "$@"
 dry_run && die "DRY_RUN: see the commands of one seed with DRY_RUN=1 bash local_scripts/loop.sh."
 export PYTHON="${PYTHON:-python}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -5,6 +5,8 @@
 # Help and dry runs:
 #   show_help_if_asked ARG...          -h/--help first: prints the running
 #                                      script's header comment and exits 0
+#   refuse_arguments ARG...            stops when given any: for the scripts
+#                                      that run several steps (loop, demo)
 #   run_command COMMAND...             runs COMMAND (run_child); DRY_RUN=1 prints it
 #   run_child COMMAND...               runs COMMAND, passing SIGTERM/SIGINT on to
 #                                      it as SIGTERM and waiting for it to end;
@@ -96,6 +98,12 @@ show_help_if_asked() {
   fi
   awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${script}"
   exit 0
+}
+
+# Scripts that run several steps take their flags from variables, one per
+# step kind; an argument would otherwise be dropped without a word.
+refuse_arguments() {
+  [[ $# == 0 ]] || die "unexpected argument(s): $*. Flags go in EXTRA_FLAGS, EXTRA_TRAIN_FLAGS, EXTRA_TEACHER_FLAGS or EXTRA_STUDENT_FLAGS (docs/scripts.md)."
 }
 
 # One line a shell can run again: words quoted only where the shell needs it.

@@ -64,6 +64,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source local_scripts/common.sh
 show_help_if_asked "$@"
+refuse_arguments "$@"
 use_venv_python
 
 TASK_NAME="${TASK_NAME:-mnist}"

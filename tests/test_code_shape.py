@@ -43,7 +43,8 @@ SUBPROCESS_RUNNERS = re.compile(
     r"\b(run_script|run_bash|run_main|dry_run|only_call|loop_calls|train_and_eval|"
     r"subprocess\.run|subprocess\.Popen|mirrored_check|NotebookClient)\b"
 )
-# Fixtures of conftest.py that train a model or write a dataset.
+# Fixtures (of conftest.py or a test file) that train a model or write a dataset;
+# a fixture that takes one of them counts too.
 TRAINING_FIXTURES = {"teacher", "tiny_data", "loop_run", "student_batch"}
 # Dry runs of the shell scripts start only bash: e2e, but fast.
 FAST_E2E_FILES = {"test_scripts.py"}
@@ -58,6 +59,24 @@ def _mark_names(node):
         and isinstance(sub.value, ast.Attribute)
         and sub.value.attr == "mark"
     }
+
+
+def _conftest_functions():
+    tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
+    return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _fixture_closure(names, functions):
+    """`names` and every fixture they take, through fixtures of the file or conftest.py."""
+    known = {**_conftest_functions(), **functions}
+    closure, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            if name in known:
+                todo.extend(a.arg for a in known[name].args.args)
+    return closure
 
 
 def _test_markers(path):
@@ -91,7 +110,7 @@ def _test_markers(path):
     for name, node in functions.items():
         if name.startswith("test"):
             marks = module_marks | set().union(*map(_mark_names, node.decorator_list))
-            fixtures = {a.arg for a in node.args.args}
+            fixtures = _fixture_closure({a.arg for a in node.args.args}, functions)
             yield name, marks, runs(node), fixtures
 
 

@@ -5,10 +5,6 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_README_LINES = 150
-# Pages of docs/ written on other branches; the README and docs link to them
-# already. (Bare names: test_code_shape.py requires every docs/ path cited in
-# a Python file to exist.)
-PROVIDED_ELSEWHERE = {"scripts.md", "contributing.md"}
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
 
@@ -34,8 +30,6 @@ def test_relative_links_point_to_existing_files():
             if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
                 continue  # a URL (http:, mailto:, ...) or an anchor on the same page
             resolved = (path.parent / target.split("#")[0]).resolve()
-            if resolved.parent == ROOT / "docs" and resolved.name in PROVIDED_ELSEWHERE:
-                continue
             if not resolved.exists():
                 broken.append(f"{path.relative_to(ROOT)}: {target}")
     assert not broken, broken
@@ -44,3 +38,27 @@ def test_relative_links_point_to_existing_files():
 def test_the_link_check_sees_the_readmes_links():
     targets = _links(ROOT / "README.md")
     assert "docs/results.md" in targets and "docs/reference.md" in targets
+
+
+# A link followed by a quoted section name: [results.md](results.md), "XLA".
+SECTION_LINK = re.compile(r"\]\(([^)\s#]+\.md)\),? \"([^\"]+)\"")
+
+
+def test_quoted_sections_of_linked_pages_exist():
+    """A section cited by name after a link begins a heading of the linked page."""
+    cited, missing = 0, []
+    for path in _markdown_files():
+        for target, section in SECTION_LINK.findall(path.read_text()):
+            page = path.parent / target
+            if not page.exists():
+                continue  # test_relative_links_point_to_existing_files names it
+            headings = {
+                line.lstrip("#").strip()
+                for line in page.read_text().splitlines()
+                if line.startswith("#")
+            }
+            cited += 1
+            if not any(heading.startswith(section) for heading in headings):
+                missing.append(f"{path.relative_to(ROOT)}: {target}, {section!r}")
+    assert cited > 3
+    assert not missing, missing

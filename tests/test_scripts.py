@@ -318,8 +318,8 @@ def test_imagenet_unknown_model_lists_the_published_ones():
 
 
 # ---------------------------------------------------------------------------
-# MNIST (and own images, which share its recipe): the values of defaults.sh, each
-# flag once (no SVHN value under them).
+# MNIST (and own images, which share its recipe): the values of defaults.sh (no
+# SVHN value under them).
 
 
 def task_settings(task, **env):
@@ -626,6 +626,28 @@ def test_a_renamed_variable_stops_the_script_with_its_new_name(script, old, dry)
         assert result.returncode == 1 and result.stdout == ""
         name = os.path.basename(script)
         assert result.stderr == f"{name}: error: {old} was renamed {RENAMED[old]}.\n"
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "loop.sh",
+        "mnist/loop.sh",
+        "svhn/loop.sh",
+        "custom/loop.sh",
+        "mnist/demo.sh",
+        "../bench/bench_semisup.sh",
+    ],
+)
+def test_scripts_of_several_steps_refuse_arguments(script, tmp_path):
+    """An argument is not passed on to some step: it stops the script, naming it."""
+    env = {"DRY_RUN": "1", "OUT": str(tmp_path / "out"), "OUT_ROOT": str(tmp_path / "bench")}
+    result = run_bash(os.path.join(SCRIPTS, script), env, "--train_steps=5")
+    assert result.returncode == 1 and result.stdout == ""
+    name = "loop.sh" if script.endswith("loop.sh") else os.path.basename(script)
+    assert result.stderr.startswith(f"{name}: error: unexpected argument(s): --train_steps=5.")
+    assert "EXTRA_TRAIN_FLAGS" in result.stderr
+    assert not os.listdir(tmp_path)
 
 
 def header(path):

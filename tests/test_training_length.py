@@ -76,6 +76,8 @@ def _train_epochs(data_dir, model_dir, *flags):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    if any(flag.startswith("--train_steps=") for flag in flags):
+        assert "--train_steps=7 is ignored: --train_epochs=1.5 sets the length." in result.stderr
     steps = re.search(r"--train_epochs: (\d+) steps \(([^)]*)\)", result.stderr)
     assert steps, result.stderr[-3000:]
     return int(steps.group(1)), steps.group(2)

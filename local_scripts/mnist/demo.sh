@@ -41,6 +41,7 @@ if [[ "${LABELED_PER_CLASS}" != "${STANDARD_LABELED_PER_CLASS}" ]]; then
 fi
 OUT="${OUT:-output/mnist_demo}"
 show_help_if_asked "$@"
+refuse_arguments "$@"
 dry_run && die "DRY_RUN: the demo installs and writes; see its commands with" \
   "DRY_RUN=1 bash local_scripts/mnist/loop.sh (and prepro.sh)."
 

@@ -23,7 +23,7 @@
 #                  (docs/scripts.md)
 #   PYTHON         interpreter [.venv/bin/python if present, else python]
 #   DRY_RUN        see local_scripts/common.sh
-# Arguments are appended to the Python call, e.g. --train_steps=500.
+# Arguments are appended to the Python call, e.g. --train_epochs=10.
 # A flag given twice keeps its last value.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
