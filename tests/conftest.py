@@ -54,7 +54,8 @@ def pytest_xdist_auto_num_workers(config):
     the memory serves.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    available = GIB_PER_WORKER * 2**30 * (cores or 1)
+    cores = cores or 1
+    available = GIB_PER_WORKER * 2**30 * cores
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -63,7 +64,7 @@ def pytest_xdist_auto_num_workers(config):
     except OSError:
         pass
     by_memory = int(available // (GIB_PER_WORKER * 2**30))
-    return max(1, min(cores or 1, by_memory, MAX_WORKERS))
+    return max(1, min(cores, by_memory, MAX_WORKERS))
 
 
 NUM_CLASSES = 10

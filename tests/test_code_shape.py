@@ -1,6 +1,7 @@
 """Shape rules of the code base that review found broken once: checked, not hoped for."""
 
 import ast
+import functools
 import pathlib
 import re
 
@@ -61,14 +62,14 @@ def _mark_names(node):
     }
 
 
+@functools.cache
 def _conftest_functions():
     tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
     return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
-def _fixture_closure(names, functions):
-    """`names` and every fixture they take, through fixtures of the file or conftest.py."""
-    known = {**_conftest_functions(), **functions}
+def _fixture_closure(names, known):
+    """`names` and every fixture they take, through the functions `known` by name."""
     closure, todo = set(), list(names)
     while todo:
         name = todo.pop()
@@ -107,10 +108,12 @@ def _test_markers(path):
             runs(functions[name], depth - 1) for name in used & functions.keys()
         )
 
+    # A test file's fixtures shadow conftest.py's of the same name.
+    known = {**_conftest_functions(), **functions}
     for name, node in functions.items():
         if name.startswith("test"):
             marks = module_marks | set().union(*map(_mark_names, node.decorator_list))
-            fixtures = _fixture_closure({a.arg for a in node.args.args}, functions)
+            fixtures = _fixture_closure({a.arg for a in node.args.args}, known)
             yield name, marks, runs(node), fixtures
 
 
